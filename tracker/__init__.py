@@ -1,0 +1,8 @@
+"""tracker: a serial GPS and fitness sensors into a durable SQLite queue, pushed to live-tracking services."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("tracker")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.1.0"
