@@ -1,0 +1,92 @@
+from pathlib import Path
+
+import pytest
+
+from tracker import config
+from tracker.config import ConfigError, load
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "tracker.toml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "tracker.toml"
+    p.write_text(text)
+    return p
+
+
+def test_example_config_is_valid_and_documents_the_defaults():
+    cfg = load(EXAMPLE)
+    defaults = config.Config()
+    assert cfg.gps == defaults.gps
+    assert cfg.storage == defaults.storage
+    assert cfg.activity == defaults.activity
+    assert cfg.log == defaults.log
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    cfg = load(write(tmp_path, ""))
+    assert cfg.gps.device == "/dev/serial0"
+    assert cfg.gps.baudrate == 9600
+    assert cfg.storage.path == Path("/var/lib/tracker/tracker.db")
+    assert cfg.storage.commit_interval_s == 1.0
+    assert cfg.activity.start == "always"
+    assert cfg.activity.resume_window_s == 1800
+
+
+def test_values_are_typed(tmp_path):
+    cfg = load(
+        write(
+            tmp_path,
+            '[gps]\ndevice = "socket://127.0.0.1:10110"\nbaudrate = 38400\n'
+            '[storage]\ncommit_interval_s = 2\n'
+            '[activity]\ntype = "sea kayaking"\ntags = ["coast", " morning "]\n',
+        )
+    )
+    assert cfg.gps.baudrate == 38400
+    assert cfg.storage.commit_interval_s == 2.0
+    assert isinstance(cfg.storage.commit_interval_s, float)
+    assert cfg.activity.type == "sea kayaking"
+    assert cfg.activity.tags == ("coast", "morning")
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("[gps]\nbaudrte = 9600\n", ["[gps] baudrte", "unknown key", "baudrate"]),
+        ("[gsp]\n", ["unknown section [gsp]"]),
+        ('[gps]\nbaudrate = "fast"\n', ["[gps] baudrate", "'fast'"]),
+        ("[gps]\nbaudrate = 0\n", ["[gps] baudrate"]),
+        ("[gps]\nbaudrate = true\n", ["[gps] baudrate"]),
+        ('[activity]\ntype = "unicycling"\n', ["[activity] type", "'unicycling'", "cycling"]),
+        ('[activity]\nprivacy = "friends"\n', ["[activity] privacy", "public, private"]),
+        ('[activity]\nstart = "sometimes"\n', ["[activity] start", "always, manual"]),
+        ('[activity]\ntags = ["a,b"]\n', ["[activity] tags", "'a,b'"]),
+        (f'[activity]\ntags = ["{"x" * 51}"]\n', ["[activity] tags", "50"]),
+        (f'[activity]\ntitle = "{"x" * 101}"\n', ["[activity] title", "100"]),
+        ('[storage]\nprune = "never"\n', ["[storage] prune", "drop_oldest"]),
+        ("[storage]\ncommit_interval_s = -1\n", ["[storage] commit_interval_s"]),
+        ('[log]\nlevel = "chatty"\n', ["[log] level"]),
+        ("gps = 3\n", ["[gps] must be a table"]),
+    ],
+)
+def test_bad_values_name_the_key_in_one_line(tmp_path, text, names):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    message = str(err.value)
+    assert "\n" not in message
+    assert str(path) in message
+    for name in names:
+        assert name in message
+
+
+def test_missing_and_broken_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load(tmp_path / "nope.toml")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(write(tmp_path, "[gps\n"))
+
+
+def test_title_fills_gps_time_fields():
+    a = config.ActivityConfig(title="Ride %Y-%m-%d %H:%M")
+    assert a.title_for(1_780_000_000.5) == "Ride 2026-05-28 20:26"

@@ -1,0 +1,204 @@
+"""The TOML configuration: parsed once at start, every key validated.
+
+A bad file never half-starts the daemon: `load()` raises ConfigError with one line that names the
+file, the key and what is wrong, and the CLI turns it into exit code 2. Every section and key is
+listed in SCHEMA below; anything else is an error too (a typo such as `baudrte` must not be
+silently ignored on a unit that then runs at the wrong speed for a whole ride).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PATH = Path("/etc/tracker/tracker.toml")
+
+# The Map My Tracks API's lists (../shared/seeds/000_…): start_activity and upload_activity accept
+# these activity types only. The seed lists "hiking" and "stand up paddle boarding" twice.
+ACTIVITY_TYPES = (
+    "running", "cycling", "mountain biking", "sailing", "walking", "hiking", "driving",
+    "motor racing", "off road driving", "motorcycling", "enduro", "skiing",
+    "cross country skiing", "canoeing", "kayaking", "sea kayaking", "stand up paddle boarding",
+    "rowing", "windsurfing", "kiteboarding", "orienteering", "mountaineering", "skating",
+    "skateboarding", "longboarding", "horse riding", "hang gliding", "gliding", "flying",
+    "snowboarding", "paragliding", "hot air ballooning", "nordic walking",
+)  # fmt: skip
+PRIVACY = ("public", "private")
+TITLE_MAX = 100
+TAG_MAX = 50
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded as one line for the rider."""
+
+
+@dataclass(frozen=True)
+class GpsConfig:
+    device: str = "/dev/serial0"
+    baudrate: int = 9600
+    reconnect_max_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    path: Path = Path("/var/lib/tracker/tracker.db")
+    commit_interval_s: float = 1.0
+    max_mb: float = 1024.0
+    prune: str = "drop_oldest"
+
+
+@dataclass(frozen=True)
+class ActivityConfig:
+    start: str = "always"
+    resume_window_s: float = 1800.0
+    title: str = "Ride %Y-%m-%d %H:%M"
+    type: str = "cycling"
+    privacy: str = "private"
+    tags: tuple[str, ...] = ()
+
+    def title_for(self, started_at: float) -> str:
+        """The title with strftime fields filled from the activity's GPS start time (UTC)."""
+        return datetime.fromtimestamp(started_at, UTC).strftime(self.title)[:TITLE_MAX]
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None = None
+    gps: GpsConfig = field(default_factory=GpsConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    activity: ActivityConfig = field(default_factory=ActivityConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+# --- validators: each takes the raw TOML value and returns the typed one or raises ValueError ---
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str) or not v:
+        raise ValueError(f"expected a non-empty string, got {v!r}")
+    return v
+
+
+def _pos_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ValueError(f"expected a positive whole number, got {v!r}")
+    return v
+
+
+def _pos_float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+        raise ValueError(f"expected a positive number, got {v!r}")
+    return float(v)
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in allowed:
+            raise ValueError(f"{v!r} is not one of: {', '.join(allowed)}")
+        return v
+
+    return check
+
+
+def _path(v: Any) -> Path:
+    return Path(_str(v)).expanduser()
+
+
+def _title(v: Any) -> str:
+    title = _str(v)
+    try:
+        sample = datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC).strftime(title)
+    except ValueError as e:
+        raise ValueError(f"bad strftime field in {title!r}: {e}") from None
+    if len(sample) > TITLE_MAX:
+        raise ValueError(f"longer than {TITLE_MAX} characters once dates are filled in")
+    return title
+
+
+def _tags(v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
+        raise ValueError(f"expected a list of strings, got {v!r}")
+    for tag in v:
+        if not tag.strip() or "," in tag or len(tag) > TAG_MAX:
+            raise ValueError(f"tag {tag!r} must be 1 to {TAG_MAX} characters without a comma")
+    return tuple(t.strip() for t in v)
+
+
+def _level(v: Any) -> str:
+    return _one_of("debug", "info", "warning", "error")(str(v).lower())
+
+
+SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
+    "gps": (
+        GpsConfig,
+        {"device": _str, "baudrate": _pos_int, "reconnect_max_s": _pos_float},
+    ),
+    "storage": (
+        StorageConfig,
+        {
+            "path": _path,
+            "commit_interval_s": _pos_float,
+            "max_mb": _pos_float,
+            "prune": _one_of("drop_oldest", "drop_newest"),
+        },
+    ),
+    "activity": (
+        ActivityConfig,
+        {
+            "start": _one_of("always", "manual"),
+            "resume_window_s": _pos_float,
+            "title": _title,
+            "type": _one_of(*ACTIVITY_TYPES),
+            "privacy": _one_of(*PRIVACY),
+            "tags": _tags,
+        },
+    ),
+    "log": (LogConfig, {"level": _level}),
+}
+
+
+def parse(data: dict[str, Any], path: Path | None = None) -> Config:
+    """Validate a parsed TOML document; raise ConfigError naming the first bad key."""
+    where = f"{path}: " if path else ""
+    sections: dict[str, Any] = {}
+    for name, body in data.items():
+        if name not in SCHEMA:
+            raise ConfigError(f"{where}unknown section [{name}] (known: {', '.join(SCHEMA)})")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{where}[{name}] must be a table")
+        cls, keys = SCHEMA[name]
+        values = {}
+        for key, raw in body.items():
+            if key not in keys:
+                known = ", ".join(keys)
+                raise ConfigError(f"{where}[{name}] {key}: unknown key (known: {known})")
+            try:
+                values[key] = keys[key](raw)
+            except ValueError as e:
+                raise ConfigError(f"{where}[{name}] {key}: {e}") from None
+        sections[name] = cls(**values)
+    return Config(path=path, **sections)
+
+
+def load(path: Path | str) -> Config:
+    """Read and validate the TOML file at `path`."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: permission denied reading the config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse(data, path)
