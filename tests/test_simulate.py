@@ -417,6 +417,20 @@ def test_outages_are_runs_without_a_fix():
     assert summary.outage_epochs == sum(1 for e in epochs if not e.fix)
 
 
+def test_outage_and_silence_rates_are_per_second_whatever_the_rate():
+    f = Faults(outage=0.01, silence=0.01, outage_s=(2, 2), silence_s=(2, 2))
+    starts = {}
+    for rate in (1.0, 10.0):
+        summary = sim.Summary()
+        for e in faulty(faults=f, rate_hz=rate, duration_s=4000):
+            summary.add(e)
+        starts[rate] = (summary.faults["outage"], summary.faults["silence"])
+    for kind in (0, 1):
+        n1, n10 = starts[1.0][kind], starts[10.0][kind]
+        # ~4000 s x 0.01 / (1 + 0.01 x 2 s busy) ~ 39 runs each; Poisson-sized slack.
+        assert 20 < n1 < 60 and 20 < n10 < 60
+
+
 def test_silence_is_a_gap_in_the_output():
     epochs = faulty(faults=Faults(silence=0.01, silence_s=(3, 3)), duration_s=2000)
     silent = [e for e in epochs if "silence" in e.faults]

@@ -222,17 +222,17 @@ def _fill_elevations(eles: list[float | None]) -> list[float]:
 # --- faults -------------------------------------------------------------------------------------
 
 _LINE_FAULTS = ("checksum", "garbage", "truncate", "overlong")  # per sentence (per line)
-_EPOCH_FAULTS = ("outage", "silence")  # per epoch: the start of a run
-FAULT_KINDS = _LINE_FAULTS + _EPOCH_FAULTS
+_RUN_FAULTS = ("outage", "silence")  # per second: the start of a run
+FAULT_KINDS = _LINE_FAULTS + _RUN_FAULTS
 
 FAULTS_HELP = """\
 comma-separated KEY=VALUE. Probabilities in [0, 1], per sentence: checksum (a character of the
 sentence changed, checksum kept, so it no longer matches), garbage (1-40 random bytes, some not
 UTF-8, before the sentence, sometimes on their own line), truncate (the sentence cut mid-line,
 no newline: the next sentence follows on the same line), overlong (a 200-4000 byte line before
-the sentence); per epoch: outage (a loss of fix starts: RMC status V, GGA quality 0, like a
-tunnel), silence (the receiver stops talking, like a pulled cable). Durations in seconds, N or
-MIN-MAX: outage_s (default 5-30), silence_s (default 2-10). Example:
+the sentence); per second, whatever the rate: outage (a loss of fix starts: RMC status V, GGA
+quality 0, like a tunnel), silence (the receiver stops talking, like a pulled cable).
+Durations in seconds, N or MIN-MAX: outage_s (default 5-30), silence_s (default 2-10). Example:
 checksum=0.01,garbage=0.01,truncate=0.01,overlong=0.001,outage=0.002,silence=0.001"""
 
 
@@ -242,7 +242,8 @@ class Faults:
 
     The line faults (checksum, garbage, truncate, overlong) are probabilities per sentence line
     written (each GSV message is a line); outage and silence are the probability that a run of
-    them starts at an epoch, with a duration drawn uniformly from `outage_s` / `silence_s`
+    them starts in a given second (so the same numbers mean the same ride at 1 Hz and at 25 Hz;
+    at 1 Hz that is per epoch), with a duration drawn uniformly from `outage_s` / `silence_s`
     seconds. See FAULTS_HELP for what each one does to the bytes.
     """
 
@@ -670,6 +671,9 @@ def _epochs(
     sky = _Sky(random.Random(f"{seed}:sky"))
     injector = _Injector(faults, seed, talker)
     outage_rng, silence_rng = injector.rngs["outage"], injector.rngs["silence"]
+    # Per-second start probabilities as per-epoch ones: 1 - (1 - p) ** (1 / rate).
+    p_outage = 1.0 - (1.0 - faults.outage) ** (1.0 / rate_hz)
+    p_silence = 1.0 - (1.0 - faults.silence) ** (1.0 / rate_hz)
     decay = math.exp(-1.0 / (rate_hz * NOISE_TAU_S))
     kick = math.sqrt(1.0 - decay * decay)
     err = [motion.gauss(0.0, 1.0) for _ in range(3)]  # east, north, up; in units of sigma
@@ -688,9 +692,9 @@ def _epochs(
             err = [decay * e + kick * motion.gauss(0.0, 1.0) for e in err]
 
         injected: list[str] = []
-        if outage_left == 0 and outage_rng.random() < faults.outage:
+        if outage_left == 0 and outage_rng.random() < p_outage:
             outage_left = max(1, round(outage_rng.uniform(*faults.outage_s) * rate_hz))
-        if silence_left == 0 and silence_rng.random() < faults.silence:
+        if silence_left == 0 and silence_rng.random() < p_silence:
             silence_left = max(1, round(silence_rng.uniform(*faults.silence_s) * rate_hz))
         fix = outage_left == 0
         if not fix:
