@@ -1,4 +1,4 @@
-"""tracker: a serial GPS and fitness sensors into a durable SQLite queue, pushed to live-tracking services."""
+"""tracker: serial GPS and fitness sensors into a durable SQLite queue, pushed to live tracking."""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -1,0 +1,34 @@
+"""Fixtures shared by the end-to-end tests: a pty as the GPS, real `tracker run` processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from support import Daemon
+
+from tracker.pty import PtyWriter
+
+
+@pytest.fixture
+def gps(tmp_path: Path) -> Iterator[PtyWriter]:
+    """A real pseudo-terminal standing in for the receiver, at a stable path."""
+    writer = PtyWriter.open(tmp_path / "gps0", timeout=2.0)
+    yield writer
+    writer.close()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, gps: PtyWriter) -> Iterator[Callable[..., Daemon]]:
+    """Factory for real daemons on the `gps` pty; every one is killed at the end of the test."""
+    made: list[Daemon] = []
+
+    def make(extra_config: str = "") -> Daemon:
+        d = Daemon(tmp_path, gps.path, extra_config)
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        d.stop()

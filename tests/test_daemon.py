@@ -1,0 +1,175 @@
+"""End to end: the simulator through a real pty into a real `tracker run` process."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from datetime import timedelta
+
+import pytest
+from support import T0, epochs, stored_times, wait_for
+
+from tracker import simulate
+from tracker.store import open_store
+
+pytestmark = pytest.mark.slow
+
+
+def play(gps, eps, pause: float = 0.0) -> None:
+    for e in eps:
+        gps.write(e.data)
+        if pause:
+            time.sleep(pause)
+
+
+def test_a_ride_is_stored_reported_and_the_daemon_stops_cleanly(daemon, gps):
+    d = daemon().start()
+    assert gps.wait_for_reader(timeout=20), d.log_text()
+    faults = simulate.parse_faults("checksum=0.02,garbage=0.02,truncate=0.01")
+    ride = epochs(300, faults=faults, seed=3)
+    play(gps, ride)
+    expected = {round(e.unix, 3) for e in ride if e.valid}
+    possible = {round(e.unix, 3) for e in ride if e.fix}
+    assert expected, "the ride has valid epochs"
+    wait_for(lambda: expected <= set(stored_times(d.db)), what="every valid epoch stored")
+
+    status = d.cli("status", "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    times = stored_times(d.db)
+    assert report["fixes"] == len(times)
+    assert len(times) == len(set(times)), "no fix stored twice"
+    assert set(times) <= possible, "nothing stored from an epoch without a fix"
+    assert report["pending"] == {}
+    assert report["activity"]["id"] == 1
+    assert report["last_fix"]["satellites"] is not None
+    assert report["database"]["size_bytes"] > 0
+    wait_for(lambda: json.loads(d.cli("status", "--json").stdout)["rejected"]["total"] > 0,
+             timeout=10, what="rejected sentences counted in status")  # fmt: skip
+    human = d.cli("status")
+    assert "running" in human.stdout and "last fix" in human.stdout
+
+    started = time.monotonic()
+    assert d.terminate() == 0
+    assert time.monotonic() - started < 15
+    assert "tracker stopped" in d.log_text()
+    report = json.loads(d.cli("status", "--json").stdout)
+    assert report["daemon"]["running"] is False
+
+
+def test_activity_stop_and_start_through_the_running_daemon(daemon, gps):
+    d = daemon().start()
+    assert gps.wait_for_reader(timeout=20)
+    ride = epochs(60, rate_hz=1.0)
+    play(gps, ride[:20])
+    wait_for(lambda: len(stored_times(d.db)) >= 20, what="first fixes")
+
+    reply = d.cli("activity", "stop")
+    assert reply.returncode == 0, reply.stderr
+    assert "activity 1 stopped" in reply.stdout
+    play(gps, ride[20:40])
+    wait_for(lambda: len(stored_times(d.db)) >= 40, what="fixes after the stop")
+
+    reply = d.cli("activity", "start")
+    assert reply.returncode == 0 and "next fix" in reply.stdout
+    play(gps, ride[40:])
+    wait_for(lambda: len(stored_times(d.db)) >= 60, what="fixes after the start")
+    assert d.terminate() == 0
+
+    store = open_store(d.db, readonly=True)
+    try:
+        acts = store.activities()
+        by_activity = {}
+        for f in store.iter_fixes():
+            by_activity.setdefault(f.activity_id, []).append(f.time)
+    finally:
+        store.close()
+    assert [a.id for a in acts] == [1, 2]
+    assert acts[0].end_reason == "requested" and acts[0].ended_at == ride[19].unix
+    assert len(by_activity[1]) == 20
+    assert len(by_activity[None]) == 20, "fixes between stop and start belong to no activity"
+    assert len(by_activity[2]) == 20 and acts[1].started_at == ride[40].unix
+
+
+def test_activity_request_without_a_daemon_says_so(daemon):
+    d = daemon()
+    open_store(d.db).close()
+    reply = d.cli("activity", "stop", "--wait", "0.5")
+    assert reply.returncode == 1
+    assert "did not take the request" in reply.stderr
+
+
+def test_a_restart_within_the_window_resumes_the_activity(daemon, gps):
+    d = daemon("[activity]\nresume_window_s = 600\n").start()
+    assert gps.wait_for_reader(timeout=20)
+    play(gps, epochs(10, rate_hz=1.0))
+    wait_for(lambda: len(stored_times(d.db)) >= 10)
+    assert d.terminate() == 0
+
+    d.start()
+    assert gps.wait_for_reader(timeout=20)
+    play(gps, epochs(10, rate_hz=1.0, start=T0 + timedelta(minutes=5)))  # within 600 s
+    wait_for(lambda: len(stored_times(d.db)) >= 20)
+    assert d.terminate() == 0
+
+    d.start()
+    assert gps.wait_for_reader(timeout=20)
+    play(gps, epochs(10, rate_hz=1.0, start=T0 + timedelta(minutes=30)))  # beyond it
+    wait_for(lambda: len(stored_times(d.db)) >= 30)
+    assert d.terminate() == 0
+
+    store = open_store(d.db, readonly=True)
+    try:
+        acts = store.activities()
+    finally:
+        store.close()
+    assert len(acts) == 2
+    assert acts[0].end_reason == "gap"
+    assert acts[0].ended_at == pytest.approx((T0 + timedelta(minutes=5, seconds=9)).timestamp())
+
+
+def test_sigkill_repeatedly_loses_nothing_committed_and_never_corrupts(daemon, gps):
+    """Kill -9 a real daemon again and again while fixes stream in at 10 Hz."""
+    d = daemon()
+    rng = random.Random(7)
+    ride = epochs(100_000, rate_hz=10.0)
+    position = 0
+    committed_before_kills: list[set[float]] = []
+    for _ in range(6):
+        d.start()
+        assert gps.wait_for_reader(timeout=20), d.log_text()
+        until = time.monotonic() + rng.uniform(1.0, 2.5)
+        while time.monotonic() < until:
+            gps.write(ride[position].data)
+            position += 1
+            time.sleep(0.01)
+        # What a reader sees as committed right now must survive the kill that follows.
+        committed = set(stored_times(d.db))
+        d.kill()
+        committed_before_kills.append(committed)
+        time.sleep(0.1)
+
+    store = open_store(d.db)  # read-write open: runs quick_check, would move a damaged file
+    try:
+        assert store.integrity_check() == "ok"
+        final = [round(f.time, 3) for f in store.iter_fixes()]
+        assert len(store.activities()) == 1, "restarts within the window resume the activity"
+    finally:
+        store.close()
+    assert not list(d.workdir.glob("*.corrupt-*"))
+    assert len(final) == len(set(final)), "no fix stored twice"
+    for n, committed in enumerate(committed_before_kills):
+        assert committed, f"kill {n}: something had been committed"
+        assert committed <= set(final), f"kill {n}: committed fixes lost"
+    assert final == sorted(final)
+
+
+def test_bad_config_is_one_line_and_exit_2(daemon, tmp_path):
+    d = daemon()
+    d.config.write_text('[gps]\nbaudrate = "fast"\n')
+    d.start()
+    assert d.proc.wait(timeout=30) == 2
+    lines = d.log_text().strip().splitlines()
+    assert len(lines) == 1
+    assert "[gps] baudrate" in lines[0] and str(d.config) in lines[0]

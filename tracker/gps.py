@@ -1,0 +1,138 @@
+"""The GPS reader thread: where a fix enters the daemon.
+
+One thread does nothing but open the receiver, read bytes, decode them and hand complete fixes
+to the recorder through `out` (in practice a queue). It never touches the store or a sender,
+so a slow SD card or a dead network can never make it miss serial input.
+
+The device is anything `serial.serial_for_url` opens: a device path (`/dev/serial0`,
+`/dev/ttyUSB0`, a pty) or a pyserial URL (`socket://host:port`, `rfc2217://…`, `loop://`).
+When it is missing or disappears (USB pulled, socket closed) the reader logs once, retries with a
+capped exponential backoff and resumes when it is back. It never gives up: a tracker that stops
+tracking because a cable wobbled is worse than useless.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import serial
+
+from tracker.fix import Fix
+from tracker.logutil import RateLimitedLog
+from tracker.nmea import Decoder
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT_S = 0.25  # how long one read may block: bounds shutdown latency
+QUIET_S = 1.0  # no byte for this long completes the pending epoch (end of stream, cable pulled)
+SILENT_WARN_S = 30.0  # connected but no valid sentence for this long: probably the wrong baud rate
+
+
+class GpsReader:
+    """Reads one GPS device until `stop` is set. Run `run()` in its own thread.
+
+    Attributes read by other threads (status, watchdog) are plain values replaced atomically:
+    `state` ("connecting", "open", "lost"), `heartbeat` (monotonic time of the last loop),
+    `clock_offset` (GPS UTC minus monotonic, from the newest fix; None before the first fix).
+    """
+
+    def __init__(
+        self,
+        device: str,
+        baudrate: int,
+        out: Callable[[list[Fix]], None],
+        stop: threading.Event,
+        *,
+        reconnect_max_s: float = 30.0,
+        open_port: Callable[..., serial.SerialBase] = serial.serial_for_url,
+    ) -> None:
+        self.device = device
+        self.baudrate = baudrate
+        self.decoder = Decoder()
+        self.state = "connecting"
+        self.heartbeat = time.monotonic()
+        self.clock_offset: float | None = None
+        self.bytes_read = 0
+        self.connects = 0
+        self._out = out
+        self._stop = stop
+        self._reconnect_max_s = reconnect_max_s
+        self._open_port = open_port
+        self._limited = RateLimitedLog(log, 60.0)
+
+    def run(self) -> None:
+        delay = 1.0
+        outage_started: float | None = None
+        while not self._stop.is_set():
+            self.heartbeat = time.monotonic()
+            try:
+                port = self._open_port(self.device, baudrate=self.baudrate, timeout=READ_TIMEOUT_S)
+            except (serial.SerialException, OSError, ValueError) as e:
+                if outage_started is None:
+                    outage_started = time.monotonic()
+                    log.warning(
+                        "GPS %s not available (%s); retrying every %.0f s at most until it is back",
+                        self.device, _reason(e), self._reconnect_max_s,
+                    )  # fmt: skip
+                self.state = "lost" if self.connects else "connecting"
+                self._stop.wait(delay)
+                delay = min(delay * 2, self._reconnect_max_s)
+                continue
+            self.connects += 1
+            self.state = "open"
+            if outage_started is None:
+                log.info("GPS %s open at %d baud", self.device, self.baudrate)
+            else:
+                log.info(
+                    "GPS %s back after %.0f s", self.device, time.monotonic() - outage_started
+                )
+            outage_started = None
+            delay = 1.0
+            try:
+                self._read(port)
+            except (serial.SerialException, OSError) as e:
+                outage_started = time.monotonic()
+                self.state = "lost"
+                log.warning("GPS %s lost (%s); reconnecting", self.device, _reason(e))
+            finally:
+                self._emit(self.decoder.flush())  # the last epoch before the line went away
+                with contextlib.suppress(serial.SerialException, OSError):
+                    port.close()
+        self.state = "stopped"
+
+    def _read(self, port: serial.SerialBase) -> None:
+        last_byte = last_sentence = time.monotonic()
+        sentences_seen = self.decoder.stats.sentences
+        while not self._stop.is_set():
+            now = self.heartbeat = time.monotonic()
+            # One byte with a timeout, then whatever else has arrived: a burst costs two reads.
+            data = port.read(port.in_waiting or 1)
+            if data:
+                self.bytes_read += len(data)
+                last_byte = now
+                self._emit(self.decoder.feed(data))
+            elif now - last_byte >= QUIET_S:
+                self._emit(self.decoder.flush())
+            if self.decoder.stats.sentences != sentences_seen:
+                sentences_seen = self.decoder.stats.sentences
+                last_sentence = now
+            elif now - last_sentence >= SILENT_WARN_S:
+                self._limited.warning(
+                    "silent",
+                    "GPS %s: no valid NMEA sentence for %.0f s at %d baud (wrong baud rate, "
+                    "wrong device, or the receiver is off?)",
+                    self.device, now - last_sentence, self.baudrate,
+                )  # fmt: skip
+
+    def _emit(self, fixes: list[Fix]) -> None:
+        if fixes:
+            self.clock_offset = fixes[-1].time - time.monotonic()
+            self._out(fixes)
+
+
+def _reason(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__

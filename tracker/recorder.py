@@ -1,0 +1,305 @@
+"""The recorder thread: where a fix is stored.
+
+Sources (the GPS reader, later the sensors) put lists of fixes and samples on the inbox queue.
+The recorder is the store's only writer: every `commit_interval_s` it takes what arrived, applies
+control requests from the CLI (`tracker activity stop`), decides which activity each fix belongs
+to, and writes it all in ONE transaction. A power cut therefore loses at most one interval, and
+SQLite's WAL guarantees the file is never corrupted.
+
+When the store cannot be written (full disk, read-only file system, a database that cannot be
+opened) the recorder keeps the batch in memory, logs a clear error once a minute, and retries
+every interval; the GPS keeps being read. Memory is bounded: past MAX_HELD fixes the oldest held
+ones are dropped, counted and logged, because an unbounded list would end in the OOM killer
+taking everything.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tracker.activity import Step, decide
+from tracker.config import Config
+from tracker.fix import Fix, Sample
+from tracker.logutil import RateLimitedLog
+from tracker.store import Activity, StorageUnavailable, Store, StoreError, open_store
+
+log = logging.getLogger(__name__)
+
+MAX_HELD = 100_000  # fixes held in memory while the store is unwritable: ~28 h at 1 Hz
+RUNTIME_EVERY_S = 5.0  # how often the live counters are written for `tracker status`
+PRUNE_EVERY_S = 60.0
+
+
+@dataclass
+class RecorderStats:
+    fixes_stored: int = 0
+    samples_stored: int = 0
+    commits: int = 0
+    storage_errors: int = 0
+    dropped_fixes: int = 0  # dropped from memory while the store was unwritable
+    held: int = 0  # fixes waiting in memory right now
+    storage_error: str | None = None  # the current storage problem, None when writing works
+
+
+@dataclass
+class _Activity:
+    """The recorder's view of the current activity (mirrors the store after each commit)."""
+
+    current: Activity | None = None
+    last_time: float | None = None
+    armed: bool = True
+    started: list[int] = field(default_factory=list)
+
+
+class Recorder:
+    """The single writer of the store. Run `run()` in its own thread.
+
+    Stops when `stop` is set: it first waits for the `sources` threads (so their last fixes are
+    in the inbox), then commits everything still pending and closes the store.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        inbox: queue.Queue,
+        stop: threading.Event,
+        *,
+        sources: list[threading.Thread] | None = None,
+        runtime: Callable[[], dict[str, Any]] | None = None,
+        open_db: Callable[..., Store] = open_store,
+    ) -> None:
+        self.cfg = cfg
+        self.stats = RecorderStats()
+        self.heartbeat = time.monotonic()
+        self.store: Store | None = None
+        self._inbox = inbox
+        self._stop = stop
+        self._sources = sources or []
+        self._runtime = runtime or (lambda: {})
+        self._open_db = open_db
+        self._fixes: list[Fix] = []
+        self._samples: list[Sample] = []
+        self._act = _Activity(armed=cfg.activity.start == "always")
+        self._limited = RateLimitedLog(log, 60.0)
+        self._last_runtime = 0.0
+        self._last_prune = time.monotonic()
+        self.started_wall = time.time()
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        interval = self.cfg.storage.commit_interval_s
+        next_commit = time.monotonic() + interval
+        try:
+            while not self._stop.is_set():
+                self.heartbeat = time.monotonic()
+                self._receive(max(0.0, next_commit - time.monotonic()))
+                if time.monotonic() >= next_commit:
+                    self.commit()
+                    next_commit = time.monotonic() + interval
+            for source in self._sources:
+                source.join(timeout=5.0)
+            self._receive(0.0)
+            self.commit(final=True)
+            if self._fixes:
+                log.error(
+                    "shutting down with %d fixes that could not be stored: %s",
+                    len(self._fixes), self.stats.storage_error,
+                )  # fmt: skip
+        finally:
+            if self.store is not None:
+                self.store.close()
+
+    def _receive(self, timeout: float) -> None:
+        """Move what the sources sent into the pending batch, waiting up to `timeout`."""
+        items = []
+        try:
+            first = self._inbox.get(timeout=timeout) if timeout > 0 else self._inbox.get_nowait()
+            items.append(first)
+            while True:
+                items.append(self._inbox.get_nowait())
+        except queue.Empty:
+            pass
+        for batch in items:
+            for item in batch:
+                (self._fixes if isinstance(item, Fix) else self._samples).append(item)
+        overflow = len(self._fixes) - MAX_HELD
+        if overflow > 0:
+            del self._fixes[:overflow]
+            self.stats.dropped_fixes += overflow
+            self._limited.error(
+                "dropped",
+                "storage unwritable for too long: dropped the %d oldest fixes held in memory",
+                overflow,
+            )
+        self.stats.held = len(self._fixes)
+
+    # --- one commit -----------------------------------------------------------------------
+
+    def commit(self, final: bool = False) -> None:
+        """Write requests, fixes and samples in one transaction; keep them on failure."""
+        if self.store is None and not self._open():
+            return
+        assert self.store is not None
+        fixes, samples = self._fixes, self._samples
+        act = _Activity(self._act.current, self._act.last_time, self._act.armed)
+        now = time.monotonic()
+        write_runtime = final or now - self._last_runtime >= RUNTIME_EVERY_S
+        try:
+            with self.store.transaction():
+                done = self._apply_requests(act)
+                self._store_fixes(act, fixes)
+                if samples:
+                    self.store.add_samples(samples)
+                if write_runtime:
+                    self.store.put_runtime("daemon", self.runtime(final))
+        except StorageUnavailable as e:
+            self._storage_failed(str(e))
+            return
+        self._act = act
+        self._fixes, self._samples = [], []
+        self.stats.fixes_stored += len(fixes)
+        self.stats.samples_stored += len(samples)
+        self.stats.commits += 1
+        self.stats.held = 0
+        if write_runtime:
+            self._last_runtime = now
+        if self.stats.storage_error is not None:
+            log.warning("storage writable again: wrote %d held fixes", len(fixes))
+            self.stats.storage_error = None
+        for text in done:
+            log.info("%s", text)
+        for activity_id in act.started:
+            log.info("activity %d started", activity_id)
+        if now - self._last_prune >= PRUNE_EVERY_S:
+            self._last_prune = now
+            self._prune()
+
+    def _open(self) -> bool:
+        try:
+            self.store = self._open_db(
+                self.cfg.storage.path,
+                max_mb=self.cfg.storage.max_mb,
+                prune=self.cfg.storage.prune,
+            )
+        except StoreError as e:
+            self._storage_failed(str(e))
+            return False
+        self._act.current = self.store.current_activity()
+        last = self.store.last_fix()
+        if self._act.current is not None and last is not None:
+            self._act.last_time = last.time if last.activity_id == self._act.current.id else None
+        if self._act.current is not None:
+            log.info(
+                "store %s open; current activity %d (%s)",
+                self.cfg.storage.path, self._act.current.id, self._act.current.title,
+            )  # fmt: skip
+        else:
+            log.info("store %s open; no current activity", self.cfg.storage.path)
+        return True
+
+    def _storage_failed(self, message: str) -> None:
+        self.stats.storage_errors += 1
+        self.stats.storage_error = message
+        self._limited.error(
+            "storage",
+            "%s; holding %d fixes in memory and still reading the GPS",
+            message, len(self._fixes),
+        )  # fmt: skip
+
+    def _apply_requests(self, act: _Activity) -> list[str]:
+        assert self.store is not None
+        done = []
+        for req in self.store.take_requests():
+            if req.command == "activity_stop":
+                if act.current is None:
+                    result = "no activity was running"
+                else:
+                    ended = act.last_time or act.current.started_at
+                    self.store.end_activity(act.current.id, ended, "requested")
+                    result = f"activity {act.current.id} stopped"
+                    act.current, act.last_time = None, None
+                act.armed = False
+            elif req.command == "activity_start":
+                if act.current is not None:
+                    ended = act.last_time or act.current.started_at
+                    self.store.end_activity(act.current.id, ended, "new activity requested")
+                    result = (
+                        f"activity {act.current.id} stopped; a new one starts with the next fix"
+                    )
+                    act.current, act.last_time = None, None
+                else:
+                    result = "a new activity starts with the next fix"
+                act.armed = True
+            else:
+                result = f"unknown request {req.command!r}"
+            self.store.finish_request(req.id, result)
+            done.append(f"request {req.id} ({req.command}): {result}")
+        return done
+
+    def _store_fixes(self, act: _Activity, fixes: list[Fix]) -> None:
+        """Assign each fix to an activity, starting and ending activities as the rules say."""
+        assert self.store is not None
+        a = self.cfg.activity
+        run: list[Fix] = []
+        run_activity: int | None = act.current.id if act.current else None
+        for fix in fixes:
+            step = decide(
+                has_current=act.current is not None,
+                last_time=act.last_time,
+                fix_time=fix.time,
+                mode=a.start,
+                armed=act.armed,
+                resume_window_s=a.resume_window_s,
+            )
+            if step is Step.RESTART:
+                assert act.current is not None
+                self.store.end_activity(act.current.id, act.last_time or fix.time, "gap")
+                act.current = None
+            if step in (Step.START, Step.RESTART):
+                act.current = self.store.start_activity(
+                    a.title_for(fix.time), a.type, a.privacy, a.tags, fix.time
+                )
+                act.started.append(act.current.id)
+            if step is not Step.NONE:
+                act.last_time = fix.time
+            activity_id = act.current.id if step is not Step.NONE and act.current else None
+            if activity_id != run_activity and run:
+                self.store.add_fixes(run_activity, run)
+                run = []
+            run_activity = activity_id
+            run.append(fix)
+        if run:
+            self.store.add_fixes(run_activity, run)
+
+    def _prune(self) -> None:
+        assert self.store is not None
+        try:
+            self.store.prune_if_needed()
+        except StorageUnavailable as e:
+            self._storage_failed(str(e))
+
+    def runtime(self, final: bool = False) -> dict[str, Any]:
+        """The live counters `tracker status` shows, merged with the daemon's own."""
+        s = self.stats
+        return {
+            "pid": os.getpid(),
+            "started": self.started_wall,
+            "running": not final,
+            "recorder": {
+                "fixes_stored": s.fixes_stored,
+                "commits": s.commits,
+                "storage_errors": s.storage_errors,
+                "storage_error": s.storage_error,
+                "dropped_fixes": s.dropped_fixes,
+                "held": s.held,
+            },
+            **self._runtime(),
+        }

@@ -1,0 +1,142 @@
+"""`tracker status`: what the unit is doing, read from the store by any process.
+
+Everything comes from the database, opened read-only: the stored data itself, and the live
+counters the recorder writes every few seconds (GPS state, rejected sentences, storage errors).
+So status works while the daemon runs, as another user who may only read the database, and
+also after the daemon has stopped (then it says so).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from tracker.config import Config
+from tracker.fix import QUALITY_NAMES
+from tracker.recorder import RUNTIME_EVERY_S
+from tracker.store import Store
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # running as another user (the service account)
+        return True
+    return True
+
+
+def collect(store: Store, cfg: Config) -> dict[str, Any]:
+    """The status as a JSON-ready dict."""
+    runtime, updated = store.get_runtime("daemon") or ({}, None)
+    fresh = updated is not None and time.time() - updated < 3 * RUNTIME_EVERY_S + 5
+    running = bool(runtime.get("running")) and fresh and _alive(int(runtime.get("pid", 0)))
+    current = store.current_activity()
+    last = store.last_fix()
+    gps = runtime.get("gps", {})
+    recorder = runtime.get("recorder", {})
+    return {
+        "fixes": store.fix_count(),
+        "pending": store.pending(),
+        "quarantined": store.quarantined(),
+        "activity": None
+        if current is None
+        else {
+            "id": current.id,
+            "title": current.title,
+            "type": current.type,
+            "started": _iso(current.started_at),
+        },
+        "last_fix": None
+        if last is None
+        else {
+            "time": _iso(last.time),
+            "lat": last.lat,
+            "lon": last.lon,
+            "alt": last.alt,
+            "quality": last.quality,
+            "satellites": last.sats,
+            "hdop": last.hdop,
+        },
+        "rejected": {
+            "total": gps.get("rejected", 0),
+            "by_reason": gps.get("rejected_by", {}),
+        },
+        "database": {
+            "path": str(cfg.storage.path),
+            "size_bytes": store.size_bytes(),
+            "max_mb": cfg.storage.max_mb,
+        },
+        "daemon": {
+            "running": running,
+            "pid": runtime.get("pid"),
+            "started": _iso(runtime.get("started")),
+            "updated": _iso(updated),
+        },
+        "gps": {k: v for k, v in gps.items() if k not in ("rejected", "rejected_by")},
+        "storage": {**recorder, **store.counters()},
+    }
+
+
+def render(status: dict[str, Any]) -> str:
+    """The status as a few lines for a person."""
+    d, gps, last, act = status["daemon"], status["gps"], status["last_fix"], status["activity"]
+    lines = []
+    if d["running"]:
+        lines.append(f"daemon:    running (pid {d['pid']}, since {d['started']})")
+    else:
+        lines.append(f"daemon:    not running (last seen {d['updated'] or 'never'})")
+    if gps:
+        lines.append(
+            f"gps:       {gps.get('device')} {gps.get('state')} at {gps.get('baudrate')} baud, "
+            f"{gps.get('sentences', 0)} sentences, {status['rejected']['total']} rejected"
+        )
+    if status["rejected"]["by_reason"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(status["rejected"]["by_reason"].items()))
+        lines.append(f"rejected:  {reasons}")
+    if last:
+        quality = QUALITY_NAMES.get(last["quality"], "fix") if last["quality"] else "fix"
+        lines.append(
+            f"last fix:  {last['time']}  {last['lat']:.6f}, {last['lon']:.6f}"
+            + (f"  alt {last['alt']:.1f} m" if last["alt"] is not None else "")
+            + f"  {quality}"
+            + (f", {last['satellites']} satellites" if last["satellites"] is not None else "")
+        )
+    else:
+        lines.append("last fix:  none yet")
+    if act:
+        lines.append(
+            f"activity:  {act['id']} \"{act['title']}\" ({act['type']}) since {act['started']}"
+        )
+    else:
+        lines.append("activity:  none running")
+    lines.append(f"fixes:     {status['fixes']} stored")
+    if status["pending"]:
+        for name, n in sorted(status["pending"].items()):
+            q = status["quarantined"].get(name, 0)
+            lines.append(f"backlog:   {name}: {n} fixes" + (f" ({q} quarantined)" if q else ""))
+    else:
+        lines.append("backlog:   no backend configured")
+    db = status["database"]
+    lines.append(f"database:  {db['path']} {db['size_bytes'] / 1e6:.1f} MB of {db['max_mb']:g} MB")
+    storage = status["storage"]
+    if storage.get("storage_error"):
+        lines.append(f"STORAGE:   {storage['storage_error']}")
+    if storage.get("dropped_undelivered"):
+        lines.append(
+            f"PRUNED:    {storage['dropped_undelivered']} undelivered fixes deleted at max_mb"
+        )
+    if storage.get("dropped_fixes"):
+        lines.append(
+            f"DROPPED:   {storage['dropped_fixes']} fixes lost while storage was unwritable"
+        )
+    return "\n".join(lines)
