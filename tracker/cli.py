@@ -81,9 +81,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     store = _open_readonly(cfg)
+    out_path = Path(args.gpx)
+    tmp = out_path.with_name(out_path.name + ".part")  # never a half-written GPX under the name
     try:
-        out_path = Path(args.gpx)
-        tmp = out_path.with_name(out_path.name + ".part")
         with tmp.open("w", encoding="utf-8") as out:
             n = write_gpx(store, out, args.activity)
         tmp.replace(out_path)
@@ -92,6 +92,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 2
     finally:
         store.close()
+        tmp.unlink(missing_ok=True)
     print(f"wrote {n} activit{'y' if n == 1 else 'ies'} to {out_path}")
     return 0
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -75,7 +76,7 @@ class GpsReader:
                 if outage_started is None:
                     outage_started = time.monotonic()
                     log.warning(
-                        "GPS %s not available (%s); retrying every %.0f s at most until it is back",
+                        "GPS %s not available (%s); retrying every %g s at most until it is back",
                         self.device, _reason(e), self._reconnect_max_s,
                     )  # fmt: skip
                 self.state = "lost" if self.connects else "connecting"
@@ -135,4 +136,8 @@ class GpsReader:
 
 
 def _reason(e: BaseException) -> str:
+    """The cause in a few words: pyserial repeats the device path twice in its messages."""
+    errno = getattr(e, "errno", None)
+    if isinstance(errno, int):
+        return os.strerror(errno)
     return str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -524,9 +524,22 @@ def _name(e: sqlite3.Error) -> str:
     return getattr(e, "sqlite_errorname", None) or type(e).__name__
 
 
+def _disk_problem(path: Path) -> str:
+    """What the file system says, for SQLite errors that do not (CANTOPEN on a read-only one)."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return ""
+    if st.f_flag & os.ST_RDONLY:
+        return "; the file system is read-only"
+    if st.f_bavail * st.f_frsize < 64 * 1024:
+        return "; the file system is full"
+    return ""
+
+
 def _translate(e: sqlite3.Error, path: Path, action: str) -> StoreError:
     code = _code(e)
-    msg = f"{path}: cannot {action}: {e} ({_name(e)})"
+    msg = f"{path}: cannot {action}: {e} ({_name(e)}){_disk_problem(path)}"
     if code in _BUSY:
         return StoreBusy(msg)
     if code in _UNAVAILABLE:

@@ -1,0 +1,165 @@
+"""The recorder against storage that fails: a full disk, a read-only file system, no directory.
+
+Where the machine allows it (root, mount permitted) the disk is a real tiny tmpfs filled to the
+last byte and remounted read-only; otherwise SQLite's own `max_page_count` gives a real
+SQLITE_FULL at the narrowest boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+from support import epochs, stored_times, wait_for
+
+from tracker.config import Config, StorageConfig
+from tracker.fix import Fix
+from tracker.recorder import Recorder
+from tracker.store import open_store
+
+
+class Running:
+    def __init__(self, db: Path, open_db=open_store) -> None:
+        cfg = Config(storage=StorageConfig(path=db, commit_interval_s=0.1))
+        self.inbox: queue.Queue = queue.Queue()
+        self.stop = threading.Event()
+        self.recorder = Recorder(cfg, self.inbox, self.stop, open_db=open_db)
+        self.thread = threading.Thread(target=self.recorder.run, daemon=True)
+        self.thread.start()
+
+    def feed(self, fixes) -> None:
+        self.inbox.put(list(fixes))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+
+
+def fixes(n: int) -> list[Fix]:
+    """`n` fixes of the simulated ride at 10 Hz, as the decoder would make them."""
+    return [
+        Fix(time=e.unix, lat=e.lat, lon=e.lon, alt=e.alt, speed=e.speed, course=e.course,
+            quality=1, sats=e.sats, hdop=e.hdop)
+        for e in epochs(n, rate_hz=10.0)
+    ]  # fmt: skip
+
+
+def test_sqlite_full_holds_fixes_in_memory_then_writes_them(tmp_path, caplog):
+    caplog.set_level(logging.ERROR)
+    stores = []
+
+    def open_db(path, **kw):
+        stores.append(open_store(path, **kw))
+        return stores[-1]
+
+    db = tmp_path / "tracker.db"
+    r = Running(db, open_db)
+    try:
+        ride = fixes(3000)
+        r.feed(ride[:10])
+        wait_for(lambda: len(stored_times(db)) == 10)
+        conn = stores[0]._conn
+        conn.execute(f"PRAGMA max_page_count = {stores[0].pragma('page_count')}")
+        r.feed(ride[10:])
+        wait_for(lambda: r.recorder.stats.storage_error, what="the storage error")
+        assert r.recorder.stats.held == 2990
+        assert r.thread.is_alive()
+        message = next(m for m in caplog.messages if "holding" in m)
+        assert str(db) in message and "full" in message.lower()
+        assert "\n" not in message
+
+        conn.execute("PRAGMA max_page_count = 1073741823")  # space is back
+        wait_for(lambda: r.recorder.stats.storage_error is None, what="recovery")
+    finally:
+        r.close()
+    times = stored_times(db)
+    assert times == sorted(round(f.time, 3) for f in ride)
+
+
+def test_a_store_that_cannot_be_opened_is_retried(tmp_path, caplog):
+    caplog.set_level(logging.ERROR)
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the database directory should be")
+    db = blocker / "tracker.db"
+    r = Running(db)
+    try:
+        r.feed(fixes(20))
+        wait_for(lambda: r.recorder.stats.storage_errors >= 2, what="repeated open failures")
+        assert r.recorder.stats.held == 20
+        assert sum("cannot create its directory" in m for m in caplog.messages) == 1
+        blocker.unlink()
+        wait_for(lambda: len(stored_times(db)) == 20, what="fixes written once it can open")
+    finally:
+        r.close()
+
+
+def _mount(*args: str) -> bool:
+    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if not _mount("-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)):
+        pytest.skip("cannot mount a tmpfs here (needs root and mount permission)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_a_really_full_disk_then_space_again(tiny_disk, caplog):
+    caplog.set_level(logging.ERROR)
+    db = tiny_disk / "tracker.db"
+    r = Running(db)
+    try:
+        ride = fixes(8000)
+        r.feed(ride[:10])
+        wait_for(lambda: len(stored_times(db)) == 10)
+        (tiny_disk / "filler").write_bytes(b"\0" * 200_000)  # someone else fills the disk
+        for i in range(10, 8000, 500):
+            r.feed(ride[i : i + 500])
+        wait_for(lambda: r.recorder.stats.storage_error, what="the disk-full error")
+        assert r.thread.is_alive()
+        (tiny_disk / "filler").unlink()
+        assert _mount("-o", "remount,size=16m", str(tiny_disk))
+        wait_for(lambda: r.recorder.stats.storage_error is None, timeout=30, what="recovery")
+    finally:
+        r.close()
+    assert any(str(db) in m for m in caplog.messages)
+    store = open_store(db)
+    try:
+        assert store.integrity_check() == "ok"
+        assert store.fix_count() == 8000
+    finally:
+        store.close()
+
+
+def test_a_read_only_file_system_then_writable_again(tiny_disk, caplog):
+    """Remounting read-only under open files is refused (EBUSY), so the daemon starts on it."""
+    caplog.set_level(logging.ERROR)
+    db = tiny_disk / "tracker.db"
+    ride = fixes(100)
+    r = Running(db)
+    r.feed(ride[:10])
+    wait_for(lambda: len(stored_times(db)) == 10)
+    r.close()
+    assert _mount("-o", "remount,ro", str(tiny_disk))
+    r = Running(db)
+    try:
+        r.feed(ride[10:])
+        wait_for(lambda: r.recorder.stats.storage_errors >= 2, what="the read-only errors")
+        assert r.recorder.stats.held == 90
+        assert r.thread.is_alive()
+        assert _mount("-o", "remount,rw", str(tiny_disk))
+        wait_for(lambda: r.recorder.stats.storage_error is None, timeout=30, what="recovery")
+    finally:
+        r.close()
+    errors = [m for m in caplog.messages if str(db) in m]
+    assert len(errors) == 1, errors  # rate-limited: one line, not one per retry
+    assert "read-only" in errors[0].lower() or "readonly" in errors[0].lower()
+    assert len(stored_times(db)) == 100
