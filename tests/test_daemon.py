@@ -173,3 +173,37 @@ def test_bad_config_is_one_line_and_exit_2(daemon, tmp_path):
     lines = d.log_text().strip().splitlines()
     assert len(lines) == 1
     assert "[gps] baudrate" in lines[0] and str(d.config) in lines[0]
+
+
+def test_a_corrupt_database_is_moved_aside_and_recording_goes_on(daemon, gps):
+    d = daemon()
+    d.db.write_bytes(b"this is not a database, it is what a bad SD card left\n" * 200)
+    d.start()
+    assert gps.wait_for_reader(timeout=20)
+    play(gps, epochs(10, rate_hz=1.0))
+    wait_for(lambda: len(stored_times(d.db)) == 10, what="fixes in the fresh database")
+    assert d.terminate() == 0
+    aside = list(d.workdir.glob("tracker.db.corrupt-*"))
+    assert len(aside) == 1
+    assert aside[0].read_bytes().startswith(b"this is not a database")
+    errors = [line for line in d.log_text().splitlines() if "moved it to" in line]
+    assert len(errors) == 1 and str(aside[0]) in errors[0] and "ERROR" in errors[0]
+
+
+def test_status_without_a_database_is_one_clear_line(daemon):
+    d = daemon()
+    done = d.cli("status")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and str(d.db) in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_version_and_python_dash_m():
+    import subprocess
+    import sys
+
+    from tracker import __version__
+
+    done = subprocess.run([sys.executable, "-m", "tracker", "--version"], capture_output=True,
+                          text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == f"tracker {__version__}"
