@@ -1,0 +1,6 @@
+"""Test servers for the protocols tracker speaks, used by the tests and the demo.
+
+`faults` holds what every such server shares, independent of the protocol: scripted network
+faults, the request log, and an HTTP server that can be stopped and started again on the same
+port. `mapmytracks` is a Map My Tracks-compatible server built on it.
+"""
