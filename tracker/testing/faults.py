@@ -346,31 +346,30 @@ class _Handler(BaseHTTPRequestHandler):
         status: int | None = None
         processed = False
         summary = ""
+        to_send: Reply | None = None
         try:
             if fault in (OFFLINE, "reset"):
                 self.server.reset_on_close(self.connection)
                 self.close_connection = True
                 summary = "connection reset"
-                return
-            if fault in BEFORE:
-                reply = self._fault_reply(fault, owner.faults)
-                status, summary = reply.status, reply.summary
-                self._send(reply)
-                return
-            reply = owner.app.process(call)
-            processed = reply.processed
-            summary = reply.summary
-            if fault == "drop_reply":
-                self.close_connection = True
-                return
-            if fault == "truncate":
-                reply.body = reply.body[: len(reply.body) // 2]
-            if fault == "slow" and owner.stop_event.wait(owner.faults.slow_s):
-                self.close_connection = True  # stopping: no reply, like a dead server
-                return
-            status = reply.status
-            self._send(reply)
+            elif fault in BEFORE:
+                to_send = self._fault_reply(fault, owner.faults)
+                summary = to_send.summary
+            else:
+                reply = owner.app.process(call)
+                processed = reply.processed
+                summary = reply.summary
+                if fault == "truncate":
+                    reply.body = reply.body[: len(reply.body) // 2]
+                if fault == "drop_reply" or (
+                    fault == "slow" and owner.stop_event.wait(owner.faults.slow_s)
+                ):
+                    self.close_connection = True  # no reply (when slow: the server is stopping)
+                else:
+                    to_send = reply
+            status = to_send.status if to_send is not None else None
         finally:
+            # recorded before the reply goes out, so a client that has its answer sees the record
             item = RecordedRequest(
                 time=owner.clock(), name=call.name, params=public_params(call.params),
                 user=call.user, status=status, fault=fault, processed=processed,
@@ -382,6 +381,8 @@ class _Handler(BaseHTTPRequestHandler):
                 call.name, call.user, status if status is not None else "-", fault or "-",
                 "yes" if processed else "no", summary,
             )  # fmt: skip
+        if to_send is not None:
+            self._send(to_send)
 
     @staticmethod
     def _fault_reply(fault: str, faults: Faults) -> Reply:
