@@ -8,6 +8,7 @@ silently ignored on a unit that then runs at the wrong speed for a whole ride).
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +71,42 @@ class LogConfig:
     level: str = "info"
 
 
+MAPMYTRACKS_CREDENTIAL = "mapmytracks-password"
+
+
+@dataclass(frozen=True)
+class MapMyTracksConfig:
+    """[mapmytracks]: present (and enabled) means the sender runs. The password is read by the
+    sender (password, else password_file, else the systemd credential); it is never in a repr."""
+
+    enabled: bool = True
+    url: str = "https://www.mapmytracks.com/api/"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    password_file: Path | None = None
+    batch_max_points: int = 100
+    interval_s: float = 5.0
+    offline_upload: str = "gpx"
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    backoff_max_s: float = 300.0
+    min_point_interval_s: float = 1.0
+
+    def check(self) -> None:
+        """Cross-key checks; ValueError("<key>: ...")."""
+        if not self.enabled:
+            return
+        if not self.username:
+            raise ValueError("username: missing (the Map My Tracks account name)")
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        has_credential = bool(creds) and (Path(creds) / MAPMYTRACKS_CREDENTIAL).exists()
+        if not (self.password or self.password_file or has_credential):
+            raise ValueError(
+                "password: missing (set password or password_file, or pass the systemd "
+                f"credential {MAPMYTRACKS_CREDENTIAL})"
+            )
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path | None = None
@@ -77,6 +114,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     activity: ActivityConfig = field(default_factory=ActivityConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    mapmytracks: MapMyTracksConfig | None = None  # None: no [mapmytracks] section
 
 
 # --- validators: each takes the raw TOML value and returns the typed one or raises ValueError ---
@@ -133,6 +171,26 @@ def _tags(v: Any) -> tuple[str, ...]:
     return tuple(t.strip() for t in v)
 
 
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
+def _url(v: Any) -> str:
+    url = _str(v)
+    if not url.startswith(("https://", "http://")) or len(url.split("/")[2]) == 0:
+        raise ValueError(f"expected an https:// (or http://) URL, got {url!r}")
+    return url
+
+
+def _at_least_1(v: Any) -> float:
+    x = _pos_float(v)
+    if x < 1.0:
+        raise ValueError(f"must be at least 1 (whole-second point times), got {v!r}")
+    return x
+
+
 def _level(v: Any) -> str:
     return _one_of("debug", "info", "warning", "error")(str(v).lower())
 
@@ -163,6 +221,23 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
         },
     ),
     "log": (LogConfig, {"level": _level}),
+    "mapmytracks": (
+        MapMyTracksConfig,
+        {
+            "enabled": _bool,
+            "url": _url,
+            "username": _str,
+            "password": _str,
+            "password_file": _path,
+            "batch_max_points": _pos_int,
+            "interval_s": _pos_float,
+            "offline_upload": _one_of("gpx", "off"),
+            "connect_timeout_s": _pos_float,
+            "read_timeout_s": _pos_float,
+            "backoff_max_s": _pos_float,
+            "min_point_interval_s": _at_least_1,
+        },
+    ),
 }
 
 
@@ -185,7 +260,13 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
                 values[key] = keys[key](raw)
             except ValueError as e:
                 raise ConfigError(f"{where}[{name}] {key}: {e}") from None
-        sections[name] = cls(**values)
+        section = cls(**values)
+        if hasattr(section, "check"):
+            try:
+                section.check()
+            except ValueError as e:
+                raise ConfigError(f"{where}[{name}] {e}") from None
+        sections[name] = section
     return Config(path=path, **sections)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from tracker.config import Config
 from tracker.gps import GpsReader
 from tracker.recorder import Recorder
+from tracker.senders import make_senders
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +71,27 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
     log.info("tracker starting (config %s)", cfg.path or "built-in defaults")
     recorder_thread.start()
     gps_thread.start()
+    sender_threads = []
+    senders = []
+    for sender in make_senders(cfg, stop):
+        # One failing to start is one log line, not a dead daemon.
+        thread = threading.Thread(target=sender.run, name=f"sender-{sender.name}", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as e:
+            log.error("cannot start the %s sender: %s", sender.name, e)
+            continue
+        sender_threads.append(thread)
+        senders.append(sender)
     try:
         while not stop.is_set():
             stop.wait(1.0)
     finally:
         stop.set()
         deadline = time.monotonic() + SHUTDOWN_BUDGET_S - 1.0
-        for thread in (gps_thread, recorder_thread):
+        # Senders last: all threads see `stop` at once, and the recorder's final commit must not
+        # wait behind a sender's request in flight (its pending marker makes that one safe).
+        for thread in (gps_thread, recorder_thread, *sender_threads):
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
             if thread.is_alive():
                 log.warning("thread %s still running at shutdown", thread.name)

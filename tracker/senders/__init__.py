@@ -1,0 +1,198 @@
+"""Senders: one thread per backend, delivering the store to a live-tracking service.
+
+Every sender is a `Sender`: the loop, the backoff, the status and the permanent-failure handling
+live here, the HTTP in `transport`, the retry policy in `retry`. A protocol module adds only its
+encoding, its acknowledgement rule and its protocol calls, in `work()`.
+
+Threads: a sender opens its own Store in its own thread (`open_db` is called there) and reads
+only from it; it never touches the GPS or the recorder, so a slow or dead network cannot hold up
+ingest. It stops when the shared stop event is set; every wait is `stop.wait()`, and every
+blocking network call has a timeout, so shutdown waits at most one request.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tracker.logutil import RateLimitedLog
+from tracker.senders.retry import RetryPolicy
+from tracker.senders.transport import AuthFailed, SecretError, SendError
+from tracker.store import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+IDLE_S = 60.0  # a disabled backend wakes up this often (heartbeat only)
+HEARTBEAT_S = 5.0  # the longest single wait, so `heartbeat` stays fresh
+STORE_RETRY_S = 5.0
+STATUS_EVERY_S = 30.0  # an unchanged status is written at most this often
+
+
+class Sender:
+    """The loop shared by every backend: `while not stop.is_set(): step()`.
+
+    Subclasses set `name` and implement `open_transport()`, `work()` (one unit of protocol
+    work; returns the seconds until the next step, raises SendError when the network or the
+    server failed) and may call `succeeded()` after each good reply (resets the backoff).
+
+    `heartbeat` (monotonic) is updated at every pass of the loop, at least every HEARTBEAT_S.
+    `status` is published as the store runtime row `backend:<name>` for `tracker status`; it
+    never holds a secret.
+    """
+
+    name = "sender"
+
+    def __init__(
+        self,
+        stop: threading.Event,
+        open_db: Callable[[], Store],
+        *,
+        retry: RetryPolicy,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.stop = stop
+        self.store: Store | None = None
+        self.retry = retry
+        self.heartbeat = clock()
+        self.disabled: str | None = None  # why this backend stopped for good (until restart)
+        self.status: dict[str, Any] = {"state": "starting"}
+        self.clock = clock
+        self.wall = wall
+        self._open_db = open_db
+        self._rand = rand
+        self._next_attempt = 0.0
+        self._transport_ready = False
+        self._limited = RateLimitedLog(log, 60.0, clock)
+        self._published: tuple[dict[str, Any], float] | None = None
+
+    # -- for subclasses -----------------------------------------------------------------
+
+    def open_transport(self) -> None:
+        raise NotImplementedError
+
+    def work(self) -> float:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the transport (the store is closed by run())."""
+
+    def succeeded(self) -> None:
+        if self.retry.failures:
+            log.info("%s: server reachable again after %d failures", self.name,
+                     self.retry.failures)  # fmt: skip
+        self.retry = self.retry.succeeded()
+        self.status.update(state="ok", last_success_at=self.wall(), failures=0,
+                           next_retry_at=None)  # fmt: skip
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The thread's body; returns when `stop` is set."""
+        log.info("%s sender started", self.name)
+        try:
+            while not self.stop.is_set():
+                self.heartbeat = self.clock()
+                try:
+                    wait = self.step()
+                except StoreError as e:
+                    self._limited.error("store", "%s: store: %s", self.name, e)
+                    self._close_store()
+                    wait = STORE_RETRY_S
+                except Exception:  # a bug: log it at the loop boundary and keep the thread
+                    log.exception("%s: unexpected error; retrying in %g s", self.name, IDLE_S)
+                    wait = IDLE_S
+                self.stop.wait(min(max(wait, 0.0), HEARTBEAT_S))
+        finally:
+            try:
+                self.close()
+            finally:
+                self._close_store()
+            log.info("%s sender stopped", self.name)
+
+    def _close_store(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def step(self) -> float:
+        """One pass: at most one protocol request (or one check) unless waiting."""
+        if self.store is None:
+            self.store = self._open_db()
+            self.store.register_backend(self.name)
+            self._published = None
+        if self.disabled:
+            self._publish()
+            return IDLE_S
+        now = self.clock()
+        if now < self._next_attempt:
+            return self._next_attempt - now
+        if not self._transport_ready:
+            try:
+                self.open_transport()
+            except (SecretError, ValueError) as e:
+                self._disable(f"{e}: fix the config and restart tracker")
+                return IDLE_S
+            self._transport_ready = True
+        try:
+            wait = self.work()
+        except AuthFailed as e:
+            self._disable(f"{e}: check username and password, then restart tracker")
+            return IDLE_S
+        except SendError as e:
+            self.retry = self.retry.failed(e.retry_after_s, self._rand)
+            delay = self.retry.delay_s
+            self._next_attempt = self.clock() + delay
+            self._limited.warning(
+                type(e).__name__, "%s (failure %d, next try in %.1f s)",
+                e, self.retry.failures, delay,
+            )  # fmt: skip
+            self.status.update(state="retrying", last_error=str(e), last_error_at=self.wall(),
+                               failures=self.retry.failures,
+                               next_retry_at=self.wall() + delay)  # fmt: skip
+            self._publish()
+            return delay
+        self._publish()
+        return wait
+
+    def _disable(self, reason: str) -> None:
+        self.disabled = reason
+        log.error("%s: %s. Sending to %s is stopped; the data stays stored and is sent once "
+                  "this is fixed", self.name, reason, self.name)  # fmt: skip
+        self.status.update(state="disabled", last_error=reason, last_error_at=self.wall(),
+                           auth_failed="401" in reason or "403" in reason,
+                           next_retry_at=None)  # fmt: skip
+        self._publish(force=True)
+
+    def _publish(self, force: bool = False) -> None:
+        if self.store is None:
+            return
+        now = self.clock()
+        snapshot = dict(self.status)
+        if (
+            not force
+            and self._published is not None
+            and self._published[0] == snapshot
+            and now - self._published[1] < STATUS_EVERY_S
+        ):
+            return
+        self.store.put_runtime(f"backend:{self.name}", snapshot)
+        self._published = (snapshot, now)
+
+
+def make_senders(cfg: Any, stop: threading.Event, db_path: Path | None = None) -> list[Sender]:
+    """One sender per configured and enabled backend (none when no section is present)."""
+    senders: list[Sender] = []
+    path = db_path or cfg.storage.path
+    m = getattr(cfg, "mapmytracks", None)
+    if m is not None and m.enabled:
+        from tracker.senders.mapmytracks import make_sender
+
+        senders.append(make_sender(cfg, path, stop))
+    return senders

@@ -1,0 +1,669 @@
+"""The Map My Tracks sender: encoding, reply parsing, and the loop that delivers the store.
+
+Protocol readings follow docs/mapmytracks.md. The pure functions at the top (encoding and
+parsing) have no I/O; `MapMyTracksSender` below is the thread.
+
+Delivery, per activity, oldest first (a later activity is not touched before the earlier one is
+finished, so the parameterless stop_activity can only ever stop our own newest activity):
+
+1. new: the state entry (token = the activity's uuid, made once by the store) is written before
+   the first attempt. If the activity has ended and no start was ever sent, and
+   offline_upload = "gpx", the whole activity goes as one upload_activity; else start_activity
+   with the first batch. A start whose reply was lost is simply sent again with the same token
+   and exactly the same points: the server answers the first activity's id and creates nothing.
+2. started: update_activity with the next batch, one request in flight. Before each request a
+   `pending` marker (first/last point time, last fix id) is committed; on success the batch is
+   acknowledged and the marker cleared in one transaction. A marker still there on the next
+   step (lost reply, a maybe-applied error, or a SIGKILL mid-request) means "ambiguous": the
+   sender pages get_activity from the batch's first time, acknowledges the batch's fixes up to
+   the newest time the server has, and sends only the rest.
+3. ended and every fix settled: stop_activity, then the activity is finished (state entry
+   dropped, `done_through` moved to its id). A stop refused because nothing is live counts as
+   stopped (a retried stop whose first reply was lost gets exactly that answer).
+
+Time is sent in whole seconds and at most one point per `min_point_interval_s` (the first fix of
+each second at the default): the fixes thinned out are acknowledged with the batch that covers
+them. Because sent times are strictly increasing, "the newest time the server has" identifies
+exactly what of a batch arrived.
+
+Thread safety: a sender owns its Store and its HttpTransport; run it in its own thread.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import ParseError, fromstring
+
+from tracker import __version__
+from tracker.fix import SAMPLE_KINDS, Sample
+from tracker.senders import Sender
+from tracker.senders.retry import RetryPolicy
+from tracker.senders.transport import (
+    HttpTransport,
+    Rejected,
+    Reply,
+    SendError,
+    Transient,
+    read_secret,
+)
+from tracker.store import Activity, Store, StoredFix
+
+log = logging.getLogger(__name__)
+
+NAME = "mapmytracks"
+CREDENTIAL = "mapmytracks-password"
+SOURCE = "tracker"
+TITLE_MAX = 100
+TAG_MAX = 50
+PAGE_POINTS = 100  # get_activity returns at most this many points a page
+MAX_PAGES = 1000  # a server that never says "complete" cannot keep a check going forever
+TIME_CHECK_EVERY_S = 3600.0
+TIME_CHECK_RETRY_S = 300.0
+
+
+# --- encoding ------------------------------------------------------------------------------
+
+
+def _num(x: float, places: int) -> str:
+    text = f"{x:.{places}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def point_time(t: float) -> int:
+    """A fix's time as sent: whole seconds (floor, so a fix never moves to a later second)."""
+    return math.floor(t)
+
+
+def thin(
+    fixes: Sequence[StoredFix], last_time: int | None, min_interval_s: float = 1.0
+) -> list[StoredFix]:
+    """The fixes to send: strictly increasing whole-second times, at least `min_interval_s`
+    apart and after `last_time` (the newest time already on the server). The others are
+    covered by the points kept and acknowledged with them."""
+    step = max(1.0, min_interval_s)
+    kept = []
+    prev = last_time
+    for f in fixes:
+        t = point_time(f.time)
+        if prev is None or t - prev >= step:
+            kept.append(f)
+            prev = t
+    return kept
+
+
+def encode_points(fixes: Iterable[StoredFix]) -> str:
+    """`lat lon alt time` per point, all space-separated (a missing altitude is sent as 0)."""
+    return " ".join(
+        f"{_num(f.lat, 7)} {_num(f.lon, 7)} {_num(f.alt or 0.0, 1)} {point_time(f.time)}"
+        for f in fixes
+    )
+
+
+def encode_samples(samples: Iterable[Sample]) -> dict[str, str]:
+    """hr/cad/pwr fields: `value time` pairs, whole numbers, the first sample of each second
+    per kind. Kinds without samples are left out."""
+    out: dict[str, list[str]] = {}
+    last: dict[str, int] = {}
+    for s in sorted(samples, key=lambda s: s.time):
+        if s.kind not in SAMPLE_KINDS or not math.isfinite(s.value):
+            continue
+        t = point_time(s.time)
+        if last.get(s.kind) == t:
+            continue
+        last[s.kind] = t
+        out.setdefault(s.kind, []).extend((str(round(s.value)), str(t)))
+    return {k: " ".join(v) for k, v in out.items()}
+
+
+def encode_tags(tags: Iterable[str]) -> str:
+    """Comma-joined, no spaces added; each tag cut to 50 characters, commas removed."""
+    clean = (t.replace(",", " ").strip()[:TAG_MAX].strip() for t in tags)
+    return ",".join(t for t in clean if t)
+
+
+def start_fields(
+    activity: Activity,
+    token: str,
+    fixes: Sequence[StoredFix],
+    samples: Iterable[Sample] = (),
+    version: str = __version__,
+) -> dict[str, str]:
+    fields = {
+        "request": "start_activity",
+        "title": activity.title[:TITLE_MAX],
+        "privacy": activity.privacy or "private",
+        "activity": activity.type or "cycling",
+        "source": SOURCE,
+        "version": version,
+        "unique_token": token,
+        "points": encode_points(fixes),
+    }
+    tags = encode_tags(activity.tags)
+    if tags:
+        fields["tags"] = tags
+    fields.update(encode_samples(samples))
+    return fields
+
+
+def update_fields(
+    remote_id: int, fixes: Sequence[StoredFix], samples: Iterable[Sample] = ()
+) -> dict[str, str]:
+    fields = {
+        "request": "update_activity",
+        "activity_id": str(remote_id),
+        "points": encode_points(fixes),
+    }
+    fields.update(encode_samples(samples))
+    return fields
+
+
+# --- replies -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A parsed `<message>`: its direct children's text by tag (nested ones flattened into
+    `items`, for get_activities)."""
+
+    fields: dict[str, str]
+    items: tuple[dict[str, str], ...] = ()
+
+    @property
+    def type(self) -> str | None:
+        return self.fields.get("type")
+
+
+def parse_reply(body: bytes, where: str = "reply", *, maybe_applied: bool = True) -> Message:
+    """Parse a reply with defusedxml. Not XML, not a `<message>`, or a forbidden construct
+    (entities, DTD): Transient. `<type>error</type>`: Rejected with the server's reason."""
+    if not body.strip():
+        raise Transient(f"{where}: empty reply", maybe_applied=maybe_applied)
+    head = body[:256].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        raise Transient(f"{where}: HTML page instead of XML", maybe_applied=maybe_applied)
+    try:
+        root = fromstring(body)
+    except (ParseError, DefusedXmlException, ValueError) as e:
+        raise Transient(
+            f"{where}: unreadable XML reply ({type(e).__name__}: {str(e)[:80]}); truncated?",
+            maybe_applied=maybe_applied,
+        ) from None
+    if root.tag != "message":
+        raise Transient(f"{where}: reply is <{root.tag}>, not <message>", maybe_applied=True)
+    fields: dict[str, str] = {}
+    items: list[dict[str, str]] = []
+    for child in root:
+        if len(child):
+            for grandchild in child:
+                if len(grandchild):
+                    items.append({g.tag: (g.text or "").strip() for g in grandchild})
+        fields[child.tag] = (child.text or "").strip()
+    msg = Message(fields, tuple(items))
+    if msg.type == "error":
+        reason = fields.get("reason") or "no reason given"
+        raise Rejected(f"{where}: server error: {reason[:200]}")
+    return msg
+
+
+def expect_type(msg: Message, wanted: str, where: str) -> Message:
+    if msg.type != wanted:
+        raise Transient(
+            f"{where}: reply type {msg.type!r}, expected {wanted!r}", maybe_applied=True
+        )
+    return msg
+
+
+def parse_activity_id(msg: Message, where: str) -> int:
+    expect_type(msg, "activity_started", where)
+    raw = msg.fields.get("activity_id", "")
+    if not raw.isdigit():
+        raise Transient(f"{where}: no activity_id in the reply", maybe_applied=True)
+    return int(raw)
+
+
+def parse_server_time(msg: Message, where: str = "get_time") -> int:
+    raw = msg.fields.get("server_time", "")
+    try:
+        return int(float(raw))
+    except ValueError:
+        raise Transient(f"{where}: no server_time in the reply") from None
+
+
+def parse_points(text: str) -> list[tuple[int, float, float, float]]:
+    """get_activity's `<points>`: `time,lat,lon,alt` blocks separated by whitespace."""
+    points = []
+    for block in text.split():
+        parts = block.split(",")
+        try:
+            t = int(float(parts[0]))
+            lat, lon = float(parts[1]), float(parts[2])
+            alt = float(parts[3]) if len(parts) > 3 and parts[3] else 0.0
+        except (IndexError, ValueError):
+            raise Transient(f"get_activity: unreadable point {block[:60]!r}") from None
+        points.append((t, lat, lon, alt))
+    return points
+
+
+# --- the sender ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the sender needs from [mapmytracks] (built from MapMyTracksConfig)."""
+
+    url: str = "https://www.mapmytracks.com/api/"
+    username: str = ""
+    batch_max_points: int = 100
+    interval_s: float = 5.0
+    offline_upload: str = "gpx"
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    backoff_max_s: float = 300.0
+    min_point_interval_s: float = 1.0
+
+    @classmethod
+    def from_config(cls, c: Any) -> Options:
+        return cls(**{k: getattr(c, k) for k in cls.__dataclass_fields__})
+
+
+class MapMyTracksSender(Sender):
+    """Delivers every activity in the store to Map My Tracks (see the module docstring).
+
+    `transport` is made in the thread from the config and the password unless given (tests
+    give an HttpTransport to a test server, or a fake subclass).
+    """
+
+    name = NAME
+
+    def __init__(
+        self,
+        options: Options,
+        stop: threading.Event,
+        open_db: Callable[[], Store],
+        *,
+        password: Callable[[], str] | None = None,
+        transport: HttpTransport | None = None,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            stop,
+            open_db,
+            retry=RetryPolicy(base_s=1.0, cap_s=options.backoff_max_s),
+            rand=rand,
+            clock=clock,
+            wall=wall,
+        )
+        self.options = options
+        self._password = password
+        self.transport = transport
+        self._next_time_check = 0.0
+        self._last_update = -math.inf
+        self.status.update(url=options.url, user=options.username)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def open_transport(self) -> None:
+        if self.transport is not None:
+            return
+        o = self.options
+        secret = self._password() if self._password else ""
+        self.transport = HttpTransport(
+            o.url,
+            o.username,
+            secret,
+            connect_timeout_s=o.connect_timeout_s,
+            read_timeout_s=o.read_timeout_s,
+            name=NAME,
+        )
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _call(self, fields: dict[str, str], files: Any = None) -> Message:
+        """One request: POST, parse, and on success reset the backoff."""
+        assert self.transport is not None
+        what = fields["request"]
+        reply: Reply = self.transport.post(fields, files)
+        msg = parse_reply(reply.body, f"{NAME} {what}")
+        self.succeeded()
+        return msg
+
+    def _state(self) -> dict[str, Any]:
+        assert self.store is not None
+        st = self.store.get_state(NAME)
+        st.setdefault("done_through", 0)
+        st.setdefault("activities", {})
+        return st
+
+    def _save(self, st: dict[str, Any]) -> None:
+        assert self.store is not None
+        self.store.set_state(NAME, st)
+
+    # -- one step -------------------------------------------------------------------------
+
+    def work(self) -> float:
+        assert self.store is not None
+        if self.clock() >= self._next_time_check:
+            self._check_time()
+        st = self._state()
+        aid = self._next_activity(st)
+        if aid is None:
+            self.status.update(activity_id=None, remote_activity_id=None, phase="idle")
+            return self.options.interval_s
+        a = self.store.activity(aid)
+        key = str(aid)
+        ast = st["activities"].get(key)
+        if ast is None:
+            if a is None:  # pruned before we ever got to it
+                return self._finish(st, aid, "pruned before it was sent")
+            ast = {"token": a.uuid, "phase": "new", "remote_id": None, "last_time": None,
+                   "pending": None, "start_sent": False}  # fmt: skip
+            st["activities"][key] = ast
+            self._save(st)  # the token is stored before the first attempt
+        self.status.update(
+            activity_id=aid, remote_activity_id=ast["remote_id"], phase=ast["phase"]
+        )
+        ended = a is None or not a.current
+        if ast["phase"] == "new":
+            if a is None:
+                return self._finish(st, aid, "pruned before it was started")
+            upload = self.options.offline_upload == "gpx" and not ast["start_sent"]
+            if ended and upload:
+                return self._upload(st, ast, a)
+            return self._start(st, ast, a)
+        return self._update(st, ast, aid, ended)
+
+    def _next_activity(self, st: dict[str, Any]) -> int | None:
+        if st["activities"]:
+            return min(int(k) for k in st["activities"])
+        assert self.store is not None
+        for a in self.store.activities():
+            if a.id > st["done_through"]:
+                return a.id
+        return None
+
+    def _finish(self, st: dict[str, Any], aid: int, how: str) -> float:
+        st["activities"].pop(str(aid), None)
+        st["done_through"] = max(st["done_through"], aid)
+        self._save(st)
+        log.info("%s: activity %d done (%s)", NAME, aid, how)
+        self.status.update(activity_id=None, remote_activity_id=None, phase="idle")
+        return 0.0
+
+    def _batch(self, aid: int) -> list[StoredFix]:
+        assert self.store is not None
+        return self.store.next_batch(NAME, self.options.batch_max_points, activity_id=aid)
+
+    def _samples(self, t0: int, t1: int) -> list[Sample]:
+        """Samples in whole seconds [t0, t1]."""
+        assert self.store is not None
+        return self.store.samples_between(t0, t1 + 1 - 1e-6)
+
+    def _settle(
+        self, st: dict[str, Any], ast: dict[str, Any], ack: Iterable[int], **changes: Any
+    ) -> None:
+        """Acknowledge fixes and update the activity's state in one transaction."""
+        assert self.store is not None
+        ast.update(changes)
+        with self.store.transaction():
+            self.store.acknowledge(NAME, ack)
+            self._save(st)
+
+    # -- start ----------------------------------------------------------------------------
+
+    def _start(self, st: dict[str, Any], ast: dict[str, Any], a: Activity) -> float:
+        batch = self._batch(a.id)
+        pending = ast["pending"]
+        if pending and pending.get("kind") == "start":
+            # Resend exactly what the unanswered start carried: a token repeat adds nothing.
+            batch = [f for f in batch if f.id <= pending["last_id"]] or batch
+        if not batch:
+            if not a.current:
+                return self._finish(st, a.id, "nothing left to send")
+            return self.options.interval_s
+        kept = thin(batch, None, self.options.min_point_interval_s)
+        t0, t1 = point_time(kept[0].time), point_time(kept[-1].time)
+        fields = start_fields(
+            a, ast["token"], kept, self._samples(point_time(a.started_at), t1)
+        )
+        ast["pending"] = {"kind": "start", "first_time": t0, "last_time": t1,
+                          "last_id": batch[-1].id}  # fmt: skip
+        ast["start_sent"] = True
+        self._save(st)
+        try:
+            remote_id = parse_activity_id(self._call(fields), f"{NAME} start_activity")
+        except Rejected as e:
+            self._quarantine(st, ast, batch, str(e))
+            return 0.0
+        self._settle(st, ast, [f.id for f in batch], phase="started", remote_id=remote_id,
+                     last_time=t1, pending=None)  # fmt: skip
+        self._last_update = self.clock()
+        self.status.update(remote_activity_id=remote_id, phase="started")
+        log.info(
+            "%s: activity %d started as %d (%d points)", NAME, a.id, remote_id, len(kept)
+        )
+        return 0.0
+
+    def _quarantine(
+        self, st: dict[str, Any], ast: dict[str, Any], batch: Sequence[StoredFix], reason: str
+    ) -> None:
+        assert self.store is not None
+        ast["pending"] = None
+        with self.store.transaction():
+            self.store.quarantine(NAME, [f.id for f in batch], reason)
+            self._save(st)
+        self.status["last_rejected"] = reason
+        self.succeeded()  # the server answered: the network is fine
+
+    # -- update ---------------------------------------------------------------------------
+
+    def _update(self, st: dict[str, Any], ast: dict[str, Any], aid: int, ended: bool) -> float:
+        pending = ast["pending"]
+        if pending and pending.get("kind") == "update":
+            return self._reconcile(st, ast, aid, pending)
+        batch = self._batch(aid)
+        if not batch:
+            if ended:
+                return self._stop(st, ast, aid)
+            return self.options.interval_s
+        wait = self._last_update + self.options.interval_s - self.clock()
+        if not ended and len(batch) < self.options.batch_max_points and wait > 0:
+            return wait  # live: one update per interval, unless there is a backlog
+        kept = thin(batch, ast["last_time"], self.options.min_point_interval_s)
+        ids = [f.id for f in batch]
+        if not kept:  # all within the last interval sent: covered by it
+            self._settle(st, ast, ids)
+            return 0.0
+        t0, t1 = point_time(kept[0].time), point_time(kept[-1].time)
+        window_start = t0 if ast["last_time"] is None else ast["last_time"] + 1
+        fields = update_fields(ast["remote_id"], kept, self._samples(window_start, t1))
+        ast["pending"] = {"kind": "update", "first_time": t0, "last_time": t1,
+                          "last_id": batch[-1].id}  # fmt: skip
+        self._save(st)
+        try:
+            expect_type(self._call(fields), "activity_updated", f"{NAME} update_activity")
+        except Rejected as e:
+            self._quarantine(st, ast, batch, str(e))
+            return 0.0
+        except SendError as e:
+            if not e.maybe_applied:  # the server surely did not take it: no check needed
+                ast["pending"] = None
+                self._save(st)
+            raise
+        self._settle(st, ast, ids, last_time=t1, pending=None)
+        self._last_update = self.clock()
+        self.status["points_sent"] = self.status.get("points_sent", 0) + len(kept)
+        return 0.0
+
+    def _reconcile(
+        self, st: dict[str, Any], ast: dict[str, Any], aid: int, pending: dict[str, Any]
+    ) -> float:
+        """The last update's reply never came: ask the server what of it arrived."""
+        t0, t1 = pending["first_time"], pending["last_time"]
+        try:
+            have = self._server_times(ast["remote_id"], t0, t1)
+        except Rejected as e:
+            log.warning("%s: cannot check activity %s (%s); resending", NAME, ast["remote_id"], e)
+            have = []
+        batch = [f for f in self._batch(aid) if f.id <= pending["last_id"]]
+        if have:
+            newest = max(have)
+            done = [f.id for f in batch if point_time(f.time) <= newest]
+            last = newest if ast["last_time"] is None else max(ast["last_time"], newest)
+            self._settle(st, ast, done, last_time=last, pending=None)
+            self._last_update = self.clock()
+            log.info(
+                "%s: the unanswered update had arrived (%d of %d fixes); not resending them",
+                NAME, len(done), len(batch),
+            )  # fmt: skip
+        else:
+            ast["pending"] = None
+            self._save(st)
+            log.info("%s: the unanswered update had not arrived; sending it again", NAME)
+        return 0.0
+
+    def _server_times(self, remote_id: int, t0: int, t1: int) -> list[int]:
+        """Point times the server has for the activity in [t0, t1], from get_activity pages."""
+        times: list[int] = []
+        from_time = t0
+        for _ in range(MAX_PAGES):
+            msg = self._call(
+                {"request": "get_activity", "activity_id": str(remote_id),
+                 "from_time": str(from_time)}  # fmt: skip
+            )
+            page = parse_points(msg.fields.get("points", ""))
+            times.extend(p[0] for p in page if t0 <= p[0] <= t1)
+            if not page or msg.fields.get("complete", "").lower() == "yes":
+                break
+            newest = max(p[0] for p in page)
+            if newest >= t1 or len(page) < PAGE_POINTS:
+                break
+            from_time = newest + 1 if newest >= from_time else from_time + 1
+        return times
+
+    # -- stop -----------------------------------------------------------------------------
+
+    def _stop(self, st: dict[str, Any], ast: dict[str, Any], aid: int) -> float:
+        try:
+            expect_type(self._call({"request": "stop_activity"}), "activity_stopped",
+                        f"{NAME} stop_activity")  # fmt: skip
+        except Rejected as e:
+            # Nothing live: our earlier stop went through and its reply was lost.
+            log.info("%s: stop_activity answered %s; taking it as stopped", NAME, e)
+            self.succeeded()
+        return self._finish(st, aid, f"stopped as {ast['remote_id']}")
+
+    # -- upload ---------------------------------------------------------------------------
+
+    def _upload(self, st: dict[str, Any], ast: dict[str, Any], a: Activity) -> float:
+        from tracker.export import write_gpx
+
+        assert self.store is not None
+        where = f"{NAME} upload_activity"
+        ids = [f.id for f in self.store.iter_fixes(a.id)]
+        if not ids or not self._batch(a.id):
+            return self._finish(st, a.id, "nothing left to upload")
+        if ast["pending"] and ast["pending"].get("kind") == "upload":
+            remote = self._find_uploaded(a)
+            if remote is not None:
+                self._settle(st, ast, ids, phase="uploaded", remote_id=remote, pending=None)
+                return self._finish(st, a.id, f"the unanswered upload had arrived as {remote}")
+        buf = io.StringIO()
+        write_gpx(self.store, buf, [a.id])
+        gpx = buf.getvalue().encode("utf-8")
+        fields = {
+            "request": "upload_activity",
+            "status": a.privacy or "private",
+            "description": a.title[:TITLE_MAX],
+            "activity": a.type or "cycling",
+        }
+        ast["pending"] = {"kind": "upload"}
+        self._save(st)
+        try:
+            msg = expect_type(
+                self._call(fields, {"gpx_file": (f"{a.uuid}.gpx", gpx, "application/gpx+xml")}),
+                "success", where,
+            )  # fmt: skip
+        except Rejected as e:
+            self._quarantine(st, ast, self.store.next_batch(NAME, len(ids) + 1, a.id), str(e))
+            return self._finish(st, a.id, "upload refused; quarantined")
+        raw = msg.fields.get("activity_id", "")
+        remote = int(raw) if raw.isdigit() else None
+        self._settle(st, ast, ids, phase="uploaded", remote_id=remote, pending=None)
+        log.info("%s: activity %d uploaded whole (%d fixes, %d bytes of GPX)",
+                 NAME, a.id, len(ids), len(gpx))  # fmt: skip
+        return self._finish(st, a.id, f"uploaded as {remote}")
+
+    def _find_uploaded(self, a: Activity) -> int | None:
+        """After an upload whose reply was lost: an activity of ours with this title whose
+        date lies within the ride is taken as that upload (upload has no unique token)."""
+        msg = self._call({"request": "get_activities", "author": self.options.username})
+        lo = point_time(a.started_at) - 2
+        hi = point_time(a.ended_at if a.ended_at is not None else a.started_at) + 2
+        for item in msg.items:
+            try:
+                date = int(item.get("date", ""))
+                remote = int(item.get("id", ""))
+            except ValueError:
+                continue
+            if item.get("title") == a.title[:TITLE_MAX] and lo <= date <= hi:
+                return remote
+        return None
+
+    # -- clock ----------------------------------------------------------------------------
+
+    def _check_time(self) -> None:
+        """get_time: log the server's clock against GPS time (the newest fix) and the system
+        clock. Never blocks delivery: a failure other than the network's is logged and retried
+        later; a network failure goes to the backoff like any other."""
+        assert self.store is not None
+        try:
+            server = parse_server_time(self._call({"request": "get_time"}))
+        except (Rejected, Transient) as e:
+            log.warning("%s: get_time failed: %s", NAME, e)
+            self._next_time_check = self.clock() + TIME_CHECK_RETRY_S
+            return
+        self._next_time_check = self.clock() + TIME_CHECK_EVERY_S
+        system = server - self.wall()
+        last = self.store.last_fix()
+        gps = None if last is None else server - last.time
+        self.status.update(clock_offset_system_s=round(system, 1),
+                           clock_offset_gps_s=None if gps is None else round(gps, 1))  # fmt: skip
+        if gps is None:
+            log.info("%s: server clock %+.1f s from the system clock (no GPS fix yet)",
+                     NAME, system)  # fmt: skip
+        else:
+            log.info(
+                "%s: server clock %+.1f s from GPS time (newest fix), %+.1f s from the system "
+                "clock", NAME, gps, system,
+            )  # fmt: skip
+
+
+def make_sender(cfg: Any, db_path: Any, stop: threading.Event) -> MapMyTracksSender:
+    """The sender for a Config's [mapmytracks] section, opening `db_path` in its thread."""
+    from tracker.store import open_store
+
+    m = cfg.mapmytracks
+
+    def password() -> str:
+        return read_secret(m.password or None, m.password_file, CREDENTIAL)
+
+    return MapMyTracksSender(
+        Options.from_config(m),
+        stop,
+        lambda: open_store(db_path, check=False),
+        password=password,
+    )
