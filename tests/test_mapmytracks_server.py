@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import subprocess
@@ -551,3 +552,17 @@ def test_cli_serves_get_time():
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
     assert "get_time user=ann status=200" in err
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_kept_alive_session_recovers_after_each_fault(server, kind):
+    server.faults.set(**{kind: 1.0}, slow_s=0.5)
+    session = requests.Session()
+    session.auth = AUTH
+    with contextlib.suppress(requests.RequestException):
+        session.post(server.url, data={"request": "get_time"}, timeout=0.2)
+    server.faults.clear()
+    for _ in range(2):
+        r = session.post(server.url, data={"request": "get_time"}, timeout=5)
+        assert r.status_code == 200 and "<server_time>" in r.text
+    assert [r.fault for r in server.requests] == [kind, None, None]

@@ -25,19 +25,21 @@ from any thread while the server runs; `App` implementations guard their own sta
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import email.parser
 import email.policy
 import logging
 import random
 import socket
 import struct
+import sys
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +210,8 @@ class Faults:
 class RecordedRequest:
     """One request as the server saw it. `params` never holds a password (basic auth is not
     recorded at all; form fields named like a password are dropped). `status` is None when no
-    HTTP reply was sent (reset, dropped, slow reply interrupted). `processed` is True when the
+    HTTP reply was sent (reset, dropped, slow reply interrupted by a stop); a slow reply is
+    recorded with its status when its wait begins. `processed` is True when the
     protocol logic acted on the request, whatever it answered (a data error too) and whether or
     not the reply reached the client. `reply` is a short summary of the answer."""
 
@@ -233,6 +236,14 @@ class RequestLog:
     def append(self, item: RecordedRequest) -> None:
         with self._lock:
             self._items.append(item)
+
+    def replace(self, old: RecordedRequest, new: RecordedRequest) -> None:
+        """Put `new` where `old` (the same object) is."""
+        with self._lock:
+            for i, item in enumerate(self._items):
+                if item is old:
+                    self._items[i] = new
+                    return
 
     def snapshot(self) -> list[RecordedRequest]:
         with self._lock:
@@ -356,20 +367,24 @@ class _Handler(BaseHTTPRequestHandler):
                 to_send = self._fault_reply(fault, owner.faults)
                 summary = to_send.summary
             else:
-                reply = owner.app.process(call)
+                try:
+                    reply = owner.app.process(call)
+                except Exception as e:  # a bug in the app: loud in the log, a 500 on the wire
+                    log.exception("%s: %s failed", type(owner).__name__, call.name)
+                    reply = Reply(500, b"internal error\n", "text/plain", processed=False,
+                                  summary=f"internal error: {e!r}")  # fmt: skip
                 processed = reply.processed
                 summary = reply.summary
                 if fault == "truncate":
                     reply.body = reply.body[: len(reply.body) // 2]
-                if fault == "drop_reply" or (
-                    fault == "slow" and owner.stop_event.wait(owner.faults.slow_s)
-                ):
-                    self.close_connection = True  # no reply (when slow: the server is stopping)
+                if fault == "drop_reply":
+                    self.close_connection = True
                 else:
                     to_send = reply
             status = to_send.status if to_send is not None else None
         finally:
-            # recorded before the reply goes out, so a client that has its answer sees the record
+            # Recorded before the reply goes out (and before a slow reply is held), so a client
+            # that has its answer, or has given up waiting, finds the record.
             item = RecordedRequest(
                 time=owner.clock(), name=call.name, params=public_params(call.params),
                 user=call.user, status=status, fault=fault, processed=processed,
@@ -381,6 +396,11 @@ class _Handler(BaseHTTPRequestHandler):
                 call.name, call.user, status if status is not None else "-", fault or "-",
                 "yes" if processed else "no", summary,
             )  # fmt: skip
+        if fault == "slow" and owner.stop_event.wait(owner.faults.slow_s):
+            # the server is stopping: no reply after all, like a server that died
+            owner.request_log.replace(item, dataclasses.replace(item, status=None))
+            self.close_connection = True
+            return
         if to_send is not None:
             self._send(to_send)
 
@@ -436,6 +456,13 @@ class _HTTPServer(ThreadingHTTPServer):
         with self._conn_lock:
             self._conns[request] = t
         t.start()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # the client went away mid-request: its business
+            log.debug("connection from %s: %s", client_address, exc)
+        else:
+            log.exception("error serving %s", client_address)
 
     def reset_on_close(self, sock: socket.socket) -> None:
         with self._conn_lock:
@@ -495,7 +522,7 @@ class FaultyServer:
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> FaultyServer:
+    def start(self) -> Self:
         if self._httpd is not None:
             raise RuntimeError("already started")
         self.stop_event.clear()
@@ -540,7 +567,7 @@ class FaultyServer:
     def running(self) -> bool:
         return self._httpd is not None
 
-    def __enter__(self) -> FaultyServer:
+    def __enter__(self) -> Self:
         if self._httpd is None:
             self.start()
         return self

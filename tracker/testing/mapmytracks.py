@@ -444,7 +444,8 @@ class MapMyTracksServer(FaultyServer):
     Thread-safe inspection for tests: `activities` (a deep copy: id -> Activity), `requests`
     (list of RecordedRequest), `superseded`, `count(name, **where)`, `duplicate_points(id)`,
     `live_activity(user)`. Pass `state=old.state` to a new server to keep everything across a
-    restart. `seed`, unless None, reseeds `faults`.
+    restart. `seed` seeds the fault RNG: a `Faults` the server makes itself gets `seed` (0 if
+    None); a `Faults` passed in keeps its own seed unless `seed` is given.
     """
 
     def __init__(
@@ -453,14 +454,15 @@ class MapMyTracksServer(FaultyServer):
         port: int = 0,
         users: dict[str, str] | None = None,
         faults: Faults | None = None,
-        seed: int | None = 0,
+        seed: int | None = None,
         state: State | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.state = state if state is not None else State()
         self.users = dict(users) if users is not None else {"rider": "secret"}
-        faults = faults if faults is not None else Faults()
-        if seed is not None:
+        if faults is None:
+            faults = Faults(seed=0 if seed is None else seed)
+        elif seed is not None:
             faults.reseed(seed)
         app = MapMyTracksApp(self.users, self.state, clock)
         super().__init__(
