@@ -90,3 +90,59 @@ def test_missing_and_broken_files(tmp_path):
 def test_title_fills_gps_time_fields():
     a = config.ActivityConfig(title="Ride %Y-%m-%d %H:%M")
     assert a.title_for(1_780_000_000.5) == "Ride 2026-05-28 20:26"
+
+
+def test_mapmytracks_absent_means_no_sender(tmp_path):
+    assert load(write(tmp_path, "")).mapmytracks is None
+
+
+def test_mapmytracks_defaults_and_password_not_in_repr(tmp_path):
+    cfg = load(write(tmp_path, '[mapmytracks]\nusername = "rider"\npassword = "s3cret"\n'))
+    m = cfg.mapmytracks
+    assert m.url == "https://www.mapmytracks.com/api/"
+    assert (m.batch_max_points, m.interval_s, m.offline_upload) == (100, 5.0, "gpx")
+    assert (m.backoff_max_s, m.min_point_interval_s, m.enabled) == (300.0, 1.0, True)
+    assert "s3cret" not in repr(cfg)
+
+
+def test_mapmytracks_password_from_file_or_systemd_credential(tmp_path, monkeypatch):
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    cfg = load(write(tmp_path, '[mapmytracks]\nusername = "r"\npassword_file = "/etc/pw"\n'))
+    assert cfg.mapmytracks.password_file == Path("/etc/pw")
+    (tmp_path / "mapmytracks-password").write_text("x\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert load(write(tmp_path, '[mapmytracks]\nusername = "r"\n')).mapmytracks.username == "r"
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ('[mapmytracks]\npassword = "p"\n', ["[mapmytracks] username", "missing"]),
+        ('[mapmytracks]\nusername = "r"\n', ["[mapmytracks] password", "mapmytracks-password"]),
+        ('[mapmytracks]\nusername = "r"\npassword = "p"\nurl = "ftp://x"\n',
+         ["[mapmytracks] url"]),
+        ('[mapmytracks]\nusername = "r"\npassword = "p"\noffline_upload = "csv"\n',
+         ["[mapmytracks] offline_upload", "gpx, off"]),
+        ('[mapmytracks]\nusername = "r"\npassword = "p"\nmin_point_interval_s = 0.5\n',
+         ["[mapmytracks] min_point_interval_s"]),
+        ('[mapmytracks]\nusername = "r"\npassword = "p"\nenabled = "yes"\n',
+         ["[mapmytracks] enabled"]),
+        ('[mapmytracks]\nusername = "r"\npassword = "p"\nbatch_max_points = 0\n',
+         ["[mapmytracks] batch_max_points"]),
+    ],
+)  # fmt: skip
+def test_mapmytracks_bad_values_name_the_key(tmp_path, monkeypatch, text, names):
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    for name in names:
+        assert name in message
+
+
+def test_mapmytracks_disabled_needs_no_credentials(tmp_path, monkeypatch):
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    cfg = load(write(tmp_path, "[mapmytracks]\nenabled = false\n"))
+    assert cfg.mapmytracks is not None and not cfg.mapmytracks.enabled

@@ -324,3 +324,89 @@ def test_plain_http_warns_once(server, caplog):
     for _ in range(2):
         HttpTransport(server.url + "?warn-test", "u", "pw").close()
     assert caplog.text.count("clear text") == 1
+
+
+# --- the transport against scripted raw sockets ---------------------------------------------
+
+
+class RawServer:
+    """Accepts connections on 127.0.0.1 and answers each with `script(conn)`."""
+
+    def __init__(self, script: Callable) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/api/"
+        self.script = script
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                self.script(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _reply(body: bytes, length: int | None = None, extra: str = "") -> bytes:
+    n = len(body) if length is None else length
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {n}\r\n{extra}\r\n"
+    return head.encode() + body
+
+
+def _post(url: str, read_timeout_s: float = 0.5):
+    t = HttpTransport(url, "u", "pw", connect_timeout_s=0.5, read_timeout_s=read_timeout_s)
+    try:
+        return t.post({"request": "get_time"})
+    finally:
+        t.close()
+
+
+def test_transport_tells_connect_failed_from_lost_reply():
+    import socket
+
+    from tracker.senders.transport import LostReply, Transient, Unreachable
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    with pytest.raises(Unreachable) as err:
+        _post(f"http://127.0.0.1:{port}/api/")
+    assert not err.value.maybe_applied
+
+    def cases():
+        yield "hang", lambda c: threading.Event().wait(1.0), LostReply
+        yield "close", lambda c: None, LostReply
+        yield "short", lambda c: c.sendall(_reply(b"<message>", length=500)), LostReply
+        yield "big", lambda c: c.sendall(_reply(b"x" * (1024 * 1024 + 1))), Transient
+        yield "big-chunks", lambda c: c.sendall(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + b"10000\r\n" + b"x" * 0x10000 + b"\r\n"  # fmt: skip
+            + (b"10000\r\n" + b"y" * 0x10000 + b"\r\n") * 16
+        ), Transient  # fmt: skip
+        yield "429", lambda c: c.sendall(
+            b"HTTP/1.1 429 Too Many\r\nRetry-After: 12\r\nContent-Length: 0\r\n\r\n"
+        ), Transient  # fmt: skip
+
+    for name, script, kind in cases():
+        srv = RawServer(script)
+        try:
+            with pytest.raises(kind) as err:
+                _post(srv.url)
+            assert err.type is kind, name
+            if name == "429":
+                assert err.value.retry_after_s == 12 and not err.value.maybe_applied
+            if kind is LostReply:
+                assert err.value.maybe_applied, name
+        finally:
+            srv.close()
