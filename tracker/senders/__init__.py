@@ -137,13 +137,13 @@ class Sender:
             try:
                 self.open_transport()
             except (SecretError, ValueError) as e:
-                self._disable(f"{e}: fix the config and restart tracker")
+                self._disable(f"{e}: fix the config and restart tracker", auth=False)
                 return IDLE_S
             self._transport_ready = True
         try:
             wait = self.work()
         except AuthFailed as e:
-            self._disable(f"{e}: check username and password, then restart tracker")
+            self._disable(f"{e}: check username and password, then restart tracker", auth=True)
             return IDLE_S
         except SendError as e:
             self.retry = self.retry.failed(e.retry_after_s, self._rand)
@@ -161,12 +161,12 @@ class Sender:
         self._publish()
         return wait
 
-    def _disable(self, reason: str) -> None:
+    def _disable(self, reason: str, *, auth: bool) -> None:
         self.disabled = reason
         log.error("%s: %s. Sending to %s is stopped; the data stays stored and is sent once "
                   "this is fixed", self.name, reason, self.name)  # fmt: skip
         self.status.update(state="disabled", last_error=reason, last_error_at=self.wall(),
-                           auth_failed="401" in reason or "403" in reason,
+                           auth_failed=auth,
                            next_retry_at=None)  # fmt: skip
         self._publish(force=True)
 
