@@ -26,10 +26,10 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tracker import daemon
+    from tracker import daemon, systemd
 
     cfg = _config(args)
-    daemon.setup_logging(args.log_level or cfg.log.level)
+    systemd.setup_logging(args.log_level or cfg.log.level)
     return daemon.run(cfg)
 
 

@@ -2,6 +2,9 @@
 
     GPS reader thread --(inbox queue)--> recorder thread --> SQLite store --> (senders, later)
 
+Under systemd the main loop is the supervisor (tracker/systemd.py): READY=1, STATUS=, and
+WATCHDOG=1 only while the GPS, recorder and every sender thread show recent heartbeats.
+
 Signals only set the shutdown event. On SIGTERM/SIGINT the GPS reader stops reading and hands
 over its last epoch, the recorder commits everything pending, and `run()` returns 0, well within
 systemd's default 90 s (the budget is SHUTDOWN_BUDGET_S).
@@ -10,13 +13,13 @@ systemd's default 90 s (the budget is SHUTDOWN_BUDGET_S).
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import signal
 import threading
 import time
 from typing import Any
 
+from tracker import systemd as sd
 from tracker.config import Config
 from tracker.gps import GpsReader
 from tracker.recorder import Recorder
@@ -27,15 +30,6 @@ log = logging.getLogger(__name__)
 SHUTDOWN_BUDGET_S = 15.0
 
 
-def setup_logging(level: str) -> None:
-    """Plain stderr lines with level and component; no timestamps when journald adds its own."""
-    under_journal = bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not under_journal:
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, force=True)
-
-
 def run(cfg: Config, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set). Returns the process exit code."""
     stop = stop or threading.Event()
@@ -44,10 +38,16 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
             signal.signal(sig, lambda signum, frame: stop.set())
 
     inbox: queue.Queue = queue.Queue()
+    latest: list[Any] = [None]  # the newest fix, for systemd's STATUS=
+
+    def received(fixes: list[Any]) -> None:
+        latest[0] = fixes[-1]
+        inbox.put(fixes)
+
     gps = GpsReader(
         cfg.gps.device,
         cfg.gps.baudrate,
-        inbox.put,
+        received,
         stop,
         reconnect_max_s=cfg.gps.reconnect_max_s,
     )
@@ -83,10 +83,34 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
             continue
         sender_threads.append(thread)
         senders.append(sender)
+
+    # systemd: READY=1 once the store is open and the GPS was tried, STATUS= every few seconds,
+    # WATCHDOG=1 only while every thread's heartbeat is fresh (see tracker/systemd.py).
+    notifier = sd.Notifier.from_env()
+    backlog = sd.BacklogProbe(cfg.storage.path)
+    supervisor = sd.Supervisor(
+        notifier,
+        is_ready=lambda: recorder.store_open.is_set() and gps.tried.is_set(),
+        status_text=lambda: sd.status_line(
+            gps.state,
+            latest[0],
+            backlog() if recorder.store_open.is_set() else None,
+            storage_error=recorder.stats.storage_error,
+            stale_threads=supervisor.stale,
+        ),
+        components=lambda: [
+            # The GPS thread waits up to reconnect_max_s between attempts to open the device.
+            sd.Component("gps", lambda: gps.heartbeat, cfg.gps.reconnect_max_s + 5.0),
+            sd.Component("recorder", lambda: recorder.heartbeat),
+            *(sd.Component(f"sender-{s.name}", lambda s=s: s.heartbeat) for s in senders),
+        ],
+    )
     try:
         while not stop.is_set():
-            stop.wait(1.0)
+            supervisor.tick()
+            stop.wait(supervisor.next_wait_s())
     finally:
+        notifier.stopping("stopping: storing what is pending")
         stop.set()
         deadline = time.monotonic() + SHUTDOWN_BUDGET_S - 1.0
         # Senders last: all threads see `stop` at once, and the recorder's final commit must not

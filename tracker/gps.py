@@ -39,6 +39,7 @@ class GpsReader:
     Attributes read by other threads (status, watchdog) are plain values replaced atomically:
     `state` ("connecting", "open", "lost"), `heartbeat` (monotonic time of the last loop),
     `clock_offset` (GPS UTC minus monotonic, from the newest fix; None before the first fix).
+    `tried` is set once the first attempt to open the device is over, whatever its outcome.
     """
 
     def __init__(
@@ -57,6 +58,7 @@ class GpsReader:
         self.state = "connecting"
         self.heartbeat = time.monotonic()
         self.clock_offset: float | None = None
+        self.tried = threading.Event()  # set after the first attempt to open the device
         self.bytes_read = 0
         self.connects = 0
         self._out = out
@@ -73,6 +75,7 @@ class GpsReader:
             try:
                 port = self._open_port(self.device, baudrate=self.baudrate, timeout=READ_TIMEOUT_S)
             except (serial.SerialException, OSError, ValueError) as e:
+                self.tried.set()
                 if outage_started is None:
                     outage_started = time.monotonic()
                     log.warning(
@@ -85,6 +88,7 @@ class GpsReader:
                 continue
             self.connects += 1
             self.state = "open"
+            self.tried.set()
             if outage_started is None:
                 log.info("GPS %s open at %d baud", self.device, self.baudrate)
             else:

@@ -79,6 +79,7 @@ class Recorder:
         self.stats = RecorderStats()
         self.heartbeat = time.monotonic()
         self.store: Store | None = None
+        self.store_open = threading.Event()  # set once the store was opened (for READY=1)
         self._inbox = inbox
         self._stop = stop
         self._sources = sources or []
@@ -192,6 +193,7 @@ class Recorder:
         except StoreError as e:
             self._storage_failed(str(e))
             return False
+        self.store_open.set()
         self._act.current = self.store.current_activity()
         last = self.store.last_fix()
         if self._act.current is not None and last is not None:
