@@ -1,0 +1,323 @@
+"""The sensor manager: one supervised link per `[[sensors]]` entry, samples to the recorder.
+
+    sensor threads (i2c, ant, simulated: one each; ble: one event loop for all)
+        --Reading(monotonic)--> SensorClock --Sample(GPS UTC)--> out (the recorder's inbox)
+
+Every link runs the same loop: open, poll until lost, close, wait, again, until the shared stop
+event is set. A sensor that is off, out of range or unplugged is one WARNING line when the
+outage starts and one INFO line when it is back; reconnection waits double from 1 s up to the
+entry's `reconnect_max_s`. Nothing a sensor does can stop GPS tracking: a link's exceptions end
+in its own loop (an unexpected one is logged with its traceback, once a minute at most), and a
+missing library (bleak, openant) fails only the entries that need it, with one ERROR line.
+
+Every blocking call has a timeout: polls wait at most POLL_S, so a stop is seen within that;
+opening a BLE link (scan, connect) is cancelled when the stop event is set.
+
+State for status (`status()`) is plain values replaced atomically, read from any thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from tracker.fix import Sample
+from tracker.logutil import RateLimitedLog
+from tracker.sensors.clock import Reading, SensorClock
+from tracker.sensors.config import SensorConfig
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.25  # longest a poll blocks: bounds how long a stop takes to be seen
+FIRST_RETRY_S = 1.0
+CLOSE_TIMEOUT_S = 3.0  # longest a link's close may take (a BLE disconnect)
+
+
+class SensorError(Exception):
+    """A link could not be opened or was lost. The message is the reason, in a few words."""
+
+
+class MissingLibrary(SensorError):
+    """The library this sensor type needs is not installed (an optional extra)."""
+
+
+@dataclass
+class SensorStatus:
+    """One sensor's state as other threads see it. Counters only grow."""
+
+    label: str
+    type: str
+    state: str = "connecting"  # connecting, connected, lost, unavailable, stopped
+    heartbeat: float = field(default_factory=time.monotonic)
+    connects: int = 0
+    readings: int = 0
+    malformed: int = 0  # packets the decoders refused
+    error: str | None = None  # the current outage's reason
+    last: dict[str, float] = field(default_factory=dict)  # kind -> last value
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "type": self.type,
+            "state": self.state,
+            "heartbeat_age_s": round(time.monotonic() - self.heartbeat, 1),
+            "connects": self.connects,
+            "readings": self.readings,
+            "malformed": self.malformed,
+            "error": self.error,
+            "last": dict(self.last),
+        }
+
+
+class Link(Protocol):
+    """A blocking sensor link (i2c, ant, simulated). `poll` raises SensorError when lost."""
+
+    def open(self) -> None: ...
+    def poll(self, timeout: float) -> list[Reading]: ...
+    def close(self) -> None: ...
+
+
+class AsyncLink(Protocol):
+    """An asyncio sensor link (ble). Same contract as Link."""
+
+    async def open(self) -> None: ...
+    async def poll(self, timeout: float) -> list[Reading]: ...
+    async def close(self) -> None: ...
+
+
+@dataclass
+class LinkContext:
+    """What a link may need besides its config: its status, the clock, a place to remember."""
+
+    status: SensorStatus
+    clock: SensorClock
+    stop: threading.Event = field(default_factory=threading.Event)  # wait on this, never sleep
+    state_dir: Path | None = None
+
+
+def default_link(cfg: SensorConfig, ctx: LinkContext) -> Link | AsyncLink:
+    """The real link for an entry; raises MissingLibrary when its library is not installed."""
+    if cfg.type == "ble":
+        from tracker.sensors.ble import BleLink
+
+        return BleLink(cfg, ctx)
+    if cfg.type == "ant":
+        from tracker.sensors.ant import AntLink
+
+        return AntLink(cfg, ctx)
+    if cfg.type == "i2c":
+        from tracker.sensors.i2c import I2cLink
+
+        return I2cLink(cfg, ctx)
+    from tracker.sensors.simulated import SimulatedLink
+
+    return SimulatedLink(cfg, ctx)
+
+
+class Outage:
+    """Backoff and once-per-outage logging for one link."""
+
+    def __init__(self, cfg: SensorConfig, status: SensorStatus) -> None:
+        self.cfg = cfg
+        self.status = status
+        self.delay = FIRST_RETRY_S
+        self.started: float | None = None
+
+    @property
+    def who(self) -> str:
+        return f"sensor {self.cfg.label} ({self.cfg.type})"
+
+    def failed(self, reason: str, *, lost: bool = False) -> float:
+        """Record a failed open or a lost link; return how long to wait before the next try."""
+        self.status.error = reason
+        self.status.state = "lost" if self.status.connects else "connecting"
+        if lost:
+            log.warning("%s lost (%s); reconnecting", self.who, reason)
+            self.started = time.monotonic()
+            self.delay = FIRST_RETRY_S
+            return 0.0  # reconnect at once; back off only if that fails
+        if self.started is None:
+            self.started = time.monotonic()
+            log.warning(
+                "%s not available (%s); retrying every %g s at most until it is back",
+                self.who, reason, self.cfg.reconnect_max_s,
+            )  # fmt: skip
+        delay = self.delay
+        self.delay = min(self.delay * 2, self.cfg.reconnect_max_s)
+        return delay
+
+    def connected(self) -> None:
+        self.status.connects += 1
+        self.status.state = "connected"
+        self.status.error = None
+        if self.started is None:
+            log.info("%s connected", self.who)
+        else:
+            log.info("%s back after %.0f s", self.who, time.monotonic() - self.started)
+        self.started = None
+        self.delay = FIRST_RETRY_S
+
+
+class SensorManager:
+    """Starts and supervises the sensor links. `start()` once; they stop on `stop`."""
+
+    def __init__(
+        self,
+        sensors: tuple[SensorConfig, ...] | list[SensorConfig],
+        out: Callable[[list[Sample]], None],
+        stop: threading.Event,
+        clock_offset: Callable[[], float | None],
+        *,
+        state_dir: Path | None = None,
+        make_link: Callable[[SensorConfig, LinkContext], Link | AsyncLink] = default_link,
+    ) -> None:
+        self.clock = SensorClock(clock_offset)
+        self._out = out
+        self._stop = stop
+        self._limited = RateLimitedLog(log, 60.0)
+        self.statuses: list[SensorStatus] = []
+        self.threads: list[threading.Thread] = []
+        sync: list[tuple[SensorConfig, SensorStatus, Link]] = []
+        ble: list[tuple[SensorConfig, SensorStatus, AsyncLink]] = []
+        for cfg in sensors:
+            status = SensorStatus(cfg.label, cfg.type)
+            self.statuses.append(status)
+            try:
+                link = make_link(cfg, LinkContext(status, self.clock, stop, state_dir))
+            except SensorError as e:
+                status.state, status.error = "unavailable", str(e)
+                log.error("sensor %s (%s) disabled: %s", cfg.label, cfg.type, e)
+                continue
+            if cfg.type == "ble":
+                ble.append((cfg, status, link))  # type: ignore[arg-type]
+            else:
+                sync.append((cfg, status, link))  # type: ignore[arg-type]
+        for cfg, status, link in sync:
+            self.threads.append(
+                threading.Thread(
+                    target=self._run_sync,
+                    args=(cfg, status, link),
+                    name=f"sensor-{cfg.label}",
+                    daemon=True,
+                )  # fmt: skip
+            )
+        if ble:
+            self.threads.append(
+                threading.Thread(target=self._run_ble, args=(ble,), name="sensors-ble", daemon=True)
+            )
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def status(self) -> list[dict[str, Any]]:
+        return [s.as_dict() for s in self.statuses]
+
+    def emit(self, status: SensorStatus, readings: list[Reading]) -> None:
+        """Convert readings to GPS time (or hold them) and hand the samples to the recorder."""
+        if readings:
+            status.readings += len(readings)
+            for r in readings:
+                status.last[r.kind] = r.value
+        elif not self.clock.held:
+            return
+        samples = self.clock.convert(readings)
+        if samples:
+            self._out(samples)
+
+    # --- the blocking links: one thread each ------------------------------------------------
+
+    def _run_sync(self, cfg: SensorConfig, status: SensorStatus, link: Link) -> None:
+        outage = Outage(cfg, status)
+        while not self._stop.is_set():
+            status.heartbeat = time.monotonic()
+            try:
+                link.open()
+            except Exception as e:  # a driver's own failures, or a bug: never the thread's end
+                self._close(cfg, link.close)
+                self._stop.wait(outage.failed(self._reason(cfg, e)))
+                continue
+            outage.connected()
+            try:
+                while not self._stop.is_set():
+                    status.heartbeat = time.monotonic()
+                    self.emit(status, link.poll(POLL_S))
+            except Exception as e:
+                outage.failed(self._reason(cfg, e), lost=True)
+            finally:
+                self._close(cfg, link.close)
+        self.emit(status, [])  # release held samples if the offset is known by now
+        status.state = "stopped"
+
+    def _close(self, cfg: SensorConfig, close: Callable[[], Any]) -> None:
+        try:
+            close()
+        except Exception as e:
+            log.debug("sensor %s: close failed: %s", cfg.label, e)
+
+    def _reason(self, cfg: SensorConfig, e: Exception) -> str:
+        if isinstance(e, SensorError | OSError | TimeoutError):
+            return str(e) or type(e).__name__
+        self._limited.log(
+            logging.ERROR, f"bug-{cfg.label}",
+            "sensor %s (%s): unexpected %s", cfg.label, cfg.type, type(e).__name__,
+        )  # fmt: skip
+        log.debug("traceback", exc_info=e)
+        return f"{type(e).__name__}: {e}"
+
+    # --- BLE: one asyncio loop for every BLE link ---------------------------------------------
+
+    def _run_ble(self, links: list[tuple[SensorConfig, SensorStatus, AsyncLink]]) -> None:
+        asyncio.run(self._ble_main(links))
+
+    async def _ble_main(self, links: list[tuple[SensorConfig, SensorStatus, AsyncLink]]) -> None:
+        tasks = [asyncio.create_task(self._run_async(*entry)) for entry in links]
+        while not self._stop.is_set() and not all(t.done() for t in tasks):
+            await asyncio.sleep(POLL_S)
+        for task in tasks:
+            task.cancel()  # interrupts a scan or a connect in progress
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run_async(self, cfg: SensorConfig, status: SensorStatus, link: AsyncLink) -> None:
+        outage = Outage(cfg, status)
+        try:
+            while not self._stop.is_set():
+                status.heartbeat = time.monotonic()
+                try:
+                    await link.open()
+                except Exception as e:
+                    await self._aclose(cfg, link)
+                    await self._await_stop(outage.failed(self._reason(cfg, e)))
+                    continue
+                outage.connected()
+                try:
+                    while not self._stop.is_set():
+                        status.heartbeat = time.monotonic()
+                        self.emit(status, await link.poll(POLL_S))
+                except Exception as e:
+                    outage.failed(self._reason(cfg, e), lost=True)
+                finally:
+                    await self._aclose(cfg, link)
+        finally:
+            await self._aclose(cfg, link)  # a scan or connect cancelled by the stop
+            self.emit(status, [])
+            status.state = "stopped"
+
+    async def _aclose(self, cfg: SensorConfig, link: AsyncLink) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(link.close()), timeout=CLOSE_TIMEOUT_S)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            log.debug("sensor %s: close failed: %s", cfg.label, e)
+
+    async def _await_stop(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
