@@ -68,8 +68,27 @@ class Daemon:
         )
         self.log = workdir / "daemon.log"
         self.proc: subprocess.Popen | None = None
+        self._opens_before = 0
+
+    def gps_opens(self) -> int:
+        """How many times the daemons of this dir logged that the GPS port is open."""
+        return sum(
+            1
+            for line in self.log_text().splitlines()
+            if "GPS " in line and (" open at " in line or " back after " in line)
+        )
+
+    def wait_gps_open(self, timeout: float = 20.0) -> None:
+        """Wait until this start's daemon has the GPS open.
+
+        pyserial flushes the input buffer when it opens a port: NMEA written before that is
+        lost, so tests write only after this.
+        """
+        wait_for(lambda: self.gps_opens() > self._opens_before, timeout,
+                 what=f"the daemon to open the GPS (log: {self.log})")  # fmt: skip
 
     def start(self) -> Daemon:
+        self._opens_before = self.gps_opens()
         with self.log.open("a") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tracker", "run", "-c", str(self.config)],

@@ -25,7 +25,7 @@ def play(gps, eps, pause: float = 0.0) -> None:
 
 def test_a_ride_is_stored_reported_and_the_daemon_stops_cleanly(daemon, gps):
     d = daemon().start()
-    assert gps.wait_for_reader(timeout=20), d.log_text()
+    d.wait_gps_open()
     faults = simulate.parse_faults("checksum=0.02,garbage=0.02,truncate=0.01")
     ride = epochs(300, faults=faults, seed=3)
     play(gps, ride)
@@ -60,7 +60,7 @@ def test_a_ride_is_stored_reported_and_the_daemon_stops_cleanly(daemon, gps):
 
 def test_activity_stop_and_start_through_the_running_daemon(daemon, gps):
     d = daemon().start()
-    assert gps.wait_for_reader(timeout=20)
+    d.wait_gps_open()
     ride = epochs(60, rate_hz=1.0)
     play(gps, ride[:20])
     wait_for(lambda: len(stored_times(d.db)) >= 20, what="first fixes")
@@ -102,19 +102,19 @@ def test_activity_request_without_a_daemon_says_so(daemon):
 
 def test_a_restart_within_the_window_resumes_the_activity(daemon, gps):
     d = daemon("[activity]\nresume_window_s = 600\n").start()
-    assert gps.wait_for_reader(timeout=20)
+    d.wait_gps_open()
     play(gps, epochs(10, rate_hz=1.0))
     wait_for(lambda: len(stored_times(d.db)) >= 10)
     assert d.terminate() == 0
 
     d.start()
-    assert gps.wait_for_reader(timeout=20)
+    d.wait_gps_open()
     play(gps, epochs(10, rate_hz=1.0, start=T0 + timedelta(minutes=5)))  # within 600 s
     wait_for(lambda: len(stored_times(d.db)) >= 20)
     assert d.terminate() == 0
 
     d.start()
-    assert gps.wait_for_reader(timeout=20)
+    d.wait_gps_open()
     play(gps, epochs(10, rate_hz=1.0, start=T0 + timedelta(minutes=30)))  # beyond it
     wait_for(lambda: len(stored_times(d.db)) >= 30)
     assert d.terminate() == 0
@@ -138,7 +138,7 @@ def test_sigkill_repeatedly_loses_nothing_committed_and_never_corrupts(daemon, g
     committed_before_kills: list[set[float]] = []
     for _ in range(6):
         d.start()
-        assert gps.wait_for_reader(timeout=20), d.log_text()
+        d.wait_gps_open()
         until = time.monotonic() + rng.uniform(1.0, 2.5)
         while time.monotonic() < until:
             gps.write(ride[position].data)
@@ -179,7 +179,7 @@ def test_a_corrupt_database_is_moved_aside_and_recording_goes_on(daemon, gps):
     d = daemon()
     d.db.write_bytes(b"this is not a database, it is what a bad SD card left\n" * 200)
     d.start()
-    assert gps.wait_for_reader(timeout=20)
+    d.wait_gps_open()
     play(gps, epochs(10, rate_hz=1.0))
     wait_for(lambda: len(stored_times(d.db)) == 10, what="fixes in the fresh database")
     assert d.terminate() == 0
