@@ -205,7 +205,11 @@ def parse_sensors(raw: Any, where: str = "") -> list[SensorConfig]:
             values["i2c_address"] = values.pop("address")
             values["kinds"] = (values["kind"],)
         values.setdefault("rate_hz", DEFAULT_RATE.get(kind, 1.0))
-        label = values.pop("label", None) or _default_label(kind, values, n)
+        label = values.pop("label", None)
+        if label is None:
+            label = _default_label(kind, values)
+            if label in labels:
+                label = f"{label}-{n}"  # two entries alike but for a key we do not name by
         if label in labels:
             raise ConfigError(f"{at} label: {label!r} is already sensor #{labels[label]}'s")
         labels[label] = n
@@ -213,7 +217,7 @@ def parse_sensors(raw: Any, where: str = "") -> list[SensorConfig]:
     return out
 
 
-def _default_label(kind: str, values: dict[str, Any], n: int) -> str:
+def _default_label(kind: str, values: dict[str, Any]) -> str:
     if kind == "ble":
         return values.get("name") or values["address"]
     if kind == "ant":
@@ -221,4 +225,4 @@ def _default_label(kind: str, values: dict[str, Any], n: int) -> str:
         return f"ant-{values['profile']}" + (f"-{device}" if device else "")
     if kind == "i2c":
         return f"i2c-{values['bus']}-0x{values['i2c_address']:02x}-{values['kind']}"
-    return "simulated" if n == 1 else f"simulated-{n}"
+    return "simulated"
