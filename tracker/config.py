@@ -14,7 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tracker.sensors.config import SensorConfig
 
 DEFAULT_PATH = Path("/etc/tracker/tracker.toml")
 
@@ -115,6 +118,7 @@ class Config:
     activity: ActivityConfig = field(default_factory=ActivityConfig)
     log: LogConfig = field(default_factory=LogConfig)
     mapmytracks: MapMyTracksConfig | None = None  # None: no [mapmytracks] section
+    sensors: tuple[SensorConfig, ...] = ()  # the [[sensors]] array of tables
 
 
 # --- validators: each takes the raw TOML value and returns the typed one or raises ValueError ---
@@ -246,6 +250,11 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
     where = f"{path}: " if path else ""
     sections: dict[str, Any] = {}
     for name, body in data.items():
+        if name == "sensors":  # an array of tables, validated entry by entry
+            from tracker.sensors.config import parse_sensors
+
+            sections["sensors"] = tuple(parse_sensors(body, where))
+            continue
         if name not in SCHEMA:
             raise ConfigError(f"{where}unknown section [{name}] (known: {', '.join(SCHEMA)})")
         if not isinstance(body, dict):
