@@ -1,32 +1,40 @@
-"""`tracker demo`: the bundled ride, through a pseudo-terminal, into a real `tracker run`.
+"""`tracker demo`: the bundled ride, through a pseudo-terminal, into a real `tracker run`, live on
+the bundled Map My Tracks server.
 
-Everything a rider's unit does, on one machine with no hardware: the simulator plays the bundled
-ride (tracker/data/demo-route.gpx) faster than real time, with a few injected faults (bad
-checksums, garbage bytes, a cut line, a loss of fix), into a pty; a real daemon process reads the
-pty as its serial GPS and stores the ride; then the demo stops the activity the way a rider
-would (`tracker activity stop`), stops the daemon with SIGTERM, exports the ride as GPX and
-checks that every valid epoch the simulator sent is in the database, once.
+Everything a rider's unit does, on one machine with no hardware and no network: the simulator
+plays the bundled ride (tracker/data/demo-route.gpx) faster than real time, with a few injected
+receiver faults (bad checksums, garbage bytes, a cut line, a loss of fix), into a pty; a real
+daemon process reads the pty as its serial GPS, stores the ride and sends it live to the
+project's Map My Tracks test server on 127.0.0.1, which drops and refuses a share of requests
+the way a mobile network does. Then the demo stops the activity the way a rider would
+(`tracker activity stop`), waits for the backlog to drain, stops the daemon with SIGTERM,
+exports the ride as GPX and checks that every valid epoch is stored once and on the server once.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tracker import simulate
 from tracker.export import write_gpx
 from tracker.pty import PtyWriter
 from tracker.store import Store, StoreError, open_store
+from tracker.testing.faults import Faults
+from tracker.testing.mapmytracks import MapMyTracksServer
 
-DEMO_FAULTS = "checksum=0.002,garbage=0.002,truncate=0.001,outage=0.001,outage_s=10-30"
+GPS_FAULTS = "checksum=0.002,garbage=0.002,truncate=0.001,outage=0.001,outage_s=10-30"
+NETWORK_FAULTS = "reset=0.03,fail_500=0.03,drop_reply=0.05,html=0.02"
+USER, PASSWORD = "rider", "demo-password"
+BACKEND = "mapmytracks"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,132 +48,210 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--speedup", type=float, default=120.0, help="times faster than real time (default 120)"
     )
-    parser.add_argument("--faults", default=DEMO_FAULTS, help="simulator faults ('none' for none)")
+    parser.add_argument("--faults", default=GPS_FAULTS, help="receiver faults ('none' for none)")
+    parser.add_argument(
+        "--network-faults", default=NETWORK_FAULTS,
+        help=f"server faults, KIND=RATE,... ('none' for none; default {NETWORK_FAULTS})",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=1)
 
 
-def _write_config(workdir: Path, device: str) -> Path:
+def parse_network_faults(spec: str, seed: int) -> Faults:
+    """`reset=0.1,drop_reply=0.05` -> Faults; a bad kind or rate is a one-line ValueError."""
+    rates: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        if item == "none":
+            continue
+        kind, _, value = item.partition("=")
+        try:
+            rates[kind] = float(value)
+        except ValueError:
+            raise ValueError(f"--network-faults: {item!r} is not KIND=RATE") from None
+    try:
+        return Faults(seed=seed, **rates)
+    except TypeError:
+        raise ValueError(f"--network-faults: unknown fault kind in {spec!r}") from None
+
+
+@dataclass
+class Ride:
+    epochs: list[simulate.Epoch]
+    expected: set[float]  # GPS times (ms) of the epochs a correct daemon must store
+    possible: set[float]  # GPS times of every epoch with a fix (faulted ones may be stored)
+    length_km: float
+
+
+def _plan(args: argparse.Namespace) -> Ride:
+    route = simulate.load_route(args.route) if args.route else simulate.demo_route()
+    epochs = list(
+        simulate.simulate(
+            route, rate_hz=args.rate, speed_mps=args.speed,
+            start_time=datetime.now(UTC).replace(microsecond=0),
+            faults=simulate.parse_faults(args.faults), seed=args.seed,
+        )
+    )  # fmt: skip
+    legs = zip(route, route[1:], strict=False)
+    return Ride(
+        epochs=epochs,
+        expected={round(e.unix, 3) for e in epochs if e.valid},
+        possible={round(e.unix, 3) for e in epochs if e.fix},
+        length_km=sum(simulate.haversine_m(a.lat, a.lon, b.lat, b.lon) for a, b in legs) / 1000,
+    )
+
+
+def _write_config(workdir: Path, device: str, url: str) -> Path:
     path = workdir / "tracker.toml"
     path.write_text(
         "# written by `tracker demo`\n"
         f'[gps]\ndevice = "{device}"\nbaudrate = 115200\n\n'
         f'[storage]\npath = "{(workdir / "tracker.db").resolve()}"\ncommit_interval_s = 1.0\n\n'
-        '[activity]\ntitle = "Demo ride %Y-%m-%d"\ntype = "cycling"\n'
+        '[activity]\ntitle = "Demo ride %Y-%m-%d"\ntype = "cycling"\n\n'
+        f'[mapmytracks]\nurl = "{url}"\nusername = "{USER}"\npassword = "{PASSWORD}"\n'
+        "interval_s = 1\nbackoff_max_s = 5\nconnect_timeout_s = 2\nread_timeout_s = 5\n"
     )
     return path
 
 
-def _progress_line(store: Store | None, written: int, total: int) -> str:
-    stored = "?"
-    activity = "-"
-    rejected = 0
-    if store is not None:
-        try:
-            stored = str(store.fix_count())
-            current = store.current_activity()
-            activity = str(current.id) if current else "-"
-            runtime = store.get_runtime("daemon")
-            if runtime:
-                rejected = runtime[0].get("gps", {}).get("rejected", 0)
-        except StoreError:
-            pass
-    pct = 100 * written // max(total, 1)
-    return (
-        f"ride {pct:3d}%  epochs sent {written:5d}/{total}  fixes stored {stored:>5}  "
-        f"rejected {rejected:3d}  activity {activity}  backlog: no backend yet"
-    )
-
-
-def _tracker(*args: str, **kw) -> subprocess.CompletedProcess:
+def _tracker(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "tracker", *args], capture_output=True, text=True, timeout=60, **kw
+        [sys.executable, "-m", "tracker", *args], capture_output=True, text=True, timeout=60
     )
+
+
+class Watch:
+    """Reads the daemon's store and the server for the progress line and the end conditions."""
+
+    def __init__(self, db: Path, server: MapMyTracksServer) -> None:
+        self.db = db
+        self.server = server
+        self.store: Store | None = None
+
+    def _open(self) -> Store | None:
+        if self.store is None and self.db.exists():
+            try:
+                self.store = open_store(self.db, readonly=True)
+            except StoreError:
+                self.store = None
+        return self.store
+
+    def snapshot(self) -> dict[str, Any]:
+        snap: dict[str, Any] = {"stored": 0, "backlog": None, "rejected": 0, "times": set()}
+        store = self._open()
+        if store is not None:
+            try:
+                snap["stored"] = store.fix_count()
+                snap["backlog"] = store.pending().get(BACKEND)
+                runtime = store.get_runtime("daemon")
+                if runtime:
+                    snap["rejected"] = runtime[0].get("gps", {}).get("rejected", 0)
+            except StoreError:
+                pass
+        activities = list(self.server.activities.values())
+        snap["sent"] = sum(len(a.points) for a in activities)
+        snap["stopped"] = bool(activities) and not any(a.live for a in activities)
+        return snap
+
+    def stored_times(self) -> list[float]:
+        store = self._open()
+        return [] if store is None else [round(f.time, 3) for f in store.iter_fixes()]
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+
+def _line(snap: dict[str, Any], written: int, total: int) -> str:
+    backlog = "-" if snap["backlog"] is None else str(snap["backlog"])
+    return (
+        f"ride {100 * written // max(total, 1):3d}%  read {written:5d}  "
+        f"stored {snap['stored']:5d}  sent {snap['sent']:5d}  backlog {backlog:>5}  "
+        f"rejected {snap['rejected']}"
+    )
+
+
+def _wait(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _gps_open(log_path: Path) -> bool:
+    text = log_path.read_text() if log_path.exists() else ""
+    return any("GPS " in line and " open at " in line for line in text.splitlines())
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        network_faults = parse_network_faults(args.network_faults, args.seed)
+    except ValueError as e:
+        print(f"tracker demo: {e}", file=sys.stderr)
+        return 2
     workdir: Path = args.dir
     if workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
-    route = simulate.load_route(args.route) if args.route else simulate.demo_route()
-    faults = simulate.parse_faults(args.faults)
-    start = datetime.now(UTC).replace(microsecond=0)
-    epochs = list(
-        simulate.simulate(
-            route, rate_hz=args.rate, speed_mps=args.speed, start_time=start,
-            faults=faults, seed=args.seed,
-        )
-    )  # fmt: skip
-    expected = {round(e.unix, 3) for e in epochs if e.valid}
-    possible = {round(e.unix, 3) for e in epochs if e.fix}
-    legs = zip(route, route[1:], strict=False)
-    length_km = sum(simulate.haversine_m(a.lat, a.lon, b.lat, b.lon) for a, b in legs) / 1000
+    ride = _plan(args)
     print(
-        f"tracker demo: {length_km:.1f} km ride, {len(epochs)} epochs at {args.rate:g} Hz, "
-        f"played {args.speedup:g}x faster than real time into a pseudo-terminal"
+        f"tracker demo: a {ride.length_km:.1f} km ride, {len(ride.epochs)} GPS epochs at "
+        f"{args.rate:g} Hz, played {args.speedup:g}x faster than real time"
     )
+    with MapMyTracksServer(users={USER: PASSWORD}, faults=network_faults) as server:
+        writer = PtyWriter.open(workdir.resolve() / "gps0")
+        cfg_path = _write_config(workdir, writer.path, server.url)
+        log_path = workdir / "daemon.log"
+        with log_path.open("w") as log_file:
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "tracker", "run", "-c", str(cfg_path)],
+                stdout=log_file, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        print(f"  GPS:     a pseudo-terminal at {writer.path}")
+        print(f"  server:  Map My Tracks test server at {server.url}")
+        print(f"           injecting network faults: {args.network_faults}")
+        print(f"  daemon:  pid {daemon.pid}, config {cfg_path}, log {log_path}")
+        watch = Watch(workdir / "tracker.db", server)
+        try:
+            if not _wait(lambda: _gps_open(log_path), 30):
+                print(f"tracker demo: the daemon never opened the GPS; see {log_path}")
+                return 1
+            return _ride(args, ride, cfg_path, writer, daemon, watch, server)
+        finally:
+            watch.close()
+            writer.close()
+            if daemon.poll() is None:
+                daemon.kill()
+                daemon.wait()
 
-    writer = PtyWriter.open(workdir.resolve() / "gps0")
-    cfg_path = _write_config(workdir, writer.path)
-    log_path = workdir / "daemon.log"
-    with log_path.open("w") as log_file:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "tracker", "run", "-c", str(cfg_path)],
-            stdout=log_file, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    print(f"daemon:  pid {daemon.pid}, reading {writer.path}, log in {log_path}")
-    try:
-        if not writer.wait_for_reader(timeout=20):
-            print("tracker demo: the daemon never opened the pty; see " + str(log_path))
-            return 1
-        return _ride(args, workdir, cfg_path, writer, daemon, epochs, expected, possible)
-    finally:
-        writer.close()
-        if daemon.poll() is None:
-            daemon.kill()
-            daemon.wait()
 
-
-def _ride(args, workdir, cfg_path, writer, daemon, epochs, expected, possible) -> int:
-    db_path = workdir / "tracker.db"
+def _ride(args, ride: Ride, cfg_path, writer, daemon, watch: Watch, server) -> int:
     interactive = sys.stdout.isatty()
-    state = {"written": 0, "last_print": 0.0}
-    store: Store | None = None
+    written = 0
+    last_print = 0.0
+
+    def show(final: bool = False) -> None:
+        line = _line(watch.snapshot(), written, len(ride.epochs))
+        print(("\r" + line) if interactive else line, end="" if interactive and not final else "\n",
+              flush=True)  # fmt: skip
 
     def progress(epoch: simulate.Epoch) -> None:
-        nonlocal store
-        state["written"] += 1
-        now = time.monotonic()
-        if now - state["last_print"] < (0.5 if interactive else 5.0):
-            return
-        state["last_print"] = now
-        if store is None and db_path.exists():
-            try:
-                store = open_store(db_path, readonly=True)
-            except StoreError:
-                store = None
-        line = _progress_line(store, state["written"], len(epochs))
-        print("\r" + line if interactive else line, end="" if interactive else "\n", flush=True)
+        nonlocal written, last_print
+        written += 1
+        if time.monotonic() - last_print >= (0.5 if interactive else 5.0):
+            last_print = time.monotonic()
+            show()
 
-    stop = threading.Event()
-    summary = simulate.run(
-        epochs, writer.write, realtime=True, speedup=args.speedup, stop=stop, progress=progress
-    )
+    summary = simulate.run(ride.epochs, writer.write, realtime=True, speedup=args.speedup,
+                           progress=progress)  # fmt: skip
     writer.drain(timeout=5)
-    # Wait for the last commit: the daemon commits every second.
-    deadline = time.monotonic() + 10
-    stored_times: set[float] = set()
-    while time.monotonic() < deadline:
-        if store is None and db_path.exists():
-            store = open_store(db_path, readonly=True)
-        if store is not None:
-            stored_times = {round(f.time, 3) for f in store.iter_fixes()}
-            if expected <= stored_times:
-                break
-        time.sleep(0.5)
-    print(("\r" if interactive else "") + _progress_line(store, len(epochs), len(epochs)))
-
+    _wait(lambda: ride.expected <= set(watch.stored_times()), 15)
     stop_reply = _tracker("activity", "stop", "-c", str(cfg_path))
+    server.faults.clear()  # the ride is over: let the backlog drain without faults
+    drained = _wait(lambda: (s := watch.snapshot())["backlog"] == 0 and s["stopped"], 120)
+    show(final=True)
+
     t0 = time.monotonic()
     daemon.send_signal(signal.SIGTERM)
     try:
@@ -173,12 +259,15 @@ def _ride(args, workdir, cfg_path, writer, daemon, epochs, expected, possible) -
     except subprocess.TimeoutExpired:
         code = None
     stop_s = time.monotonic() - t0
+    return _summary(ride, summary, cfg_path, watch, server, stop_reply, drained, code, stop_s)
 
-    if store is not None:
-        store.close()
-    store = open_store(db_path, readonly=True)
+
+def _summary(ride, summary, cfg_path, watch, server, stop_reply, drained, code, stop_s) -> int:
+    workdir = cfg_path.parent
+    watch.close()
+    store = open_store(workdir / "tracker.db", readonly=True)
     try:
-        stored = [round(f.time, 3) for f in store.iter_fixes()]
+        fixes = list(store.iter_fixes())
         activities = store.activities()
         runtime = (store.get_runtime("daemon") or ({}, 0))[0]
         gpx_path = workdir / "ride.gpx"
@@ -188,38 +277,59 @@ def _ride(args, workdir, cfg_path, writer, daemon, epochs, expected, possible) -
     finally:
         store.close()
 
+    stored = [round(f.time, 3) for f in fixes]
     stored_set = set(stored)
-    missing = expected - stored_set
+    missing = ride.expected - stored_set
     duplicates = len(stored) - len(stored_set)
-    impossible = stored_set - possible
-    ok = not missing and not duplicates and not impossible and code == 0
+    impossible = stored_set - ride.possible
+    remote = list(server.activities.values())
+    points = [p for a in remote for p in a.points]
+    remote_times = [int(p[0]) for p in points]
+    want_remote = {int(f.time) for f in fixes if f.activity_id is not None}
+    remote_ok = (
+        len(remote) == 1 and not remote[0].live and len(remote_times) == len(set(remote_times))
+        and set(remote_times) == want_remote
+    )  # fmt: skip
+    ok = not missing and not duplicates and not impossible and code == 0 and drained and remote_ok
     rejected = runtime.get("gps", {}).get("rejected_by", {})
-    faults = ", ".join(f"{k} {v}" for k, v in summary.faults.items() if v) or "none"
-    print()
-    print("Summary")
-    print(f"  simulator:      {summary.epochs} epochs, {len(expected)} valid; faults: {faults}")
-    print(
-        f"  fixes stored:   {len(stored)} "
-        f"({len(expected) - len(missing)} of {len(expected)} valid epochs, "
-        f"{duplicates} duplicates, {len(impossible)} from no-fix epochs)"
-    )
-    print(
-        "  rejected input: "
-        + (", ".join(f"{k} {v}" for k, v in sorted(rejected.items()) if v) or "none")
-    )
+    gps_faults = ", ".join(f"{k} {v}" for k, v in summary.faults.items() if v) or "none"
+    net_faults = {}
+    for r in server.requests:
+        if r.fault:
+            net_faults[r.fault] = net_faults.get(r.fault, 0) + 1
+
+    print("\nSummary")
+    print(f"  simulator:    {summary.epochs} epochs, {len(ride.expected)} valid; "
+          f"injected {gps_faults}")  # fmt: skip
+    print(f"  stored:       {len(stored)} fixes ({len(ride.expected) - len(missing)} of "
+          f"{len(ride.expected)} valid epochs, {duplicates} duplicates, "
+          f"{len(impossible)} from no-fix epochs)")  # fmt: skip
+    print("  rejected:     "
+          + (", ".join(f"{k} {v}" for k, v in sorted(rejected.items()) if v) or "nothing"))
     for a in activities:
         ended = "running" if a.ended_at is None else f"ended ({a.end_reason})"
         minutes = ((a.ended_at or a.started_at) - a.started_at) / 60
-        print(f"  activity:       {a.id} \"{a.title}\", {minutes:.0f} min of GPS time, {ended}")
-    print(f"  activity stop:  {stop_reply.stdout.strip() or stop_reply.stderr.strip()}")
-    print(f"  daemon:         exit code {code} {stop_s:.1f} s after SIGTERM")
-    print(f"  GPX:            {gpx_path}")
-    print(f"  database:       {db_path} ({size / 1e6:.1f} MB)")
-    print(f"  status:         {sys.executable} -m tracker status -c {cfg_path}")
-    print("Result:         " + ("OK: every valid fix stored exactly once" if ok else "FAILED"))
-    if not ok and missing:
-        sample = sorted(missing)[:5]
-        print(f"  missing fixes at {', '.join(map(str, sample))} ...", file=sys.stderr)
-    if os.environ.get("TRACKER_DEMO_SHOW_LOG"):
-        print((workdir / "daemon.log").read_text())
-    return 0 if ok else 1
+        print(f"  activity:     {a.id} \"{a.title}\", {minutes:.0f} min of GPS time, {ended}")
+    print(f"  stop:         {stop_reply.stdout.strip() or stop_reply.stderr.strip()}")
+    for a in remote:
+        print(f"  server:       activity {a.id}, {len(a.points)} points "
+              f"({len(a.points) - len(set(int(p[0]) for p in a.points))} duplicates), "
+              f"{'live' if a.live else 'stopped'}, {server.count('start_activity')} "
+              f"start_activity call(s)")  # fmt: skip
+    print(f"  requests:     {len(server.requests)} to the server; network faults injected: "
+          + (", ".join(f"{k} {v}" for k, v in sorted(net_faults.items())) or "none"))
+    print(f"  daemon:       exit code {code}, {stop_s:.1f} s after SIGTERM")
+    print(f"  GPX:          {gpx_path}")
+    print(f"  database:     {workdir / 'tracker.db'} ({size / 1e6:.1f} MB)")
+    print(f"  try:          {sys.executable} -m tracker status -c {cfg_path}")
+    if ok:
+        print("Result: OK: every valid fix stored once and on the server once, activity stopped")
+        return 0
+    print("Result: FAILED", file=sys.stderr)
+    if missing:
+        print(f"  not stored: {sorted(missing)[:5]} ...", file=sys.stderr)
+    if not remote_ok:
+        print(f"  server differs: {len(set(remote_times) ^ want_remote)} times", file=sys.stderr)
+    if not drained:
+        print("  the backlog did not drain within 120 s", file=sys.stderr)
+    return 1
