@@ -24,6 +24,8 @@ from tracker.config import Config
 from tracker.gps import GpsReader
 from tracker.recorder import Recorder
 from tracker.senders import make_senders
+from tracker.sensors.manager import SensorManager
+from tracker.ubx_i2c import open_gps_port
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,15 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
         received,
         stop,
         reconnect_max_s=cfg.gps.reconnect_max_s,
+        open_port=open_gps_port,
     )
     gps_thread = threading.Thread(target=gps.run, name="gps", daemon=True)
+    # Sensor samples go to the same inbox, stamped in GPS time through the reader's offset.
+    # Not watchdog components: a dead strap must never get the GPS restarted.
+    sensors = SensorManager(
+        cfg.sensors, inbox.put, stop, lambda: gps.clock_offset,
+        state_dir=cfg.storage.path.parent,
+    )  # fmt: skip
 
     def runtime() -> dict[str, Any]:
         return {
@@ -62,15 +71,17 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
                 "bytes_read": gps.bytes_read,
                 "connects": gps.connects,
                 **gps.decoder.stats.as_dict(),
-            }
+            },
+            "sensors": sensors.status(),
         }
 
-    recorder = Recorder(cfg, inbox, stop, sources=[gps_thread], runtime=runtime)
+    recorder = Recorder(cfg, inbox, stop, sources=[gps_thread, *sensors.threads], runtime=runtime)
     recorder_thread = threading.Thread(target=recorder.run, name="recorder", daemon=True)
 
     log.info("tracker starting (config %s)", cfg.path or "built-in defaults")
     recorder_thread.start()
     gps_thread.start()
+    sensors.start()
     sender_threads = []
     senders = []
     for sender in make_senders(cfg, stop):
@@ -115,7 +126,7 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
         deadline = time.monotonic() + SHUTDOWN_BUDGET_S - 1.0
         # Senders last: all threads see `stop` at once, and the recorder's final commit must not
         # wait behind a sender's request in flight (its pending marker makes that one safe).
-        for thread in (gps_thread, recorder_thread, *sender_threads):
+        for thread in (gps_thread, *sensors.threads, recorder_thread, *sender_threads):
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
             if thread.is_alive():
                 log.warning("thread %s still running at shutdown", thread.name)
