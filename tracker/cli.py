@@ -109,6 +109,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.main(args)
 
 
+def cmd_sensors(args: argparse.Namespace) -> int:
+    from tracker import sensors
+
+    return sensors.main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tracker",
@@ -155,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="a simulated ride through a pty into the daemon")
     demo.add_arguments(p)
     p.set_defaults(func=cmd_demo)
+
+    from tracker import sensors
+
+    p = sub.add_parser("sensors", help="fitness sensors: `tracker sensors scan` lists BLE ones")
+    sensors.add_arguments(p)
+    p.set_defaults(func=cmd_sensors)
     return parser
 
 
