@@ -103,6 +103,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return simulate.main(args)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from tracker import doctor
+
+    return doctor.main(args)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from tracker import demo
 
@@ -155,6 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="write a simulated ride as NMEA (for indoor tests)")
     simulate.add_arguments(p)
     p.set_defaults(func=cmd_simulate)
+
+    from tracker import doctor
+
+    p = sub.add_parser("doctor", help="check the setup: config, GPS, backends, disk, clock")
+    doctor.add_arguments(p)
+    p.set_defaults(func=cmd_doctor)
 
     from tracker import demo
 

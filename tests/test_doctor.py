@@ -1,0 +1,270 @@
+"""`tracker doctor` against a real pty, a real Map My Tracks test server and real files.
+
+A pty has no line rate: bytes arrive intact whatever speed the reader sets. To test the baud
+check honestly the fake receiver below transmits at 38400 baud, and before writing each epoch
+reads back the speed the reader configured on the pty (termios on the master reports the
+slave's settings, which pyserial sets on open). At the same speed the bytes go through as they
+are; at another speed they go through `uart_resample`, which does what a UART receiver does
+with a line at the wrong rate: find each start bit, sample the 8 data bits and the stop bit at
+its own bit times. That is exactly the garbage a real mismatched link produces (framing errors
+included), and nothing else about the pty is faked.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import termios
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from support import ROOT, epochs
+
+from tracker import doctor
+from tracker.pty import PtyWriter
+from tracker.testing import mapmytracks as mmt_server
+
+TRUE_BAUD = 38400
+SPEEDS = {getattr(termios, f"B{b}"): b for b in (4800, 9600, 19200, 38400, 57600, 115200)}
+
+
+def uart_frames(data: bytes) -> list[int]:
+    """8N1 line levels, one per bit time: start 0, 8 data bits LSB first, stop 1."""
+    bits: list[int] = []
+    for byte in data:
+        bits += [0, *((byte >> i) & 1 for i in range(8)), 1]
+    return bits
+
+
+def uart_resample(data: bytes, tx_baud: int, rx_baud: int) -> bytes:
+    """What a UART set to `rx_baud` receives from a line sending `data` at `tx_baud`."""
+    bits = uart_frames(data)
+    end = len(bits) / tx_baud
+
+    def level(t: float) -> int:
+        i = int(t * tx_baud + 1e-9)
+        return bits[i] if 0 <= i < len(bits) else 1
+
+    out = bytearray()
+    t = 0.0
+    while t < end:
+        # the next falling edge (or a line already low) at or after t
+        i = int(t * tx_baud + 1e-9)
+        while i < len(bits) and bits[i] == 1:
+            i += 1
+        if i >= len(bits):
+            break
+        start = max(t, i / tx_baud)
+        if level(start + 0.5 / rx_baud) != 0:  # a glitch, not a start bit
+            t = start + 0.5 / rx_baud
+            continue
+        byte = 0
+        for k in range(8):
+            byte |= level(start + (k + 1.5) / rx_baud) << k
+        out.append(byte)  # with or without a framing error, as the kernel passes it in raw mode
+        t = start + 9.5 / rx_baud
+    return bytes(out)
+
+
+def test_the_resampler_is_exact_at_the_same_rate_and_garbles_at_another():
+    nmea = b"$GPGGA,080000.00,5130.0000,N,00007.0000,W,1,09,0.9,45.0,M,47.0,M,,*4A\r\n"
+    assert uart_resample(nmea, 38400, 38400) == nmea
+    assert uart_resample(nmea, 9600, 9600) == nmea
+    slow = uart_resample(nmea, 38400, 9600)
+    assert slow != nmea and b"$GP" not in slow and len(slow) < len(nmea)
+    fast = uart_resample(nmea, 9600, 38400)
+    assert fast != nmea and b"GGA" not in fast
+
+
+class Receiver:
+    """A GPS receiver on a pty, sending the simulated ride at TRUE_BAUD, now-ish GPS time."""
+
+    def __init__(self, path: Path) -> None:
+        self.writer = PtyWriter.open(path, timeout=0.5)
+        self.stop = threading.Event()
+        self.rates_seen: set[int] = set()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            for e in epochs(100, rate_hz=10.0, start=datetime.now(UTC)):
+                if self.stop.is_set():
+                    return
+                if self.writer.reader_connected():
+                    speed = SPEEDS.get(termios.tcgetattr(self.writer.master_fd)[5], 0)
+                    self.rates_seen.add(speed)
+                    data = e.data if speed == TRUE_BAUD else uart_resample(e.data, TRUE_BAUD, speed)
+                    self.writer.write(data)
+                self.stop.wait(0.1)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.writer.close()
+
+
+@pytest.fixture
+def receiver(tmp_path):
+    r = Receiver(tmp_path / "gps0")
+    yield r
+    r.close()
+
+
+def me() -> str:
+    import pwd
+
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def write_config(tmp_path: Path, device: str, baud: int, extra: str = "") -> Path:
+    config = tmp_path / "tracker.toml"
+    config.write_text(
+        f'[gps]\ndevice = "{device}"\nbaudrate = {baud}\n\n'
+        f'[storage]\npath = "{tmp_path / "db" / "tracker.db"}"\nmax_mb = 50\n\n' + extra
+    )
+    return config
+
+
+def doctor_cli(config: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tracker", "doctor", "-c", str(config), "--user", me(),
+         "--listen", "1.5", "--probe", "1.5", *args],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )  # fmt: skip
+
+
+def line(out: str, prefix: str) -> str:
+    found = [x for x in out.splitlines() if x.startswith(prefix)]
+    assert found, f"no line starting {prefix!r} in:\n{out}"
+    return found[0]
+
+
+def fix_after(out: str, prefix: str) -> str:
+    lines = out.splitlines()
+    i = lines.index(line(out, prefix))
+    assert lines[i + 1].startswith("       fix: "), out
+    return lines[i + 1].strip()
+
+
+@pytest.mark.slow
+def test_a_receiver_at_38400_configured_for_9600_is_named_with_its_fix(tmp_path, receiver):
+    config = write_config(tmp_path, receiver.writer.path, 9600)
+    done = doctor_cli(config)
+    out = done.stdout
+    assert done.returncode == 1, out + done.stderr
+    assert line(out, "[ ok ] gps device:")
+    assert line(out, "[ ok ] gps permissions:")
+    baud = line(out, "[FAIL] nmea baud rate:")
+    assert "nothing decodes at 9600 baud" in baud and "arrive at 38400 baud" in baud
+    assert (
+        fix_after(out, "[FAIL] nmea baud rate:") == f"fix: set [gps] baudrate = 38400 in {config}"
+    )
+    assert {9600, 38400} <= receiver.rates_seen, "the doctor really switched the pty's speed"
+    assert out.splitlines()[-1] == "1 check(s) failed"
+
+
+@pytest.mark.slow
+def test_the_same_receiver_configured_right_passes_everything(tmp_path, receiver):
+    config = write_config(tmp_path, receiver.writer.path, 38400)
+    done = doctor_cli(config)
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    nmea = line(out, "[ ok ] nmea:")
+    assert "at 38400 baud" in nmea and " fixes" in nmea and "/s)" in nmea
+    assert line(out, "[ ok ] clock: within")
+    assert line(out, "[ ok ] disk:")
+    assert out.splitlines()[-1] == "all checks passed"
+
+
+def test_a_missing_device_is_named_with_its_fix(tmp_path):
+    config = write_config(tmp_path, "/dev/serial0-not-here", 9600)
+    done = doctor_cli(config)
+    assert done.returncode == 1
+    assert line(done.stdout, "[FAIL] gps device: /dev/serial0-not-here does not exist")
+    assert "enable_uart=1" in fix_after(done.stdout, "[FAIL] gps device:")
+    assert "nmea" not in done.stdout, "no NMEA check on a device that is not there"
+
+    config = write_config(tmp_path, "/dev/gps0-not-here", 9600)
+    done = doctor_cli(config)
+    assert "udev" in fix_after(done.stdout, "[FAIL] gps device:")
+
+
+def test_a_device_the_service_user_may_not_open(tmp_path):
+    import pwd
+
+    device = tmp_path / "ttyFAKE"
+    device.write_bytes(b"")
+    device.chmod(0o600)
+    nobody = pwd.getpwnam("nobody")
+    if os.getuid() == nobody.pw_uid:
+        pytest.skip("running as nobody")
+    ctx = doctor.Context(doctor.load(write_config(tmp_path, str(device), 9600)), "nobody")
+    perm = [c for c in doctor.check_device(ctx) if c.name == "gps permissions"][0]
+    assert perm.result == doctor.FAIL and "nobody may not read" in perm.detail
+    assert perm.fix and perm.fix.startswith("usermod -aG ")
+    ctx.user = me()
+    perm = [c for c in doctor.check_device(ctx) if c.name == "gps permissions"][0]
+    assert perm.result == doctor.OK
+
+
+def test_a_bad_config_is_named(tmp_path):
+    config = tmp_path / "tracker.toml"
+    config.write_text("[gps]\nbaudrte = 9600\n")
+    done = doctor_cli(config)
+    assert done.returncode == 1
+    assert "[FAIL] config:" in done.stdout and "baudrte: unknown key" in done.stdout
+
+
+# --- backends -------------------------------------------------------------------------------------
+
+
+def mapmytracks_ctx(tmp_path: Path, url: str, password: str) -> doctor.Context:
+    extra = f'[mapmytracks]\nurl = "{url}"\nusername = "rider"\npassword = "{password}"\n'
+    return doctor.Context(doctor.load(write_config(tmp_path, "/dev/null", 9600, extra)), me())
+
+
+def test_mapmytracks_answers_and_accepts_the_credentials(tmp_path):
+    with mmt_server.MapMyTracksServer(users={"rider": "secret"}) as server:
+        ctx = mapmytracks_ctx(tmp_path, server.url, "secret")
+        checks = doctor.check_mapmytracks(ctx)
+    assert [(c.name, c.result) for c in checks] == [
+        ("mapmytracks", doctor.OK),
+        ("mapmytracks credentials", doctor.OK),
+    ]
+    assert server.count("get_time") == 1
+    assert [c.result for c in doctor.check_clock(ctx)] == [doctor.OK]
+
+
+def test_wrong_mapmytracks_credentials_fail_with_a_fix(tmp_path):
+    with mmt_server.MapMyTracksServer(users={"rider": "secret"}) as server:
+        checks = doctor.check_mapmytracks(mapmytracks_ctx(tmp_path, server.url, "wrong"))
+    assert [(c.name, c.result) for c in checks] == [
+        ("mapmytracks", doctor.OK),
+        ("mapmytracks credentials", doctor.FAIL),
+    ]
+    assert "username ('rider') and the password" in (checks[1].fix or "")
+
+
+def test_an_unreachable_backend_and_a_wrong_clock_fail_with_fixes(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    checks = doctor.check_mapmytracks(
+        mapmytracks_ctx(tmp_path, f"http://127.0.0.1:{port}/api/", "x")
+    )
+    assert checks[0].result == doctor.FAIL and "unreachable" in checks[0].detail
+    assert "check the network" in (checks[0].fix or "")
+
+    with mmt_server.MapMyTracksServer(clock=lambda: time.time() + 3600) as server:
+        ctx = mapmytracks_ctx(tmp_path, server.url, "secret")
+        doctor.check_mapmytracks(ctx)
+    clock = doctor.check_clock(ctx)[0]
+    assert clock.result == doctor.FAIL and "behind mapmytracks server time" in clock.detail
+    assert "timedatectl set-ntp true" in (clock.fix or "")

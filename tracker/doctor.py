@@ -1,0 +1,458 @@
+"""`tracker doctor`: check a unit's setup and say how to fix each problem.
+
+Run it on the Pi (as root, or as the service user) with the service's config:
+
+    tracker doctor -c /etc/tracker/tracker.toml
+
+It checks, in order: the config; that the GPS device exists and the service user may open it;
+that NMEA arrives, how fast, and at which baud rate (trying the common rates when nothing decodes
+at the configured one); that each configured backend answers and accepts the credentials; the
+free disk space for the queue; and the system clock (against GPS time or a backend's time).
+Every failure is one line naming what is wrong and one line with the fix. The exit code is 0
+only when every check passed (a check that could not run, e.g. the clock without GPS time or a
+backend, is shown as "skip" and does not fail).
+
+The GPS checks read the device for a few seconds: stop the service first
+(`systemctl stop tracker`) or they compete with it for the bytes.
+
+Backends plug in through BACKEND_CHECKS: one function per backend, taking the Config and
+returning its Checks (none when the backend is not configured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import os
+import pwd
+import shutil
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tracker.config import DEFAULT_PATH, Config, ConfigError, load
+
+COMMON_BAUDRATES = (4800, 9600, 19200, 38400, 57600, 115200)
+LISTEN_S = 5.0  # how long to read at the configured rate
+PROBE_S = 2.0  # how long to read at each other rate
+MIN_FREE_MB = 64.0
+CLOCK_TOLERANCE_S = 60.0
+
+OK, FAIL, SKIP = "ok", "FAIL", "skip"
+
+
+@dataclass
+class Check:
+    name: str
+    result: str  # OK, FAIL or SKIP
+    detail: str
+    fix: str | None = None
+
+
+@dataclass
+class Context:
+    """What the checks learn and share: the config, the service user, times seen."""
+
+    cfg: Config
+    user: str
+    listen_s: float = LISTEN_S
+    probe_s: float = PROBE_S
+    gps_time_offset_s: float | None = None  # GPS time minus the system clock
+    server_time_offset_s: dict[str, float] = field(default_factory=dict)
+
+
+# --- the config -----------------------------------------------------------------------------------
+
+
+def check_config(path: Path) -> tuple[Config, Check]:
+    try:
+        cfg = load(path)
+    except ConfigError as e:
+        fix = (
+            f"copy the example: install -m 640 /etc/tracker/tracker.toml.example {path}"
+            if "not found" in str(e)
+            else "correct the key named above (every key is described in tracker.toml.example)"
+        )
+        return Config(), Check("config", FAIL, f"{e} (checking with the defaults)", fix)
+    return cfg, Check("config", OK, f"{path} is valid")
+
+
+# --- the GPS device -------------------------------------------------------------------------------
+
+
+def _device_fix(device: str) -> str:
+    if device.startswith("/dev/serial"):
+        return (
+            "enable the Pi's UART: raspi-config > Interface Options > Serial Port: login shell "
+            "No, hardware Yes (enable_uart=1 in /boot/firmware/config.txt), then reboot"
+        )
+    if device.startswith("/dev/gps"):
+        return (
+            "plug in the USB receiver; if it is, install the udev rule "
+            "(cp config/99-tracker-gps.rules /etc/udev/rules.d/ && udevadm control "
+            "--reload-rules && udevadm trigger) or add its vendor id there (lsusb)"
+        )
+    return (
+        "plug in the receiver and find it with ls -l /dev/serial* /dev/ttyUSB* /dev/ttyACM*, "
+        "then set [gps] device"
+    )
+
+
+def may_open(st: os.stat_result, user: pwd.struct_passwd) -> bool:
+    """Whether `user` may open a file with this stat for reading and writing (mode bits)."""
+    if user.pw_uid == 0:
+        return True
+    need = stat.S_IRUSR | stat.S_IWUSR
+    if st.st_uid == user.pw_uid:
+        return st.st_mode & need == need
+    gids = {user.pw_gid} | {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem}
+    if st.st_gid in gids:
+        need = stat.S_IRGRP | stat.S_IWGRP
+        return st.st_mode & need == need
+    need = stat.S_IROTH | stat.S_IWOTH
+    return st.st_mode & need == need
+
+
+def check_device(ctx: Context) -> list[Check]:
+    device = ctx.cfg.gps.device
+    if "://" in device:
+        return [Check("gps device", SKIP, f"{device} is a URL: checked by reading it below")]
+    try:
+        st = os.stat(device)
+    except FileNotFoundError:
+        return [Check("gps device", FAIL, f"{device} does not exist", _device_fix(device))]
+    except OSError as e:
+        return [Check("gps device", FAIL, f"{device}: {e.strerror}", _device_fix(device))]
+    checks = [Check("gps device", OK, f"{device} exists ({os.path.realpath(device)})")]
+    try:
+        user = pwd.getpwnam(ctx.user)
+    except KeyError:
+        checks.append(
+            Check(
+                "gps permissions", FAIL, f"no user {ctx.user!r} on this system",
+                "run scripts/install-pi.sh (it creates the service user), or pass --user",
+            )
+        )  # fmt: skip
+        return checks
+    if may_open(st, user):
+        checks.append(Check("gps permissions", OK, f"{ctx.user} may read {device}"))
+    else:
+        group = _group_name(st.st_gid)
+        checks.append(
+            Check(
+                "gps permissions", FAIL,
+                f"{ctx.user} may not read {device} (owner {_user_name(st.st_uid)}, group "
+                f"{group}, mode {stat.S_IMODE(st.st_mode):o})",
+                f"usermod -aG {group} {ctx.user} && systemctl restart tracker",
+            )
+        )  # fmt: skip
+    return checks
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+# --- NMEA -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Listening:
+    baudrate: int
+    seconds: float
+    bytes: int = 0
+    sentences: int = 0
+    rejected: int = 0
+    fixes: int = 0
+    last_fix_time: float | None = None  # GPS UTC
+    last_fix_at: float | None = None  # system time when it arrived
+    error: str | None = None
+
+
+def listen(device: str, baudrate: int, seconds: float) -> Listening:
+    """Read `device` at `baudrate` for `seconds` and decode what arrives."""
+    import serial
+
+    from tracker.nmea import Decoder
+
+    out = Listening(baudrate, seconds)
+    decoder = Decoder(log_interval_s=3600.0)
+    try:
+        port = serial.serial_for_url(device, baudrate=baudrate, timeout=0.2)
+    except (serial.SerialException, OSError, ValueError) as e:
+        out.error = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return out
+    try:
+        port.reset_input_buffer()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            data = port.read(port.in_waiting or 1)
+            out.bytes += len(data)
+            for fix in decoder.feed(data) if data else []:
+                out.fixes += 1
+                out.last_fix_time, out.last_fix_at = fix.time, time.time()
+    except (serial.SerialException, OSError) as e:
+        out.error = str(e).splitlines()[0] if str(e) else type(e).__name__
+    finally:
+        port.close()
+    for fix in decoder.flush():
+        out.fixes += 1
+        out.last_fix_time, out.last_fix_at = fix.time, time.time()
+    out.sentences = decoder.stats.sentences
+    out.rejected = decoder.stats.rejected
+    return out
+
+
+def check_nmea(ctx: Context, *, listen_fn: Callable[..., Listening] = listen) -> list[Check]:
+    gps = ctx.cfg.gps
+    heard = listen_fn(gps.device, gps.baudrate, ctx.listen_s)
+    if heard.error:
+        return [
+            Check(
+                "nmea", FAIL, f"cannot read {gps.device}: {heard.error}",
+                "fix the device check above; if the service is running, stop it first "
+                "(systemctl stop tracker)",
+            )
+        ]  # fmt: skip
+    if heard.sentences:
+        if heard.last_fix_time is not None and heard.last_fix_at is not None:
+            ctx.gps_time_offset_s = heard.last_fix_time - heard.last_fix_at
+        rate = heard.sentences / heard.seconds
+        detail = (
+            f"{heard.sentences} valid sentences in {heard.seconds:g} s ({rate:.1f}/s) at "
+            f"{gps.baudrate} baud, {heard.fixes} fixes"
+        )
+        if heard.rejected:
+            detail += f", {heard.rejected} rejected"
+        checks = [Check("nmea", OK, detail)]
+        if heard.fixes == 0:
+            checks.append(
+                Check(
+                    "gps fix", FAIL, "NMEA arrives but without a position fix",
+                    "give the antenna a clear view of the sky and wait (a cold start takes "
+                    "up to 15 minutes)",
+                )
+            )  # fmt: skip
+        return checks
+    # Nothing decoded: garbage means a wrong rate, silence a wrong device or a dead receiver.
+    for rate in COMMON_BAUDRATES:
+        if rate == gps.baudrate:
+            continue
+        probe = listen_fn(gps.device, rate, ctx.probe_s)
+        if probe.sentences:
+            return [
+                Check(
+                    "nmea baud rate", FAIL,
+                    f"nothing decodes at {gps.baudrate} baud ({heard.bytes} bytes of garbage "
+                    f"in {heard.seconds:g} s), but {probe.sentences} valid sentences arrive at "
+                    f"{rate} baud",
+                    f"set [gps] baudrate = {rate} in {ctx.cfg.path or 'the config'}",
+                )
+            ]  # fmt: skip
+    if heard.bytes:
+        return [
+            Check(
+                "nmea", FAIL,
+                f"{heard.bytes} bytes in {heard.seconds:g} s at {gps.baudrate} baud but no valid "
+                f"NMEA at any of {', '.join(map(str, COMMON_BAUDRATES))} baud",
+                "check the wiring (receiver TX to the Pi's RX) and that the receiver outputs "
+                "NMEA, not only a binary protocol (u-blox UBX: enable NMEA with u-center)",
+            )
+        ]  # fmt: skip
+    return [
+        Check(
+            "nmea", FAIL, f"no data at all from {gps.device} in {heard.seconds:g} s",
+            "check power and wiring (receiver TX to the Pi's RX, GPIO 15), or that this is the "
+            "right device",
+        )
+    ]  # fmt: skip
+
+
+# --- backends -------------------------------------------------------------------------------------
+
+
+def check_mapmytracks(ctx: Context) -> list[Check]:
+    m = getattr(ctx.cfg, "mapmytracks", None)
+    if m is None or not m.enabled:
+        return []
+    from tracker.senders import mapmytracks as mmt
+    from tracker.senders.transport import (
+        AuthFailed,
+        HttpTransport,
+        SecretError,
+        SendError,
+        Unreachable,
+        read_secret,
+    )
+
+    name = "mapmytracks"
+    try:
+        password = read_secret(m.password or None, m.password_file, mmt.CREDENTIAL)
+    except SecretError as e:
+        return [
+            Check(
+                name, FAIL, str(e),
+                f"set password_file, or put the password in /etc/credstore/{mmt.CREDENTIAL} "
+                "(mode 600) for the unit's LoadCredential=",
+            )
+        ]  # fmt: skip
+    transport = HttpTransport(
+        m.url, m.username, password,
+        connect_timeout_s=min(m.connect_timeout_s, 10.0),
+        read_timeout_s=min(m.read_timeout_s, 15.0), name=name,
+    )  # fmt: skip
+    try:
+        sent_at = time.time()
+        reply = transport.post({"request": "get_time"})
+        server = mmt.parse_server_time(mmt.parse_reply(reply.body, "get_time"))
+        ctx.server_time_offset_s[name] = server - (sent_at + time.time()) / 2
+    except AuthFailed as e:
+        return [
+            Check(name, OK, f"{m.url} answers"),
+            Check(
+                f"{name} credentials", FAIL, f"{e}",
+                f"check [mapmytracks] username ({m.username!r}) and the password",
+            ),
+        ]  # fmt: skip
+    except Unreachable as e:
+        return [
+            Check(
+                name, FAIL, f"{m.url} unreachable: {e}",
+                "check the network (ping the host), DNS and the url in [mapmytracks]",
+            )
+        ]  # fmt: skip
+    except SendError as e:
+        return [Check(name, FAIL, f"{m.url}: {e}", "check the url in [mapmytracks]")]
+    finally:
+        transport.close()
+    return [
+        Check(name, OK, f"{m.url} answers get_time"),
+        Check(f"{name} credentials", OK, f"accepted for {m.username}"),
+    ]
+
+
+# One function per backend: Context -> its Checks ([] when not configured). A new backend
+# (json-gpsr's /tt, ...) appends its own here.
+BACKEND_CHECKS: list[Callable[[Context], list[Check]]] = [check_mapmytracks]
+
+
+# --- disk and clock -------------------------------------------------------------------------------
+
+
+def check_disk(ctx: Context) -> list[Check]:
+    path = Path(ctx.cfg.storage.path)
+    probe = path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    usage = shutil.disk_usage(probe)
+    free_mb = usage.free / 1e6
+    used_mb = path.stat().st_size / 1e6 if path.exists() else 0.0
+    room = free_mb + used_mb
+    max_mb = ctx.cfg.storage.max_mb
+    if free_mb < MIN_FREE_MB:
+        return [
+            Check(
+                "disk", FAIL, f"only {free_mb:.0f} MB free on the partition of {path}",
+                "free space (journalctl --vacuum-size=50M, apt-get clean) or use a larger card",
+            )
+        ]  # fmt: skip
+    if room < max_mb:
+        return [
+            Check(
+                "disk", FAIL,
+                f"[storage] max_mb is {max_mb:g} MB but only {room:.0f} MB can be used at {path}",
+                f"set [storage] max_mb = {int(room * 0.8)} (the queue must fit on the card)",
+            )
+        ]  # fmt: skip
+    return [Check("disk", OK, f"{free_mb:.0f} MB free for {path} (max_mb {max_mb:g})")]
+
+
+def check_clock(ctx: Context) -> list[Check]:
+    refs = []
+    if ctx.gps_time_offset_s is not None:
+        refs.append(("GPS time", ctx.gps_time_offset_s))
+    refs += [(f"{k} server time", v) for k, v in ctx.server_time_offset_s.items()]
+    if not refs:
+        return [Check("clock", SKIP, "no GPS time or server time to compare with")]
+    source, offset = refs[0]
+    if abs(offset) > CLOCK_TOLERANCE_S:
+        return [
+            Check(
+                "clock", FAIL,
+                f"the system clock is {abs(offset):.0f} s {'behind' if offset > 0 else 'ahead of'} "
+                f"{source}",
+                "enable time sync: timedatectl set-ntp true (systemd-timesyncd); a Pi has no "
+                "real-time clock (tracker itself uses GPS time for fixes)",
+            )
+        ]  # fmt: skip
+    return [Check("clock", OK, f"within {abs(offset):.0f} s of {source}")]
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+
+def run_checks(ctx: Context, config_check: Check) -> list[Check]:
+    checks = [config_check]
+    device = check_device(ctx)
+    checks += device
+    if not any(c.result == FAIL and c.name == "gps device" for c in device):
+        checks += check_nmea(ctx)
+    for backend in BACKEND_CHECKS:
+        try:
+            checks += backend(ctx)
+        except Exception as e:  # a bug in one check must not hide the others
+            checks.append(Check(getattr(backend, "__name__", "backend"), FAIL, repr(e), None))
+    checks += check_disk(ctx)
+    checks += check_clock(ctx)
+    return checks
+
+
+def render(checks: list[Check]) -> str:
+    lines = []
+    for c in checks:
+        mark = {OK: "[ ok ]", FAIL: "[FAIL]", SKIP: "[skip]"}[c.result]
+        lines.append(f"{mark} {c.name}: {c.detail}")
+        if c.result == FAIL and c.fix:
+            lines.append(f"       fix: {c.fix}")
+    failed = sum(c.result == FAIL for c in checks)
+    lines.append("all checks passed" if not failed else f"{failed} check(s) failed")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-c", "--config", type=Path, default=DEFAULT_PATH,
+        help=f"TOML configuration (default {DEFAULT_PATH})",
+    )  # fmt: skip
+    parser.add_argument("--user", default="tracker", help="the service user (default tracker)")
+    parser.add_argument(
+        "--listen", type=float, default=LISTEN_S, metavar="S",
+        help=f"seconds to read the GPS at its configured rate (default {LISTEN_S:g})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--probe", type=float, default=PROBE_S, metavar="S",
+        help=f"seconds to try each other baud rate when nothing decodes (default {PROBE_S:g})",
+    )  # fmt: skip
+
+
+def main(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.getLogger("tracker").setLevel(logging.ERROR)  # the checklist says it all
+    cfg, config_check = check_config(args.config)
+    ctx = Context(cfg, args.user, listen_s=args.listen, probe_s=args.probe)
+    checks = run_checks(ctx, config_check)
+    print(render(checks))
+    return 0 if all(c.result != FAIL for c in checks) else 1
