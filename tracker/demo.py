@@ -107,7 +107,9 @@ def _write_config(workdir: Path, device: str, url: str) -> Path:
         f'[storage]\npath = "{(workdir / "tracker.db").resolve()}"\ncommit_interval_s = 1.0\n\n'
         '[activity]\ntitle = "Demo ride %Y-%m-%d"\ntype = "cycling"\n\n'
         f'[mapmytracks]\nurl = "{url}"\nusername = "{USER}"\npassword = "{PASSWORD}"\n'
-        "interval_s = 1\nbackoff_max_s = 5\nconnect_timeout_s = 2\nread_timeout_s = 5\n"
+        "interval_s = 1\nbackoff_max_s = 5\nconnect_timeout_s = 2\nread_timeout_s = 5\n\n"
+        "# heart rate, cadence and power that follow the ride's GPS time (tracker/sensors)\n"
+        '[[sensors]]\ntype = "simulated"\n'
     )
     return path
 
