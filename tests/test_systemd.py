@@ -277,6 +277,10 @@ assert where == "journal", where
 sd.component_logger("tracker.senders.mapmytracks", backend="mapmytracks").bind(
     activity=42).warning("server refused: %s", "bad point")
 logging.getLogger("tracker.gps").info("GPS open")
+import threading
+t = threading.Thread(name="sender-gpsr",
+    target=lambda: logging.getLogger("tracker.senders").warning("gpsr: unreachable"))
+t.start(); t.join()
 """
 
 
@@ -308,10 +312,10 @@ def test_under_systemd_logs_go_to_the_journal_with_structured_fields(tmp_path):
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert done.stderr == "", "nothing on stderr when the journal takes the logs"
-        records = [parse_journal_datagram(journal.recv(65536)) for _ in range(2)]
+        records = [parse_journal_datagram(journal.recv(65536)) for _ in range(3)]
     finally:
         journal.close()
-    sender, gps = records
+    sender, gps, thread = records
     assert sender["MESSAGE"] == "server refused: bad point"
     assert sender["PRIORITY"] == "4"
     assert sender["SYSLOG_IDENTIFIER"] == "tracker"
@@ -320,6 +324,8 @@ def test_under_systemd_logs_go_to_the_journal_with_structured_fields(tmp_path):
     assert sender["TRACKER_COMPONENT"] == "senders.mapmytracks"
     assert gps["MESSAGE"] == "GPS open" and gps["PRIORITY"] == "6"
     assert gps["TRACKER_COMPONENT"] == "gps" and "TRACKER_BACKEND" not in gps
+    # whatever a sender thread logs carries its backend
+    assert thread["MESSAGE"] == "gpsr: unreachable" and thread["TRACKER_BACKEND"] == "gpsr"
 
 
 # --- a real `tracker run` under a real notification socket ---------------------------------

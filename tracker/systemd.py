@@ -45,7 +45,7 @@ FIELD_ACTIVITY = "TRACKER_ACTIVITY"
 FIELD_COMPONENT = "TRACKER_COMPONENT"
 
 
-# --- sd_notify ----------------------------------------------------------------------------------
+# --- sd_notify ------------------------------------------------------------------------------------
 
 
 def _socket_address(name: str) -> str | bytes:
@@ -266,7 +266,7 @@ class Supervisor:
         self.stale = stuck
 
 
-# --- STATUS= -------------------------------------------------------------------------------------
+# --- STATUS= --------------------------------------------------------------------------------------
 
 
 def status_line(
@@ -377,12 +377,23 @@ def component_logger(name: str, **kw: Any) -> ComponentLogger:
 
 
 class _ComponentFilter(logging.Filter):
-    """Adds TRACKER_COMPONENT (the logger name without `tracker.`) to every record."""
+    """Adds TRACKER_COMPONENT (the logger name without `tracker.`) to every record, and
+    TRACKER_BACKEND to every record logged in a sender thread (named `sender-<backend>` by the
+    daemon) or by a `tracker.senders.<backend>` logger, unless the call gave its own."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, FIELD_COMPONENT):
-            name = record.name
-            setattr(record, FIELD_COMPONENT, name.removeprefix("tracker."))
+            setattr(record, FIELD_COMPONENT, record.name.removeprefix("tracker."))
+        if not getattr(record, FIELD_BACKEND, None):
+            backend = None
+            if record.threadName and record.threadName.startswith("sender-"):
+                backend = record.threadName.removeprefix("sender-")
+            elif record.name.startswith("tracker.senders."):
+                module = record.name.removeprefix("tracker.senders.")
+                if module not in ("retry", "transport"):
+                    backend = module
+            if backend:
+                setattr(record, FIELD_BACKEND, backend)
         return True
 
 
