@@ -46,6 +46,8 @@ class Sender:
     """
 
     name = "sender"
+    # What the rider should do when the server refuses the credentials (AuthFailed).
+    auth_hint = "check username and password, then restart tracker"
 
     def __init__(
         self,
@@ -143,14 +145,16 @@ class Sender:
         try:
             wait = self.work()
         except AuthFailed as e:
-            self._disable(f"{e}: check username and password, then restart tracker", auth=True)
+            self._disable(f"{e}: {self.auth_hint}", auth=True)
             return IDLE_S
         except SendError as e:
             self.retry = self.retry.failed(e.retry_after_s, self._rand)
             delay = self.retry.delay_s
             self._next_attempt = self.clock() + delay
+            # Once a minute per kind: the error's type, or the server's own error text.
+            kind = f"{type(e).__name__}:{getattr(e, 'kind', '')}"
             self._limited.warning(
-                type(e).__name__, "%s (failure %d, next try in %.1f s)",
+                kind, "%s (failure %d, next try in %.1f s)",
                 e, self.retry.failures, delay,
             )  # fmt: skip
             self.status.update(state="retrying", last_error=str(e), last_error_at=self.wall(),
@@ -195,4 +199,9 @@ def make_senders(cfg: Any, stop: threading.Event, db_path: Path | None = None) -
         from tracker.senders.mapmytracks import make_sender
 
         senders.append(make_sender(cfg, path, stop))
+    g = getattr(cfg, "gpsr", None)
+    if g is not None and g.enabled:
+        from tracker.senders.gpsr import make_sender as make_gpsr_sender
+
+        senders.append(make_gpsr_sender(cfg, path, stop))
     return senders

@@ -110,54 +110,58 @@ def read_secret(
     file: str | os.PathLike[str] | None,
     credential_name: str | None,
     environ: Mapping[str, str] | None = None,
+    *,
+    what: str = "password",
 ) -> str:
     """The secret from `value`, else the first line of `file`, else the systemd credential
     `credential_name` in $CREDENTIALS_DIRECTORY. Trailing newlines are stripped. Raises
-    SecretError (naming the places, never the content) when none gives a non-empty secret."""
+    SecretError (naming the places, never the content) when none gives a non-empty secret.
+    `what` names the secret in messages and config keys ("password", "token")."""
     env = os.environ if environ is None else environ
     if value:
         return value
     if file:
-        return _read_secret_file(Path(file))
+        return _read_secret_file(Path(file), what)
     directory = env.get("CREDENTIALS_DIRECTORY")
     if credential_name and directory:
         path = Path(directory) / credential_name
         if path.exists():
-            return _read_secret_file(path)
+            return _read_secret_file(path, what)
     raise SecretError(
-        "no password: set password or password_file, or pass the systemd credential "
+        f"no {what}: set {what} or {what}_file, or pass the systemd credential "
         f"{credential_name!r} (LoadCredential=)"
     )
 
 
-def _read_secret_file(path: Path) -> str:
+def _read_secret_file(path: Path, what: str = "password") -> str:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise SecretError(f"cannot read the password file {path}: {e.strerror or e}") from None
+        raise SecretError(f"cannot read the {what} file {path}: {e.strerror or e}") from None
     except UnicodeDecodeError:
-        raise SecretError(f"the password file {path} is not UTF-8 text") from None
+        raise SecretError(f"the {what} file {path} is not UTF-8 text") from None
     secret = text.rstrip("\r\n")
     if not secret:
-        raise SecretError(f"the password file {path} is empty")
+        raise SecretError(f"the {what} file {path} is empty")
     return secret
 
 
 class HttpTransport:
-    """POSTs to one URL with basic auth over one keep-alive session.
+    """POSTs (and GETs) to one base URL over one keep-alive session, with basic auth when a
+    username is given (Map My Tracks) or none (json-gpsr, whose token is a request field).
 
     Every call has a connect and a read timeout, and the whole reply must arrive within
     connect + 2 * read timeout (a server dripping one byte at a time cannot hold the sender).
     Certificates are verified (`verify` may name a CA bundle). A plain http:// URL works but is
-    warned about once per process and URL: basic auth sends the password readable by anyone on
-    the path.
+    warned about once per process and URL: basic auth sends the password (a form field the
+    token) readable by anyone on the path.
     """
 
     def __init__(
         self,
         url: str,
-        username: str,
-        password: str,
+        username: str | None,
+        password: str | None,
         *,
         connect_timeout_s: float = 10.0,
         read_timeout_s: float = 30.0,
@@ -174,16 +178,18 @@ class HttpTransport:
         self.timeout = (connect_timeout_s, read_timeout_s)
         self.max_reply_bytes = max_reply_bytes
         self._session = session or requests.Session()
-        self._session.auth = (username, password)
+        if username is not None:
+            self._session.auth = (username, password or "")
         self._session.verify = verify
         self._session.headers["User-Agent"] = f"tracker/{__version__}"
         if parts.scheme == "http" and url not in _warned_plain:
             _warned_plain.add(url)
             log.warning(
-                "%s: %s is plain http: the password goes over the network in clear text "
-                "(basic auth); use https",
+                "%s: %s is plain http: the %s goes over the network in clear text%s; use https",
                 name,
                 url,
+                "password" if username is not None else "token",
+                " (basic auth)" if username is not None else "",
             )
 
     def close(self) -> None:
@@ -192,20 +198,46 @@ class HttpTransport:
     def __repr__(self) -> str:
         return f"<HttpTransport {self.name} {self.url}>"
 
+    def _url(self, path: str) -> str:
+        return self.url if not path else self.url.rstrip("/") + "/" + path.lstrip("/")
+
     def post(
         self,
         fields: Mapping[str, str],
         files: Mapping[str, tuple[str, IO[bytes] | bytes, str]] | None = None,
+        *,
+        path: str = "",
+        what: str | None = None,
     ) -> Reply:
-        """POST `fields` form-encoded (multipart when `files` is given) and return the 2xx
-        reply. Raises a SendError subclass for everything else."""
-        what = fields.get("request", "request")
+        """POST `fields` form-encoded (multipart when `files` is given) to the URL (or to
+        `path` below it) and return the 2xx reply. Raises a SendError subclass for everything
+        else. `what` names the request in messages (default: the `request` field)."""
+        what = what or fields.get("request", "request")
         deadline = time.monotonic() + self.timeout[0] + 2 * self.timeout[1]
         try:
             resp = self._session.post(
-                self.url,
+                self._url(path),
                 data=dict(fields),
                 files=dict(files) if files else None,
+                timeout=self.timeout,
+                stream=True,
+                allow_redirects=False,
+            )
+        except requests.exceptions.RequestException as e:
+            raise _classify(e, f"{self.name} {what}") from e
+        try:
+            return self._finish(resp, what, deadline)
+        finally:
+            resp.close()
+
+    def get(self, params: Mapping[str, str], *, path: str = "", what: str = "GET") -> Reply:
+        """GET `path` below the URL with query `params`; the same rules as `post`. The query
+        is in the URL: callers keep secrets in it out of their own messages."""
+        deadline = time.monotonic() + self.timeout[0] + 2 * self.timeout[1]
+        try:
+            resp = self._session.get(
+                self._url(path),
+                params=dict(params),
                 timeout=self.timeout,
                 stream=True,
                 allow_redirects=False,

@@ -1,0 +1,624 @@
+"""The json-gpsr sender: encoding, reply parsing, and the loop that delivers the store.
+
+Protocol readings follow docs/gpsr.md. The pure functions at the top (encoding and parsing)
+have no I/O; `GpsrSender` below is the thread.
+
+Encoding (one fix object per sent time):
+
+- `t`: whole unix seconds of the GPS time (floor) by default; with `millis`, milliseconds
+  (rounded, 13 digits) and every fix is sent. In seconds mode only the first fix of each second
+  is sent, and the others of that second are acknowledged with it.
+- `l` [lat, lon] as numbers, 7 decimals; `al` metres above mean sea level (omitted unknown).
+- `ha`/`va`: 1-sigma accuracy in metres: from GST (ha = hypot(err_lat, err_lon), va = err_alt)
+  when the receiver sent it, else HDOP x UERE and VDOP x UERE, UERE = `uere_m` (5 m: a typical
+  single-frequency user range error, 1 sigma); omitted when unknown.
+- `vv` = [speed m/s, course degrees true], only when the receiver gave both (RMC without a
+  course, as many receivers send when standing still, gives no `vv` rather than a made-up 0).
+- `tag`: `[gpsr] tag`, else the activity's title; `poi`: the `tracker poi` note.
+- Stationary compression (`compress_stationary`): a run of consecutive fixes, each within the
+  accuracy of the run's first one (distance <= the larger of their `ha`; exactly the same
+  7-decimal position when neither is known), not moving (speed unknown or under 0.5 m/s), with
+  the same tag and no point of interest after the first, is one object whose `t` is the
+  ascending list of its times. The server acknowledges every time on its own.
+
+Delivery (one request in flight):
+
+1. At start, `/tt?token=` checks the token; false pauses this backend (one ERROR line, no
+   retries until restart). A 403 from /input does the same.
+2. A batch from the store (`next_batch`, this backend's own cursor and marks: another backend
+   being down never holds this one back) is encoded and a `pending` marker (time range, last
+   fix id) is committed, then POST /input. Only fixes whose time comes back in `fix_tlist`
+   are acknowledged (per fix, out of order); the rest are offered again in the next batch.
+   An `error` in the reply is logged once per kind and backed off (what was acknowledged
+   alongside it is kept).
+3. A marker still there at the next step (a lost reply, a maybe-applied error, a SIGKILL
+   mid-request) is ambiguous: the sender asks `/f` (with the post token) for the fixes the
+   server has in the batch's time range, acknowledges those, and sends only the rest. json-gpsr
+   cannot deduplicate, so this check is what keeps a lost reply from making a duplicate.
+4. The times acknowledged last are remembered (`recent`), so a fix of an already-sent second
+   that was stored after its second was sent (a 10 Hz receiver, commits not aligned to
+   seconds) is acknowledged with it rather than sent as a second fix at the same time.
+
+A 400/413 refusal halves the batch until the one fix the server refuses is found; that fix is
+quarantined (counted in `tracker status`) and the rest goes on.
+
+Thread safety: a sender owns its Store and its HttpTransport; run it in its own thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tracker.senders import Sender
+from tracker.senders.retry import RetryPolicy
+from tracker.senders.transport import (
+    AuthFailed,
+    HttpTransport,
+    Rejected,
+    SendError,
+    Transient,
+    read_secret,
+)
+from tracker.store import Store, StoredFix
+
+log = logging.getLogger(__name__)
+
+NAME = "gpsr"
+CREDENTIAL = "gpsr-token"
+DEFAULT_UERE_M = 5.0
+STATIONARY_SPEED_MS = 0.5
+EARTH_RADIUS_M = 6_371_008.8
+RECENT_TIMES = 256  # acknowledged times remembered for stragglers of an already-sent second
+PAGE_FIXES = 100  # /f page size asked for
+MAX_PAGES = 1000  # a server that always says "more" cannot keep a check going forever
+
+
+# --- encoding ------------------------------------------------------------------------------
+
+
+def wire_time(t: float, millis: bool = False) -> int:
+    """A fix's time as sent: floor seconds, or rounded milliseconds (13 digits today)."""
+    return round(t * 1000) if millis else math.floor(t)
+
+
+def accuracy(fix: StoredFix, uere_m: float = DEFAULT_UERE_M) -> tuple[float | None, float | None]:
+    """(ha, va) in metres, 1 sigma: GST when sent, else DOP x UERE; None when unknown."""
+    if fix.err_lat is not None and fix.err_lon is not None:
+        ha: float | None = math.hypot(fix.err_lat, fix.err_lon)
+    elif fix.hdop is not None:
+        ha = fix.hdop * uere_m
+    else:
+        ha = None
+    if fix.err_alt is not None:
+        va: float | None = fix.err_alt
+    elif fix.vdop is not None:
+        va = fix.vdop * uere_m
+    else:
+        va = None
+    return ha, va
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+def fix_object(
+    fix: StoredFix,
+    t: int | list[int],
+    *,
+    tag: str | None = None,
+    poi: str | None = None,
+    uere_m: float = DEFAULT_UERE_M,
+) -> dict[str, Any]:
+    """One json-gpsr fix object (see the module docstring for each field)."""
+    obj: dict[str, Any] = {"t": t, "l": [round(fix.lat, 7), round(fix.lon, 7)]}
+    if _finite(fix.alt):
+        obj["al"] = round(fix.alt, 1)  # type: ignore[arg-type]
+    ha, va = accuracy(fix, uere_m)
+    if _finite(ha):
+        obj["ha"] = round(ha, 1)  # type: ignore[arg-type]
+    if _finite(va):
+        obj["va"] = round(va, 1)  # type: ignore[arg-type]
+    if _finite(fix.speed) and _finite(fix.course):
+        obj["vv"] = [round(fix.speed, 2), round(fix.course, 1)]  # type: ignore[arg-type]
+    if tag:
+        obj["tag"] = tag
+    if poi:
+        obj["poi"] = poi
+    return obj
+
+
+def distance_m(a: StoredFix, b: StoredFix) -> float:
+    """Ground distance (equirectangular: exact enough for metres apart)."""
+    lat = math.radians((a.lat + b.lat) / 2)
+    dx = math.radians(b.lon - a.lon) * math.cos(lat)
+    dy = math.radians(b.lat - a.lat)
+    return EARTH_RADIUS_M * math.hypot(dx, dy)
+
+
+@dataclass
+class _Entry:
+    """One sent time: its first fix (the one encoded) and every fix it covers."""
+
+    t: int
+    fix: StoredFix
+    ids: list[int]
+    poi: str | None
+    tag: str | None
+
+
+@dataclass
+class Batch:
+    """What one POST carries: the fix objects, and for each sent time the stored fix ids its
+    acknowledgement settles. `covered`: ids settled already (their time was acknowledged
+    before) that need no sending."""
+
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    ids_by_time: dict[int, list[int]] = field(default_factory=dict)
+    covered: list[int] = field(default_factory=list)
+
+    @property
+    def times(self) -> list[int]:
+        return sorted(self.ids_by_time)
+
+    def acknowledged(self, times: Iterable[int]) -> list[int]:
+        """The fix ids settled by these acknowledged times (unknown times are ignored)."""
+        return [i for t in set(times) for i in self.ids_by_time.get(t, ())]
+
+
+def _stationary(f: StoredFix) -> bool:
+    return f.speed is None or not math.isfinite(f.speed) or f.speed < STATIONARY_SPEED_MS
+
+
+def _same_place(a: _Entry, b: _Entry, uere_m: float) -> bool:
+    if a.tag != b.tag or b.poi or not (_stationary(a.fix) and _stationary(b.fix)):
+        return False
+    radius = max((h for h in (accuracy(a.fix, uere_m)[0], accuracy(b.fix, uere_m)[0])
+                  if _finite(h)), default=None)  # fmt: skip
+    if radius is None:
+        return (round(a.fix.lat, 7), round(a.fix.lon, 7)) == (
+            round(b.fix.lat, 7),
+            round(b.fix.lon, 7),
+        )
+    return distance_m(a.fix, b.fix) <= radius
+
+
+def encode_batch(
+    fixes: Sequence[StoredFix],
+    *,
+    tags: Mapping[int | None, str | None] | Callable[[StoredFix], str | None] = {},  # noqa: B006
+    millis: bool = False,
+    uere_m: float = DEFAULT_UERE_M,
+    compress: bool = False,
+    acked_times: Iterable[int] = (),
+) -> Batch:
+    """Encode fixes (ascending id) for one POST.
+
+    Fixes that share a sent time are one entry (its first fix is sent; a point of interest on
+    any of them goes with it). A fix whose time is in `acked_times` goes to `covered`. `tags`
+    maps an activity id to its tag (or is a function of the fix).
+    """
+    tag_of = tags if callable(tags) else (lambda f: tags.get(f.activity_id))
+    done = set(acked_times)
+    batch = Batch()
+    entries: dict[int, _Entry] = {}
+    order: list[_Entry] = []
+    for f in fixes:
+        t = wire_time(f.time, millis)
+        if t in done:
+            batch.covered.append(f.id)
+            continue
+        e = entries.get(t)
+        if e is None:
+            e = entries[t] = _Entry(t, f, [f.id], f.poi, tag_of(f))
+            order.append(e)
+        else:
+            e.ids.append(f.id)
+            e.poi = e.poi or f.poi
+    groups: list[list[_Entry]] = []
+    for e in order:
+        if compress and groups and e.t > groups[-1][-1].t and _same_place(groups[-1][0], e, uere_m):
+            groups[-1].append(e)
+        else:
+            groups.append([e])
+    for g in groups:
+        first = g[0]
+        t: int | list[int] = first.t if len(g) == 1 else [e.t for e in g]
+        batch.objects.append(fix_object(first.fix, t, tag=first.tag, poi=first.poi, uere_m=uere_m))
+        for e in g:
+            batch.ids_by_time[e.t] = e.ids
+    return batch
+
+
+def encode_fixes(objects: Sequence[dict[str, Any]]) -> str:
+    """The `fixes` form field."""
+    return json.dumps(list(objects), separators=(",", ":"), allow_nan=False)
+
+
+# --- replies -------------------------------------------------------------------------------
+
+
+class ServerError(Transient):
+    """The server answered with an `error`; `kind` is its text, for once-per-kind logging."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass(frozen=True, slots=True)
+class InputReply:
+    times: frozenset[int]
+    error: str | None = None
+
+
+def _json_object(body: bytes, where: str, *, maybe_applied: bool) -> dict[str, Any]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise Transient(
+            f"{where}: unreadable JSON reply ({type(e).__name__}); truncated?",
+            maybe_applied=maybe_applied,
+        ) from None
+    if not isinstance(doc, dict):
+        raise Transient(f"{where}: reply is not a JSON object", maybe_applied=maybe_applied)
+    return doc
+
+
+def _times(value: Any) -> Iterable[int]:
+    """Integers from a `t` or a `fix_tlist` entry: numbers, numeric strings, lists of them."""
+    if isinstance(value, list):
+        for v in value:
+            yield from _times(v)
+        return
+    if isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return
+    if isinstance(value, int | float) and math.isfinite(value) and value == int(value):
+        yield int(value)
+
+
+def _error_text(doc: Mapping[str, Any]) -> str | None:
+    err = doc.get("error")
+    if err is None or err is False or err == "":
+        return None
+    return str(err)[:200]
+
+
+def parse_input_reply(body: bytes, where: str = "input") -> InputReply:
+    """The /input reply: the acknowledged times (`fix_tlist`) and the server's `error`."""
+    doc = _json_object(body, where, maybe_applied=True)
+    return InputReply(frozenset(_times(doc.get("fix_tlist") or [])), _error_text(doc))
+
+
+def parse_token_test(body: bytes, where: str = "tt") -> bool:
+    doc = _json_object(body, where, maybe_applied=False)
+    result = doc.get("result")
+    if not isinstance(result, bool):
+        raise Transient(f"{where}: no result in the reply")
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class FixPage:
+    times: tuple[int, ...]
+    more: bool
+    offset: Any
+
+
+def parse_fix_page(body: bytes, where: str = "f") -> FixPage:
+    """A /f (fixes) page: the `t` of every fix in it (a list `t` gives all its times)."""
+    doc = _json_object(body, where, maybe_applied=False)
+    err = _error_text(doc)
+    if err is not None:
+        raise Rejected(f"{where}: server error: {err}")
+    data = doc.get("data") if doc.get("found", True) else None
+    times: list[int] = []
+    for item in data if isinstance(data, list) else []:
+        if isinstance(item, dict):
+            times.extend(_times(item.get("t")))
+    return FixPage(tuple(times), bool(doc.get("more")), doc.get("offset"))
+
+
+# --- the sender ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the sender needs from [gpsr] (built from GpsrConfig)."""
+
+    url: str = ""
+    millis: bool = False
+    compress_stationary: bool = False
+    tag: str | None = None  # None: the activity's title; "": no tag
+    uere_m: float = DEFAULT_UERE_M
+    batch_max_points: int = 100
+    interval_s: float = 5.0
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    backoff_max_s: float = 300.0
+
+    @classmethod
+    def from_config(cls, c: Any) -> Options:
+        return cls(**{k: getattr(c, k) for k in cls.__dataclass_fields__})
+
+
+class GpsrSender(Sender):
+    """Delivers every fix in the store to a json-gpsr server (see the module docstring).
+
+    `transport` is made in the thread unless given; `token` is called there too (it reads the
+    config, the token file or the systemd credential).
+    """
+
+    name = NAME
+    auth_hint = (
+        f'set a valid "post" token ([gpsr] token, token_file or the credential {CREDENTIAL}), '
+        "then restart tracker"
+    )
+
+    def __init__(
+        self,
+        options: Options,
+        stop: threading.Event,
+        open_db: Callable[[], Store],
+        *,
+        token: Callable[[], str],
+        transport: HttpTransport | None = None,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            stop,
+            open_db,
+            retry=RetryPolicy(base_s=1.0, cap_s=options.backoff_max_s),
+            rand=rand,
+            clock=clock,
+            wall=wall,
+        )
+        self.options = options
+        self.transport = transport
+        self._get_token = token
+        self._token = ""
+        self._token_ok = False
+        self._last_post = -math.inf
+        self._limit = options.batch_max_points  # halved while hunting a refused fix
+        self._tags: dict[int | None, str | None] = {}
+        self.status.update(url=options.url)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def open_transport(self) -> None:
+        self._token = self._get_token()
+        if self.transport is not None:
+            return
+        o = self.options
+        self.transport = HttpTransport(
+            o.url,
+            None,
+            None,
+            connect_timeout_s=o.connect_timeout_s,
+            read_timeout_s=o.read_timeout_s,
+            name=NAME,
+        )
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def _scrub(self, e: SendError) -> SendError:
+        """The token may sit in a URL (GET /tt, /f): keep it out of every message."""
+        if self._token and self._token in str(e):
+            e.args = (str(e).replace(self._token, "<token>"),)
+        return e
+
+    def _get(self, path: str, params: dict[str, str]) -> bytes:
+        assert self.transport is not None
+        try:
+            return self.transport.get({**params, "token": self._token}, path=path,
+                                      what=f"/{path}").body  # fmt: skip
+        except SendError as e:
+            raise self._scrub(e) from None
+
+    def _post_input(self, objects: Sequence[dict[str, Any]]) -> bytes:
+        assert self.transport is not None
+        fields = {"fixes": encode_fixes(objects), "token": self._token}
+        try:
+            return self.transport.post(fields, path="input", what="/input").body
+        except SendError as e:
+            raise self._scrub(e) from None
+
+    def _state(self) -> dict[str, Any]:
+        assert self.store is not None
+        st = self.store.get_state(NAME)
+        st.setdefault("pending", None)
+        st.setdefault("recent", [])
+        return st
+
+    def _save(self, st: dict[str, Any]) -> None:
+        assert self.store is not None
+        self.store.set_state(NAME, st)
+
+    def _settle(self, st: dict[str, Any], ids: Iterable[int], times: Iterable[int] = (),
+                **changes: Any) -> None:  # fmt: skip
+        """Acknowledge fixes and remember their times, in one transaction with the state."""
+        assert self.store is not None
+        st.update(changes)
+        new = set(times)
+        if new:
+            st["recent"] = sorted(set(st["recent"]) | new)[-RECENT_TIMES:]
+        with self.store.transaction():
+            self.store.acknowledge(NAME, ids)
+            self._save(st)
+
+    def _tag_map(self, fixes: Sequence[StoredFix]) -> dict[int | None, str | None]:
+        """Activity id -> tag: `[gpsr] tag`, else the activity's title (cached)."""
+        assert self.store is not None
+        for aid in {f.activity_id for f in fixes} - self._tags.keys():
+            if self.options.tag is not None:
+                self._tags[aid] = self.options.tag or None
+            else:
+                a = None if aid is None else self.store.activity(aid)
+                self._tags[aid] = (a.title or None) if a is not None else None
+        return self._tags
+
+    def _encode(self, st: dict[str, Any], fixes: Sequence[StoredFix]) -> Batch:
+        o = self.options
+        return encode_batch(fixes, tags=self._tag_map(fixes), millis=o.millis, uere_m=o.uere_m,
+                            compress=o.compress_stationary,
+                            acked_times=st["recent"])  # fmt: skip
+
+    # -- one step -------------------------------------------------------------------------
+
+    def work(self) -> float:
+        assert self.store is not None
+        if not self._token_ok and not self._check_token():
+            return self.options.interval_s
+        st = self._state()
+        if st["pending"]:
+            return self._reconcile(st)
+        batch = self.store.next_batch(NAME, self._limit)
+        self.status["phase"] = "idle" if not batch else "sending"
+        if not batch:
+            return self.options.interval_s
+        wait = self._last_post + self.options.interval_s - self.clock()
+        if len(batch) < self._limit and wait > 0:
+            return wait  # live: one post per interval, unless there is a backlog
+        enc = self._encode(st, batch)
+        if not enc.objects:
+            self._settle(st, enc.covered)
+            return 0.0
+        times = enc.times
+        st["pending"] = {"first_time": times[0], "last_time": times[-1],
+                         "last_id": batch[-1].id}  # fmt: skip
+        self._save(st)
+        try:
+            reply = parse_input_reply(self._post_input(enc.objects), f"{NAME} /input")
+        except Rejected as e:
+            self._refused(st, batch, str(e))
+            return 0.0
+        except SendError as e:
+            if not e.maybe_applied:  # the server surely did not take it: no check needed
+                st["pending"] = None
+                self._save(st)
+            raise
+        self._last_post = self.clock()
+        acked = sorted(reply.times & set(times))
+        self._settle(st, enc.covered + enc.acknowledged(acked), acked, pending=None)
+        self.status["fixes_sent"] = self.status.get("fixes_sent", 0) + len(acked)
+        if reply.error is not None:
+            raise ServerError(f"{NAME} /input: server error: {reply.error} "
+                              f"({len(acked)} of {len(times)} acknowledged)",
+                              kind=reply.error)  # fmt: skip
+        if not acked:
+            raise Transient(f"{NAME} /input: none of {len(times)} fixes acknowledged")
+        if len(acked) < len(times):
+            log.info("%s: %d of %d fixes acknowledged; the rest are sent again", NAME,
+                     len(acked), len(times))  # fmt: skip
+        self._limit = min(self.options.batch_max_points, self._limit * 2)
+        self.succeeded()
+        return 0.0
+
+    def _check_token(self) -> bool:
+        """/tt: False (and this backend paused) when the server says the token is not valid."""
+        ok = parse_token_test(self._get("tt", {}), f"{NAME} /tt")
+        self.succeeded()
+        if not ok:
+            self._disable(
+                "the json-gpsr server says the token is invalid or expired (/tt); set a valid "
+                f'"post" token ([gpsr] token, token_file or the credential {CREDENTIAL}) and '
+                "restart tracker",
+                auth=True,
+            )
+            return False
+        self._token_ok = True
+        log.info("%s: token accepted by %s", NAME, self.options.url)
+        return True
+
+    def _refused(self, st: dict[str, Any], batch: Sequence[StoredFix], reason: str) -> None:
+        """400/413: halve the batch until the one refused fix is found; quarantine that."""
+        assert self.store is not None
+        self.succeeded()  # the server answered: the network is fine
+        if len(batch) > 1:
+            self._limit = max(1, len(batch) // 2)
+            st["pending"] = None
+            self._save(st)
+            log.warning("%s: %s; retrying with %d fixes to find the one refused", NAME, reason,
+                        self._limit)  # fmt: skip
+            return
+        st["pending"] = None
+        with self.store.transaction():
+            self.store.quarantine(NAME, [f.id for f in batch], reason)
+            self._save(st)
+        self.status["last_rejected"] = reason
+        log.error("%s: fix %d (time %s) refused for good and quarantined: %s", NAME,
+                  batch[0].id, batch[0].time, reason)  # fmt: skip
+
+    def _reconcile(self, st: dict[str, Any]) -> float:
+        """The last post's reply never came: ask /f what of it arrived, acknowledge that."""
+        assert self.store is not None
+        pending = st["pending"]
+        batch = [f for f in self.store.next_batch(NAME, self.options.batch_max_points)
+                 if f.id <= pending["last_id"]]  # fmt: skip
+        if not batch:
+            st["pending"] = None
+            self._save(st)
+            return 0.0
+        enc = self._encode(st, batch)
+        try:
+            have = self._server_times(pending["first_time"], pending["last_time"])
+        except (AuthFailed, Rejected) as e:
+            self._limited.warning("check", "%s: cannot check what arrived (%s); resending",
+                                  NAME, e)  # fmt: skip
+            have = set()
+        acked = sorted(have & set(enc.times))
+        self._settle(st, enc.covered + enc.acknowledged(acked), acked, pending=None)
+        log.info("%s: the unanswered post had %d of its %d times on the server; the rest are "
+                 "sent again", NAME, len(acked), len(enc.times))  # fmt: skip
+        return 0.0
+
+    def _server_times(self, t0: int, t1: int) -> set[int]:
+        """Times the server has in [t0, t1], paged from /f with the post token."""
+        times: set[int] = set()
+        offset: Any = None
+        for _ in range(MAX_PAGES):
+            params = {"p": "true", "l": str(PAGE_FIXES), "q": f"r=[{t0},{t1}];ft=b", "tf": "t",
+                      "d": "asc"}  # fmt: skip
+            if offset is not None:
+                params["o"] = str(offset)
+            page = parse_fix_page(self._get("f", params), f"{NAME} /f")
+            times.update(page.times)
+            if not page.more or page.offset is None or page.offset == offset:
+                break
+            offset = page.offset
+        self.succeeded()
+        return times
+
+
+def make_sender(cfg: Any, db_path: Any, stop: threading.Event) -> GpsrSender:
+    """The sender for a Config's [gpsr] section, opening `db_path` in its thread."""
+    from tracker.store import open_store
+
+    g = cfg.gpsr
+
+    def token() -> str:
+        return read_secret(g.token or None, g.token_file, CREDENTIAL, what="token")
+
+    return GpsrSender(
+        Options.from_config(g),
+        stop,
+        lambda: open_store(db_path, check=False),
+        token=token,
+    )
