@@ -146,3 +146,56 @@ def test_mapmytracks_disabled_needs_no_credentials(tmp_path, monkeypatch):
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     cfg = load(write(tmp_path, "[mapmytracks]\nenabled = false\n"))
     assert cfg.mapmytracks is not None and not cfg.mapmytracks.enabled
+
+
+def test_gpsr_defaults_and_token_not_in_repr(tmp_path):
+    assert load(write(tmp_path, "")).gpsr is None
+    cfg = load(write(tmp_path, '[gpsr]\nurl = "https://gpsr.example/"\ntoken = "t0ken"\n'))
+    g = cfg.gpsr
+    assert (g.enabled, g.millis, g.compress_stationary, g.tag, g.uere_m) == (
+        True, False, False, None, 5.0)  # fmt: skip
+    assert (g.batch_max_points, g.interval_s, g.backoff_max_s) == (100, 5.0, 300.0)
+    assert "t0ken" not in repr(cfg)
+    cfg = load(write(tmp_path, '[gpsr]\nurl = "http://h/"\ntoken = "t"\ntag = ""\nmillis = true\n'))
+    assert cfg.gpsr.tag == "" and cfg.gpsr.millis
+
+
+def test_gpsr_token_from_file_or_systemd_credential(tmp_path, monkeypatch):
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    cfg = load(write(tmp_path, '[gpsr]\nurl = "https://h/"\ntoken_file = "/etc/tok"\n'))
+    assert cfg.gpsr.token_file == Path("/etc/tok")
+    (tmp_path / "gpsr-token").write_text("x\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    assert load(write(tmp_path, '[gpsr]\nurl = "https://h/"\n')).gpsr.url == "https://h/"
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ('[gpsr]\ntoken = "t"\n', ["[gpsr] url", "missing"]),
+        ('[gpsr]\nurl = "https://h/"\n', ["[gpsr] token", "gpsr-token"]),
+        ('[gpsr]\nurl = "ftp://h/"\ntoken = "t"\n', ["[gpsr] url"]),
+        ('[gpsr]\nurl = "https://h/"\ntoken = "t"\nmillis = 1\n', ["[gpsr] millis"]),
+        ('[gpsr]\nurl = "https://h/"\ntoken = "t"\nuere_m = 0\n', ["[gpsr] uere_m"]),
+        ('[gpsr]\nurl = "https://h/"\ntoken = "t"\ntag = 5\n', ["[gpsr] tag"]),
+        ('[gpsr]\nurl = "https://h/"\ntoken = "t"\nbatch_max_points = -1\n',
+         ["[gpsr] batch_max_points"]),
+        ('[gpsr]\nurl = "https://h/"\ntoken = "t"\npassword = "p"\n',
+         ["[gpsr] password", "unknown key"]),
+    ],
+)  # fmt: skip
+def test_gpsr_bad_values_name_the_key(tmp_path, monkeypatch, text, names):
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    for name in names:
+        assert name in message
+
+
+def test_gpsr_disabled_needs_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    cfg = load(write(tmp_path, "[gpsr]\nenabled = false\n"))
+    assert cfg.gpsr is not None and not cfg.gpsr.enabled

@@ -110,6 +110,44 @@ class MapMyTracksConfig:
             )
 
 
+GPSR_CREDENTIAL = "gpsr-token"
+
+
+@dataclass(frozen=True)
+class GpsrConfig:
+    """[gpsr]: a json-gpsr server (docs/gpsr.md). Present (and enabled) means the sender runs.
+    The "post" token is read by the sender (token, else token_file, else the systemd credential
+    gpsr-token); it is never in a repr. `tag` None: each activity's title; "": no tag."""
+
+    enabled: bool = True
+    url: str = ""
+    token: str = field(default="", repr=False)
+    token_file: Path | None = None
+    millis: bool = False
+    compress_stationary: bool = False
+    tag: str | None = None
+    uere_m: float = 5.0
+    batch_max_points: int = 100
+    interval_s: float = 5.0
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    backoff_max_s: float = 300.0
+
+    def check(self) -> None:
+        """Cross-key checks; ValueError("<key>: ...")."""
+        if not self.enabled:
+            return
+        if not self.url:
+            raise ValueError("url: missing (the json-gpsr server, e.g. https://gpsr.example/)")
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        has_credential = bool(creds) and (Path(creds) / GPSR_CREDENTIAL).exists()
+        if not (self.token or self.token_file or has_credential):
+            raise ValueError(
+                "token: missing (set token or token_file, or pass the systemd credential "
+                f"{GPSR_CREDENTIAL})"
+            )
+
+
 @dataclass(frozen=True)
 class Config:
     path: Path | None = None
@@ -118,6 +156,7 @@ class Config:
     activity: ActivityConfig = field(default_factory=ActivityConfig)
     log: LogConfig = field(default_factory=LogConfig)
     mapmytracks: MapMyTracksConfig | None = None  # None: no [mapmytracks] section
+    gpsr: GpsrConfig | None = None  # None: no [gpsr] section
     sensors: tuple[SensorConfig, ...] = ()  # the [[sensors]] array of tables
 
 
@@ -195,6 +234,12 @@ def _at_least_1(v: Any) -> float:
     return x
 
 
+def _gpsr_tag(v: Any) -> str:
+    if not isinstance(v, str) or len(v) > TITLE_MAX:
+        raise ValueError(f"expected a string of at most {TITLE_MAX} characters, got {v!r}")
+    return v.strip()
+
+
 def _level(v: Any) -> str:
     return _one_of("debug", "info", "warning", "error")(str(v).lower())
 
@@ -240,6 +285,24 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "read_timeout_s": _pos_float,
             "backoff_max_s": _pos_float,
             "min_point_interval_s": _at_least_1,
+        },
+    ),
+    "gpsr": (
+        GpsrConfig,
+        {
+            "enabled": _bool,
+            "url": _url,
+            "token": _str,
+            "token_file": _path,
+            "millis": _bool,
+            "compress_stationary": _bool,
+            "tag": _gpsr_tag,
+            "uere_m": _pos_float,
+            "batch_max_points": _pos_int,
+            "interval_s": _pos_float,
+            "connect_timeout_s": _pos_float,
+            "read_timeout_s": _pos_float,
+            "backoff_max_s": _pos_float,
         },
     ),
 }
