@@ -631,3 +631,14 @@ def test_simulated_sensor_waits_for_gps_time_then_follows_it():
     rider = Rider(cfg.seed)
     for s in got:
         assert s.value == rider.values_at(s.time)[s.kind]
+
+
+def test_the_commented_examples_in_the_config_file_are_valid():
+    import tomllib
+
+    text = (Path(__file__).resolve().parents[1] / "config" / "tracker.toml").read_text()
+    part = text[text.index("# Fitness sensors") :]
+    lines = [ln[1:] for ln in part.splitlines() if ln.startswith("#[[sensors]]")
+             or (ln.startswith("#") and " = " in ln and not ln.startswith("# "))]  # fmt: skip
+    got = parse_sensors(tomllib.loads("\n".join(lines))["sensors"])
+    assert [s.type for s in got] == ["ble", "ant", "i2c", "simulated"]
