@@ -231,6 +231,8 @@ class Supervisor:
         return max(0.05, min(1.0, self.interval_s / 4))
 
     def tick(self) -> None:
+        if not self.notifier.enabled:
+            return  # not under systemd: nothing to say, nothing to compute
         now = self.clock()
         if self.interval_s is not None:
             self._check_threads(now)
