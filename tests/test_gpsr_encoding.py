@@ -136,6 +136,7 @@ def test_fix_page_parsing():
                           b' "more": true, "offset": 100}')  # fmt: skip
     assert page.times == (5, 6, 7, 8) and page.more and page.offset == 100
     assert parse_fix_page(b'{"found": false}').times == ()
+    assert parse_fix_page(b'{"found": false, "error": "no fixes", "more": false}').times == ()
     with pytest.raises(Rejected):
         parse_fix_page(b'{"error": "bad token type"}')
 

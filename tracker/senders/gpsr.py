@@ -40,7 +40,10 @@ Delivery (one request in flight):
    seconds) is acknowledged with it rather than sent as a second fix at the same time.
 
 A 400/413 refusal halves the batch until the one fix the server refuses is found; that fix is
-quarantined (counted in `tracker status`) and the rest goes on.
+quarantined (counted in `tracker status`) and the rest goes on. The same for an `error` reply
+that leaves fixes unacknowledged (the reading's server refuses invalid fixes one by one, with
+HTTP 200): several unacknowledged halve the batch; one time left unacknowledged by MAX_STRIKES
+error replies in a row is quarantined. Unacknowledged without an `error` is only resent.
 
 Thread safety: a sender owns its Store and its HttpTransport; run it in its own thread.
 """
@@ -77,6 +80,7 @@ DEFAULT_UERE_M = 5.0
 STATIONARY_SPEED_MS = 0.5
 EARTH_RADIUS_M = 6_371_008.8
 RECENT_TIMES = 256  # acknowledged times remembered for stragglers of an already-sent second
+MAX_STRIKES = 5  # error replies that leave the same single time unacknowledged: quarantined
 PAGE_FIXES = 100  # /f page size asked for
 MAX_PAGES = 1000  # a server that always says "more" cannot keep a check going forever
 
@@ -321,10 +325,12 @@ class FixPage:
 def parse_fix_page(body: bytes, where: str = "f") -> FixPage:
     """A /f (fixes) page: the `t` of every fix in it (a list `t` gives all its times)."""
     doc = _json_object(body, where, maybe_applied=False)
+    if doc.get("found") is False:  # nothing matched (the reading's server adds an error)
+        return FixPage((), False, None)
     err = _error_text(doc)
     if err is not None:
         raise Rejected(f"{where}: server error: {err}")
-    data = doc.get("data") if doc.get("found", True) else None
+    data = doc.get("data")
     times: list[int] = []
     for item in data if isinstance(data, list) else []:
         if isinstance(item, dict):
@@ -396,6 +402,7 @@ class GpsrSender(Sender):
         self._last_post = -math.inf
         self._limit = options.batch_max_points  # halved while hunting a refused fix
         self._tags: dict[int | None, str | None] = {}
+        self._strikes: dict[int, int] = {}  # sent time -> error replies that left it out
         self.status.update(url=options.url)
 
     # -- plumbing -------------------------------------------------------------------------
@@ -518,7 +525,10 @@ class GpsrSender(Sender):
         acked = sorted(reply.times & set(times))
         self._settle(st, enc.covered + enc.acknowledged(acked), acked, pending=None)
         self.status["fixes_sent"] = self.status.get("fixes_sent", 0) + len(acked)
+        for t in acked:
+            self._strikes.pop(t, None)
         if reply.error is not None:
+            self._server_refused(st, enc, sorted(set(times) - set(acked)), reply.error)
             raise ServerError(f"{NAME} /input: server error: {reply.error} "
                               f"({len(acked)} of {len(times)} acknowledged)",
                               kind=reply.error)  # fmt: skip
@@ -566,6 +576,28 @@ class GpsrSender(Sender):
         log.error("%s: fix %d (time %s) refused for good and quarantined: %s", NAME,
                   batch[0].id, batch[0].time, reason)  # fmt: skip
 
+    def _server_refused(
+        self, st: dict[str, Any], enc: Batch, missing: list[int], error: str
+    ) -> None:
+        """An `error` reply left `missing` unacknowledged: narrow down, then quarantine."""
+        assert self.store is not None
+        if len(missing) > 1:
+            self._limit = max(1, len(enc.acknowledged(missing)) // 2)
+            return
+        if not missing:
+            return
+        t = missing[0]
+        self._strikes[t] = self._strikes.get(t, 0) + 1
+        if self._strikes[t] < MAX_STRIKES:
+            return
+        del self._strikes[t]
+        reason = f"{NAME} /input: time {t} refused {MAX_STRIKES} times: {error}"
+        with self.store.transaction():
+            self.store.quarantine(NAME, enc.acknowledged([t]), reason)
+            self._save(st)
+        self.status["last_rejected"] = reason
+        log.error("%s: quarantined the fixes of time %d: %s", NAME, t, reason)
+
     def _reconcile(self, st: dict[str, Any]) -> float:
         """The last post's reply never came: ask /f what of it arrived, acknowledge that."""
         assert self.store is not None
@@ -590,11 +622,13 @@ class GpsrSender(Sender):
         return 0.0
 
     def _server_times(self, t0: int, t1: int) -> set[int]:
-        """Times the server has in [t0, t1], paged from /f with the post token."""
+        """Times the server has in [t0, t1] (as sent), paged from /f with the post token. The
+        range in `q` is in seconds (docs/gpsr.md: the server filters in seconds)."""
+        lo, hi = (t0 // 1000, -(-t1 // 1000)) if self.options.millis else (t0, t1)
         times: set[int] = set()
         offset: Any = None
         for _ in range(MAX_PAGES):
-            params = {"p": "true", "l": str(PAGE_FIXES), "q": f"r=[{t0},{t1}];ft=b", "tf": "t",
+            params = {"p": "true", "l": str(PAGE_FIXES), "q": f"r=[{lo},{hi}];ft=b", "tf": "t",
                       "d": "asc"}  # fmt: skip
             if offset is not None:
                 params["o"] = str(offset)
