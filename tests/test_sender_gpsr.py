@@ -373,3 +373,55 @@ def test_gpsr_down_mapmytracks_live_and_gpsr_catches_up(server, store, db, token
         for t in threads:
             t.join(10)
         mmt.stop()
+
+
+# --- tracker poi and tracker status ------------------------------------------------------
+
+
+def test_poi_marks_the_next_stored_fix_and_reaches_the_server(server, store, db, token,
+                                                              tmp_path, capsys):  # fmt: skip
+    import queue
+
+    from tracker import cli
+    from tracker.config import Config, StorageConfig
+    from tracker.recorder import Recorder
+
+    conf = tmp_path / "tracker.toml"
+    conf.write_text(f'[storage]\npath = "{db}"\n')
+    assert cli.main(["poi", "-c", str(conf), "--wait", "0", "cafe", "stop"]) == 1  # no daemon
+    inbox: queue.Queue = queue.Queue()
+    rec = Recorder(Config(storage=StorageConfig(path=db)), inbox, threading.Event())
+    try:
+        rec.commit()  # no fix yet: the request stays open
+        (req,) = store.take_requests()
+        assert req.command == "poi" and req.arg == "cafe stop"
+        inbox.put([Fix(T0 + i, 51.0 + i * 1e-4, 1.0) for i in range(5)])
+        rec._receive(0.0)
+        rec.commit()
+    finally:
+        if rec.store is not None:
+            rec.store.close()
+    assert store.take_requests() == []
+    assert store.request(req.id).result.startswith("the next fix is marked: cafe stop")
+    drive(make_sender(server, db, token), lambda: pending(store) == 0)
+    assert [(f.t, f.poi) for f in server.fixes("rider")][:2] == [(int(T0), "cafe stop"),
+                                                                 (int(T0) + 1, None)]  # fmt: skip
+
+
+def test_status_shows_each_backend_state_error_and_backlog_never_the_token(server, store, db):
+    import json
+
+    from tracker import status
+    from tracker.config import Config, StorageConfig
+
+    store.register_backend("mapmytracks")  # registered, no sender row yet
+    ride(store, 20)
+    sender = make_sender(server, db, "wrong-token-123")
+    sender.step()
+    report = status.collect(store, Config(storage=StorageConfig(path=db)))
+    g = report["backends"][NAME]
+    assert g["state"] == "disabled" and g["backlog"] == 20 and "invalid" in g["last_error"]
+    assert report["backends"]["mapmytracks"]["backlog"] == 20
+    assert "wrong-token-123" not in json.dumps(report)
+    text = status.render(report)
+    assert f"sender:    {NAME}: disabled" in text and "backlog:   gpsr: 20 fixes" in text

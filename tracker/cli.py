@@ -53,12 +53,25 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_activity(args: argparse.Namespace) -> int:
+    return _request(args, f"activity_{args.action}")
+
+
+def cmd_poi(args: argparse.Namespace) -> int:
+    text = " ".join(args.text).strip()
+    if not text:
+        print("tracker poi: the note is empty", file=sys.stderr)
+        return 2
+    return _request(args, "poi", text)
+
+
+def _request(args: argparse.Namespace, command: str, arg: str | None = None) -> int:
+    """Queue a control request for the daemon and wait up to --wait for its result."""
     from tracker.store import open_store
 
     cfg = _config(args)
     store = open_store(cfg.storage.path, check=False)
     try:
-        request_id = store.add_request(f"activity_{args.action}")
+        request_id = store.add_request(command, arg)
         deadline = time.monotonic() + args.wait
         while time.monotonic() < deadline:
             req = store.request(request_id)
@@ -150,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", type=float, default=REQUEST_WAIT_S, help="seconds to wait for the daemon"
     )
     p.set_defaults(func=cmd_activity)
+
+    p = with_config(sub.add_parser("poi", help="mark the next fix as a point of interest"))
+    p.add_argument("text", nargs="+", help="the note (sent as the fix's poi to json-gpsr)")
+    p.add_argument(
+        "--wait", type=float, default=REQUEST_WAIT_S, help="seconds to wait for the daemon"
+    )
+    p.set_defaults(func=cmd_poi)
 
     p = with_config(sub.add_parser("export", help="write activities as GPX 1.1"))
     p.add_argument("--gpx", required=True, help="output file")

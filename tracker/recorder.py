@@ -157,6 +157,7 @@ class Recorder:
             with self.store.transaction():
                 done = self._apply_requests(act)
                 self._store_fixes(act, fixes)
+                done += self._mark_poi(fixes)
                 if samples:
                     self.store.add_samples(samples)
                 if write_runtime:
@@ -240,10 +241,35 @@ class Recorder:
                 else:
                     result = "a new activity starts with the next fix"
                 act.armed = True
+            elif req.command == "poi":
+                continue  # open until a fix is stored: _mark_poi
             else:
                 result = f"unknown request {req.command!r}"
             self.store.finish_request(req.id, result)
             done.append(f"request {req.id} ({req.command}): {result}")
+        return done
+
+    def _mark_poi(self, fixes: list[Fix]) -> list[str]:
+        """`tracker poi`: the first fix stored in this commit carries the note of every open
+        poi request (several are joined with "; "). With no fix in the commit the request stays
+        open, so it also survives a restart; it is finished in the transaction that marks."""
+        assert self.store is not None
+        if not fixes:
+            return []
+        requests = [r for r in self.store.take_requests() if r.command == "poi"]
+        if not requests:
+            return []
+        last = self.store.last_fix()
+        assert last is not None
+        # One writer, one transaction: this commit's fixes have consecutive ids.
+        first_id = last.id - len(fixes) + 1
+        notes = [r.arg.strip() for r in requests if r.arg and r.arg.strip()]
+        self.store.mark_poi(first_id, "; ".join(notes) or "POI")
+        done = []
+        for r in requests:
+            result = f"the next fix is marked: {(r.arg or '').strip() or 'POI'} (fix {first_id})"
+            self.store.finish_request(r.id, result)
+            done.append(f"request {r.id} (poi): {result}")
         return done
 
     def _store_fixes(self, act: _Activity, fixes: list[Fix]) -> None:

@@ -35,6 +35,31 @@ def _alive(pid: int) -> bool:
     return True
 
 
+# Runtime keys never shown, whatever a sender puts in its row (it should put none of them).
+_SECRET_WORDS = ("token", "password", "secret", "credential")
+
+
+def _backends(store: Store) -> dict[str, dict[str, Any]]:
+    """Per backend: its sender's runtime row `backend:<name>` (state, last error, retry time,
+    ...) with the backlog and the quarantined count from the store. Never a secret."""
+    pending, quarantined = store.pending(), store.quarantined()
+    out: dict[str, dict[str, Any]] = {}
+    for name in store.backends():
+        row, updated = store.get_runtime(f"backend:{name}") or ({}, None)
+        clean = {k: v for k, v in row.items() if not any(w in k.lower() for w in _SECRET_WORDS)}
+        for key in ("last_error_at", "last_success_at", "next_retry_at"):
+            if isinstance(clean.get(key), int | float):
+                clean[key] = _iso(clean[key])
+        out[name] = {
+            **clean,
+            "state": clean.get("state", "unknown"),
+            "backlog": pending.get(name, 0),
+            "quarantined": quarantined.get(name, 0),
+            "updated": _iso(updated),
+        }
+    return out
+
+
 def collect(store: Store, cfg: Config) -> dict[str, Any]:
     """The status as a JSON-ready dict."""
     runtime, updated = store.get_runtime("daemon") or ({}, None)
@@ -48,6 +73,7 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
         "fixes": store.fix_count(),
         "pending": store.pending(),
         "quarantined": store.quarantined(),
+        "backends": _backends(store),
         "activity": None
         if current is None
         else {
@@ -124,6 +150,13 @@ def render(status: dict[str, Any]) -> str:
         for name, n in sorted(status["pending"].items()):
             q = status["quarantined"].get(name, 0)
             lines.append(f"backlog:   {name}: {n} fixes" + (f" ({q} quarantined)" if q else ""))
+        for name, b in sorted(status.get("backends", {}).items()):
+            line = f"sender:    {name}: {b['state']}"
+            if b.get("state") == "retrying" and b.get("next_retry_at"):
+                line += f", next try {b['next_retry_at']}"
+            if b.get("last_error") and b.get("state") != "ok":
+                line += f"; {b['last_error']}"
+            lines.append(line)
     else:
         lines.append("backlog:   no backend configured")
     db = status["database"]
