@@ -439,6 +439,7 @@ class MapMyTracksSender(Sender):
         fields = start_fields(
             a, ast["token"], kept, self._samples(point_time(a.started_at), t1)
         )
+        sent_before = ast["start_sent"]
         ast["pending"] = {"kind": "start", "first_time": t0, "last_time": t1,
                           "last_id": batch[-1].id}  # fmt: skip
         ast["start_sent"] = True
@@ -448,6 +449,13 @@ class MapMyTracksSender(Sender):
         except Rejected as e:
             self._quarantine(st, ast, batch, str(e))
             return 0.0
+        except SendError as e:
+            if not e.maybe_applied and not sent_before:
+                # The server surely never saw it (refused connection, 429/503): the ride has
+                # still never been online, so if it ends so, it goes as one upload.
+                ast.update(start_sent=False, pending=None)
+                self._save(st)
+            raise
         self._settle(st, ast, [f.id for f in batch], phase="started", remote_id=remote_id,
                      last_time=t1, pending=None)  # fmt: skip
         self._last_update = self.clock()
