@@ -425,3 +425,95 @@ def test_status_shows_each_backend_state_error_and_backlog_never_the_token(serve
     assert "wrong-token-123" not in json.dumps(report)
     text = status.render(report)
     assert f"sender:    {NAME}: disabled" in text and "backlog:   gpsr: 20 fixes" in text
+
+
+# --- end to end: both backends, every fault, SIGKILLs ------------------------------------
+
+_CHILD = """
+import sys, threading
+from tracker.config import load
+from tracker.senders import make_senders
+stop = threading.Event()
+senders = make_senders(load(sys.argv[1]), stop)
+threads = [threading.Thread(target=s.run) for s in senders]
+for t in threads:
+    t.start()
+print("started", len(threads), flush=True)
+for t in threads:
+    t.join()
+"""
+
+
+def test_both_backends_every_fault_and_sigkills_deliver_every_fix_exactly_once(tmp_path):
+    """Both senders in a child process, from a real config, killed with SIGKILL at seeded
+    moments and restarted while fixes keep being stored, both servers dropping replies,
+    resetting, failing, truncating and stalling: each server ends with every fix once."""
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    from tracker.senders.mapmytracks import NAME as MMT
+    from tracker.testing.mapmytracks import MapMyTracksServer
+
+    rates = {"reset": 0.08, "fail_500": 0.05, "retry_after": 0.03, "html": 0.03,
+             "drop_reply": 0.1, "truncate": 0.05, "slow": 0.05}  # fmt: skip
+    gpsr = GpsrServer(faults=Faults(seed=4, slow_s=1.5, retry_after_s=1, **rates), seed=4)
+    mmt_faults = Faults(seed=5, slow_s=1.5, retry_after_s=1, **rates)
+    mmt = MapMyTracksServer(users={"rider": "secret"}, faults=mmt_faults)
+    gpsr.start()
+    mmt.start()
+    tok = gpsr.make_token("rider", "post", 0, 4_000_000_000).key
+    db = tmp_path / "tracker.db"
+    conf = tmp_path / "tracker.toml"
+    timeouts = "connect_timeout_s = 1\nread_timeout_s = 0.5\nbackoff_max_s = 0.5\n"
+    conf.write_text(
+        f'[storage]\npath = "{db}"\n'
+        f'[mapmytracks]\nurl = "{mmt.url}"\nusername = "rider"\npassword = "secret"\n'
+        f'interval_s = 0.2\nbatch_max_points = 40\noffline_upload = "off"\n{timeouts}'
+        f'[gpsr]\nurl = "{gpsr.url}"\ntoken = "{tok}"\ninterval_s = 0.2\n'
+        f"batch_max_points = 40\n{timeouts}"
+    )
+    store = open_store(db)
+    rng = random.Random(7)
+    procs: list[subprocess.Popen] = []
+
+    def start() -> subprocess.Popen:
+        p = subprocess.Popen([sys.executable, "-c", _CHILD, str(conf)], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)  # fmt: skip
+        procs.append(p)
+        assert p.stdout is not None and p.stdout.readline().startswith(b"started 2")
+        return p
+
+    try:
+        aid = ride(store, 60)
+        n = 60
+        for _ in range(8):
+            child = start()
+            time.sleep(rng.uniform(0.2, 1.2))  # when to kill: any moment, mid-request too
+            add(store, aid, 30, t0=T0 + n)
+            n += 30
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+        store.end_activity(aid, T0 + n, "test")
+        gpsr.faults.clear()
+        mmt.faults.clear()
+        child = start()
+        _wait(lambda: store.pending().get(NAME) == 0 and store.pending().get(MMT) == 0
+              and not store.get_state(MMT).get("activities"), timeout_s=120)  # fmt: skip
+        child.send_signal(signal.SIGTERM)
+        child.wait(10)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        store.close()
+        gpsr.stop()
+        mmt.stop()
+    expected = [int(T0) + i for i in range(n)]
+    assert sorted(times(gpsr)) == expected and gpsr.duplicates("rider") == []
+    (remote,) = mmt.activities.values()
+    assert [p[0] for p in remote.points] == expected
+    assert mmt.duplicate_points(remote.id) == []
+    assert gpsr.count("/f") > 0  # lost replies were checked, not blindly resent
