@@ -7,6 +7,8 @@ reset = the connection refused before it, truncate, html, retry_after).
 
 from __future__ import annotations
 
+import re
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -333,7 +335,6 @@ class RawServer:
     """Accepts connections on 127.0.0.1 and answers each with `script(conn)`."""
 
     def __init__(self, script: Callable) -> None:
-        import socket
 
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -350,11 +351,39 @@ class RawServer:
             except OSError:
                 return
             with conn:
-                conn.recv(65536)
-                self.script(conn)
+                conn.settimeout(5)
+                try:
+                    _read_request(conn)
+                    self.script(conn)
+                    # Half-close and wait for the client to hang up: closing with unread bytes
+                    # sends an RST, which can discard the reply in the client's buffer and
+                    # turn the case under test into a reset.
+                    conn.shutdown(socket.SHUT_WR)
+                    while conn.recv(65536):
+                        pass
+                except OSError:
+                    pass  # the client hung up first (it stops reading an oversized reply)
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _read_request(conn) -> None:
+    """Read one whole request (headers and Content-Length body) so none is left unread."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    match = re.search(rb"content-length:\s*(\d+)", head, re.IGNORECASE)
+    remaining = (int(match.group(1)) if match else 0) - len(body)
+    while remaining > 0:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        remaining -= len(chunk)
 
 
 def _reply(body: bytes, length: int | None = None, extra: str = "") -> bytes:
