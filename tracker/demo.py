@@ -1,14 +1,15 @@
 """`tracker demo`: the bundled ride, through a pseudo-terminal, into a real `tracker run`, live on
-the bundled Map My Tracks server.
+the bundled Map My Tracks and json-gpsr servers.
 
 Everything a rider's unit does, on one machine with no hardware and no network: the simulator
 plays the bundled ride (tracker/data/demo-route.gpx) faster than real time, with a few injected
 receiver faults (bad checksums, garbage bytes, a cut line, a loss of fix), into a pty; a real
-daemon process reads the pty as its serial GPS, stores the ride and sends it live to the
-project's Map My Tracks test server on 127.0.0.1, which drops and refuses a share of requests
-the way a mobile network does. Then the demo stops the activity the way a rider would
-(`tracker activity stop`), waits for the backlog to drain, stops the daemon with SIGTERM,
-exports the ride as GPX and checks that every valid epoch is stored once and on the server once.
+daemon process reads the pty as its serial GPS, stores the ride (with simulated heart rate,
+cadence and power) and sends it live to the project's Map My Tracks and json-gpsr test servers
+on 127.0.0.1, which drop and refuse a share of requests the way a mobile network does. Then the
+demo stops the activity the way a rider would (`tracker activity stop`), waits for the backlogs
+to drain, stops the daemon with SIGTERM, exports the ride as GPX and checks that every valid
+epoch is stored once and on each server once.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from tracker.export import write_gpx
 from tracker.pty import PtyWriter
 from tracker.store import Store, StoreError, open_store
 from tracker.testing.faults import Faults
+from tracker.testing.gpsr import GpsrServer
 from tracker.testing.mapmytracks import MapMyTracksServer
 
 GPS_FAULTS = "checksum=0.002,garbage=0.002,truncate=0.001,outage=0.001,outage_s=10-30"
 NETWORK_FAULTS = "reset=0.03,fail_500=0.03,drop_reply=0.05,html=0.02"
-USER, PASSWORD = "rider", "demo-password"
-BACKEND = "mapmytracks"
+USER, PASSWORD, TOKEN = "rider", "demo-password", "demo-post-token"
+BACKENDS = ("mapmytracks", "gpsr")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -99,14 +101,16 @@ def _plan(args: argparse.Namespace) -> Ride:
     )
 
 
-def _write_config(workdir: Path, device: str, url: str) -> Path:
+def _write_config(workdir: Path, device: str, mmt_url: str, gpsr_url: str) -> Path:
     path = workdir / "tracker.toml"
     path.write_text(
         "# written by `tracker demo`\n"
         f'[gps]\ndevice = "{device}"\nbaudrate = 115200\n\n'
         f'[storage]\npath = "{(workdir / "tracker.db").resolve()}"\ncommit_interval_s = 1.0\n\n'
         '[activity]\ntitle = "Demo ride %Y-%m-%d"\ntype = "cycling"\n\n'
-        f'[mapmytracks]\nurl = "{url}"\nusername = "{USER}"\npassword = "{PASSWORD}"\n'
+        f'[mapmytracks]\nurl = "{mmt_url}"\nusername = "{USER}"\npassword = "{PASSWORD}"\n'
+        "interval_s = 1\nbackoff_max_s = 5\nconnect_timeout_s = 2\nread_timeout_s = 5\n\n"
+        f'[gpsr]\nurl = "{gpsr_url}"\ntoken = "{TOKEN}"\n'
         "interval_s = 1\nbackoff_max_s = 5\nconnect_timeout_s = 2\nread_timeout_s = 5\n\n"
         "# heart rate, cadence and power that follow the ride's GPS time (tracker/sensors)\n"
         '[[sensors]]\ntype = "simulated"\n'
@@ -123,9 +127,10 @@ def _tracker(*args: str) -> subprocess.CompletedProcess:
 class Watch:
     """Reads the daemon's store and the server for the progress line and the end conditions."""
 
-    def __init__(self, db: Path, server: MapMyTracksServer) -> None:
+    def __init__(self, db: Path, mmt: MapMyTracksServer, gpsr: GpsrServer) -> None:
         self.db = db
-        self.server = server
+        self.mmt = mmt
+        self.gpsr = gpsr
         self.store: Store | None = None
 
     def _open(self) -> Store | None:
@@ -137,20 +142,24 @@ class Watch:
         return self.store
 
     def snapshot(self) -> dict[str, Any]:
-        snap: dict[str, Any] = {"stored": 0, "backlog": None, "rejected": 0, "times": set()}
+        snap: dict[str, Any] = {"stored": 0, "backlog": {}, "rejected": 0}
         store = self._open()
         if store is not None:
             try:
                 snap["stored"] = store.fix_count()
-                snap["backlog"] = store.pending().get(BACKEND)
+                snap["backlog"] = store.pending()
                 runtime = store.get_runtime("daemon")
                 if runtime:
                     snap["rejected"] = runtime[0].get("gps", {}).get("rejected", 0)
             except StoreError:
                 pass
-        activities = list(self.server.activities.values())
-        snap["sent"] = sum(len(a.points) for a in activities)
+        activities = list(self.mmt.activities.values())
+        snap["sent"] = {
+            "mapmytracks": sum(len(a.points) for a in activities),
+            "gpsr": len(self.gpsr.fixes(USER)),
+        }
         snap["stopped"] = bool(activities) and not any(a.live for a in activities)
+        snap["drained"] = all(snap["backlog"].get(name) == 0 for name in BACKENDS)
         return snap
 
     def stored_times(self) -> list[float]:
@@ -164,10 +173,15 @@ class Watch:
 
 
 def _line(snap: dict[str, Any], written: int, total: int) -> str:
-    backlog = "-" if snap["backlog"] is None else str(snap["backlog"])
+    def backend(name: str, short: str) -> str:
+        backlog = snap["backlog"].get(name)
+        backlog = "-" if backlog is None else backlog
+        return f"{short} sent {snap['sent'][name]:5d} backlog {backlog:>4}"
+
     return (
         f"ride {100 * written // max(total, 1):3d}%  read {written:5d}  "
-        f"stored {snap['stored']:5d}  sent {snap['sent']:5d}  backlog {backlog:>5}  "
+        f"stored {snap['stored']:5d} | {backend('mapmytracks', 'mmt')} | "
+        f"{backend('gpsr', 'gpsr')} | "
         f"rejected {snap['rejected']}"
     )
 
@@ -188,7 +202,8 @@ def _gps_open(log_path: Path) -> bool:
 
 def main(args: argparse.Namespace) -> int:
     try:
-        network_faults = parse_network_faults(args.network_faults, args.seed)
+        mmt_faults = parse_network_faults(args.network_faults, args.seed)
+        gpsr_faults = parse_network_faults(args.network_faults, args.seed + 1)
     except ValueError as e:
         print(f"tracker demo: {e}", file=sys.stderr)
         return 2
@@ -201,25 +216,28 @@ def main(args: argparse.Namespace) -> int:
         f"tracker demo: a {ride.length_km:.1f} km ride, {len(ride.epochs)} GPS epochs at "
         f"{args.rate:g} Hz, played {args.speedup:g}x faster than real time"
     )
-    with MapMyTracksServer(users={USER: PASSWORD}, faults=network_faults) as server:
+    mmt = MapMyTracksServer(users={USER: PASSWORD}, faults=mmt_faults)
+    gpsr = GpsrServer(users={USER: PASSWORD}, faults=gpsr_faults)
+    with mmt, gpsr:
+        gpsr.make_token(USER, "post", 0, time.time() + 86400, key=TOKEN)
         writer = PtyWriter.open(workdir.resolve() / "gps0")
-        cfg_path = _write_config(workdir, writer.path, server.url)
+        cfg_path = _write_config(workdir, writer.path, mmt.url, gpsr.url)
         log_path = workdir / "daemon.log"
         with log_path.open("w") as log_file:
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "tracker", "run", "-c", str(cfg_path)],
                 stdout=log_file, stderr=subprocess.STDOUT,
             )  # fmt: skip
-        print(f"  GPS:     a pseudo-terminal at {writer.path}")
-        print(f"  server:  Map My Tracks test server at {server.url}")
-        print(f"           injecting network faults: {args.network_faults}")
-        print(f"  daemon:  pid {daemon.pid}, config {cfg_path}, log {log_path}")
-        watch = Watch(workdir / "tracker.db", server)
+        print(f"  GPS:      a pseudo-terminal at {writer.path}")
+        print(f"  servers:  Map My Tracks at {mmt.url}, json-gpsr at {gpsr.url}")
+        print(f"            both injecting network faults: {args.network_faults}")
+        print(f"  daemon:   pid {daemon.pid}, config {cfg_path}, log {log_path}")
+        watch = Watch(workdir / "tracker.db", mmt, gpsr)
         try:
             if not _wait(lambda: _gps_open(log_path), 30):
                 print(f"tracker demo: the daemon never opened the GPS; see {log_path}")
                 return 1
-            return _ride(args, ride, cfg_path, writer, daemon, watch, server)
+            return _ride(args, ride, cfg_path, writer, daemon, watch)
         finally:
             watch.close()
             writer.close()
@@ -228,7 +246,7 @@ def main(args: argparse.Namespace) -> int:
                 daemon.wait()
 
 
-def _ride(args, ride: Ride, cfg_path, writer, daemon, watch: Watch, server) -> int:
+def _ride(args, ride: Ride, cfg_path: Path, writer: PtyWriter, daemon, watch: Watch) -> int:
     interactive = sys.stdout.isatty()
     written = 0
     last_print = 0.0
@@ -250,8 +268,9 @@ def _ride(args, ride: Ride, cfg_path, writer, daemon, watch: Watch, server) -> i
     writer.drain(timeout=5)
     _wait(lambda: ride.expected <= set(watch.stored_times()), 15)
     stop_reply = _tracker("activity", "stop", "-c", str(cfg_path))
-    server.faults.clear()  # the ride is over: let the backlog drain without faults
-    drained = _wait(lambda: (s := watch.snapshot())["backlog"] == 0 and s["stopped"], 120)
+    watch.mmt.faults.clear()  # the ride is over: let the backlogs drain without faults
+    watch.gpsr.faults.clear()
+    drained = _wait(lambda: (s := watch.snapshot())["drained"] and s["stopped"], 120)
     show(final=True)
 
     t0 = time.monotonic()
@@ -261,16 +280,25 @@ def _ride(args, ride: Ride, cfg_path, writer, daemon, watch: Watch, server) -> i
     except subprocess.TimeoutExpired:
         code = None
     stop_s = time.monotonic() - t0
-    return _summary(ride, summary, cfg_path, watch, server, stop_reply, drained, code, stop_s)
+    return _summary(ride, summary, cfg_path, watch, stop_reply, drained, code, stop_s)
 
 
-def _summary(ride, summary, cfg_path, watch, server, stop_reply, drained, code, stop_s) -> int:
+def _faults_seen(requests) -> str:
+    seen: dict[str, int] = {}
+    for r in requests:
+        if r.fault:
+            seen[r.fault] = seen.get(r.fault, 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(seen.items())) or "none"
+
+
+def _summary(ride, summary, cfg_path, watch: Watch, stop_reply, drained, code, stop_s) -> int:
     workdir = cfg_path.parent
     watch.close()
     store = open_store(workdir / "tracker.db", readonly=True)
     try:
         fixes = list(store.iter_fixes())
         activities = store.activities()
+        samples = len(store.samples_between(0, float("inf")))
         runtime = (store.get_runtime("daemon") or ({}, 0))[0]
         gpx_path = workdir / "ride.gpx"
         with gpx_path.open("w", encoding="utf-8") as out:
@@ -284,28 +312,27 @@ def _summary(ride, summary, cfg_path, watch, server, stop_reply, drained, code, 
     missing = ride.expected - stored_set
     duplicates = len(stored) - len(stored_set)
     impossible = stored_set - ride.possible
-    remote = list(server.activities.values())
-    points = [p for a in remote for p in a.points]
-    remote_times = [int(p[0]) for p in points]
-    want_remote = {int(f.time) for f in fixes if f.activity_id is not None}
-    remote_ok = (
-        len(remote) == 1 and not remote[0].live and len(remote_times) == len(set(remote_times))
-        and set(remote_times) == want_remote
+    # What each server must hold: every second of the activity once (both send whole seconds).
+    want = {int(f.time) for f in fixes if f.activity_id is not None}
+    remote = list(watch.mmt.activities.values())
+    mmt_times = [int(p[0]) for a in remote for p in a.points]
+    gpsr_times = [int(f.seconds) for f in watch.gpsr.fixes(USER)]
+    mmt_ok = (
+        len(remote) == 1 and not remote[0].live
+        and len(mmt_times) == len(set(mmt_times)) and set(mmt_times) == want
     )  # fmt: skip
-    ok = not missing and not duplicates and not impossible and code == 0 and drained and remote_ok
+    gpsr_ok = len(gpsr_times) == len(set(gpsr_times)) and set(gpsr_times) == want
+    ok = (not missing and not duplicates and not impossible and code == 0 and drained
+          and mmt_ok and gpsr_ok)  # fmt: skip
     rejected = runtime.get("gps", {}).get("rejected_by", {})
     gps_faults = ", ".join(f"{k} {v}" for k, v in summary.faults.items() if v) or "none"
-    net_faults = {}
-    for r in server.requests:
-        if r.fault:
-            net_faults[r.fault] = net_faults.get(r.fault, 0) + 1
 
     print("\nSummary")
     print(f"  simulator:    {summary.epochs} epochs, {len(ride.expected)} valid; "
           f"injected {gps_faults}")  # fmt: skip
     print(f"  stored:       {len(stored)} fixes ({len(ride.expected) - len(missing)} of "
           f"{len(ride.expected)} valid epochs, {duplicates} duplicates, "
-          f"{len(impossible)} from no-fix epochs)")  # fmt: skip
+          f"{len(impossible)} from no-fix epochs), {samples} hr/cad/pwr samples")  # fmt: skip
     print("  rejected:     "
           + (", ".join(f"{k} {v}" for k, v in sorted(rejected.items()) if v) or "nothing"))
     for a in activities:
@@ -314,24 +341,31 @@ def _summary(ride, summary, cfg_path, watch, server, stop_reply, drained, code, 
         print(f"  activity:     {a.id} \"{a.title}\", {minutes:.0f} min of GPS time, {ended}")
     print(f"  stop:         {stop_reply.stdout.strip() or stop_reply.stderr.strip()}")
     for a in remote:
-        print(f"  server:       activity {a.id}, {len(a.points)} points "
-              f"({len(a.points) - len(set(int(p[0]) for p in a.points))} duplicates), "
-              f"{'live' if a.live else 'stopped'}, {server.count('start_activity')} "
-              f"start_activity call(s)")  # fmt: skip
-    print(f"  requests:     {len(server.requests)} to the server; network faults injected: "
-          + (", ".join(f"{k} {v}" for k, v in sorted(net_faults.items())) or "none"))
+        print(f"  Map My Tracks: activity {a.id}, {len(a.points)} points "
+              f"({len(mmt_times) - len(set(mmt_times))} duplicates), "
+              f"{'live' if a.live else 'stopped'}, {watch.mmt.count('start_activity')} "
+              f"start_activity call(s), {len(a.hr)} hr values")  # fmt: skip
+    print(f"                {len(watch.mmt.requests)} requests; faults injected: "
+          f"{_faults_seen(watch.mmt.requests)}")  # fmt: skip
+    print(f"  json-gpsr:    {len(gpsr_times)} fixes "
+          f"({len(gpsr_times) - len(set(gpsr_times))} duplicates), "
+          f"{len(watch.gpsr.requests)} requests; faults injected: "
+          f"{_faults_seen(watch.gpsr.requests)}")  # fmt: skip
     print(f"  daemon:       exit code {code}, {stop_s:.1f} s after SIGTERM")
     print(f"  GPX:          {gpx_path}")
     print(f"  database:     {workdir / 'tracker.db'} ({size / 1e6:.1f} MB)")
     print(f"  try:          {sys.executable} -m tracker status -c {cfg_path}")
     if ok:
-        print("Result: OK: every valid fix stored once and on the server once, activity stopped")
+        print("Result: OK: every valid fix stored once and on each server once, "
+              "the activity stopped")  # fmt: skip
         return 0
     print("Result: FAILED", file=sys.stderr)
     if missing:
         print(f"  not stored: {sorted(missing)[:5]} ...", file=sys.stderr)
-    if not remote_ok:
-        print(f"  server differs: {len(set(remote_times) ^ want_remote)} times", file=sys.stderr)
+    if not mmt_ok:
+        print(f"  Map My Tracks differs: {len(set(mmt_times) ^ want)} seconds", file=sys.stderr)
+    if not gpsr_ok:
+        print(f"  json-gpsr differs: {len(set(gpsr_times) ^ want)} seconds", file=sys.stderr)
     if not drained:
-        print("  the backlog did not drain within 120 s", file=sys.stderr)
+        print("  the backlogs did not drain within 120 s", file=sys.stderr)
     return 1

@@ -1,0 +1,33 @@
+"""The README's first command: the whole demo, as a rider would run it (faster)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from support import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_demo_stores_and_delivers_every_fix(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "tracker", "demo", "--dir", str(tmp_path / "demo"),
+         "--speedup", "400"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Result: OK" in done.stdout
+    assert "0 duplicates" in done.stdout
+    assert (tmp_path / "demo" / "ride.gpx").stat().st_size > 100_000
+
+
+def test_bad_network_faults_are_one_line_and_exit_2(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "tracker", "demo", "--dir", str(tmp_path / "demo"),
+         "--network-faults", "meteor=0.5"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "meteor" in done.stderr
