@@ -109,6 +109,7 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
             "updated": _iso(updated),
         },
         "gps": {k: v for k, v in gps.items() if k not in ("rejected", "rejected_by")},
+        "sensors": runtime.get("sensors", []),
         "storage": {**recorder, **store.counters()},
     }
 
@@ -126,9 +127,16 @@ def render(status: dict[str, Any]) -> str:
             f"gps:       {gps.get('device')} {gps.get('state')} at {gps.get('baudrate')} baud, "
             f"{gps.get('sentences', 0)} sentences, {status['rejected']['total']} rejected"
         )
-    if status["rejected"]["by_reason"]:
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(status["rejected"]["by_reason"].items()))
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(status["rejected"]["by_reason"].items()) if v)
+    if reasons:
         lines.append(f"rejected:  {reasons}")
+    for sensor in status["sensors"]:
+        values = ", ".join(f"{k} {v:g}" for k, v in sorted(sensor.get("last", {}).items()))
+        problem = f" ({sensor['error']})" if sensor.get("error") else ""
+        lines.append(
+            f"sensor:    {sensor['label']} ({sensor['type']}) {sensor['state']}{problem}"
+            + (f": {values}" if values else "")
+        )
     if last:
         quality = QUALITY_NAMES.get(last["quality"], "fix") if last["quality"] else "fix"
         lines.append(
