@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a runtime failure (database unreadable, daemon not answ
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -19,6 +20,16 @@ from tracker.config import DEFAULT_PATH, Config, ConfigError, load
 log = logging.getLogger("tracker")
 
 REQUEST_WAIT_S = 10.0
+
+# Commands whose module brings its own `add_arguments(parser)` and `main(args) -> int`.
+MODULE_COMMANDS = (
+    ("simulate", "tracker.simulate", "write a simulated ride as NMEA (for indoor tests)"),
+    ("doctor", "tracker.doctor", "check the setup: config, GPS, backends, disk, clock"),
+    ("sensors", "tracker.sensors", "fitness sensors: `tracker sensors scan` lists BLE ones"),
+    ("demo", "tracker.demo", "a simulated ride through a pty into the daemon, to test servers"),
+    ("serve-mapmytracks", "tracker.testing.mapmytracks", "run the Map My Tracks test server"),
+    ("serve-gpsr", "tracker.testing.gpsr", "run the json-gpsr test server"),
+)
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -110,28 +121,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_simulate(args: argparse.Namespace) -> int:
-    from tracker import simulate
-
-    return simulate.main(args)
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from tracker import doctor
-
-    return doctor.main(args)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from tracker import demo
-
-    return demo.main(args)
-
-
-def cmd_sensors(args: argparse.Namespace) -> int:
-    from tracker import sensors
-
-    return sensors.main(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,29 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activity", type=int, action="append", help="activity id (repeatable)")
     p.set_defaults(func=cmd_export)
 
-    from tracker import simulate
-
-    p = sub.add_parser("simulate", help="write a simulated ride as NMEA (for indoor tests)")
-    simulate.add_arguments(p)
-    p.set_defaults(func=cmd_simulate)
-
-    from tracker import doctor
-
-    p = sub.add_parser("doctor", help="check the setup: config, GPS, backends, disk, clock")
-    doctor.add_arguments(p)
-    p.set_defaults(func=cmd_doctor)
-
-    from tracker import demo
-
-    p = sub.add_parser("demo", help="a simulated ride through a pty into the daemon")
-    demo.add_arguments(p)
-    p.set_defaults(func=cmd_demo)
-
-    from tracker import sensors
-
-    p = sub.add_parser("sensors", help="fitness sensors: `tracker sensors scan` lists BLE ones")
-    sensors.add_arguments(p)
-    p.set_defaults(func=cmd_sensors)
+    for name, module_name, help_text in MODULE_COMMANDS:
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text)
+        module.add_arguments(p)
+        p.set_defaults(func=module.main)
     return parser
 
 
