@@ -8,20 +8,16 @@ every wait polls for what it needs (`wait_for`), with generous limits for a load
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import random
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from support import ROOT, Daemon, epochs, stored_times, wait_for
+from support import Daemon, epochs, stored_times, wait_for
 
 from tracker.fix import Fix
 from tracker.senders.mapmytracks import NAME, MapMyTracksSender, Options
@@ -38,56 +34,6 @@ SLOW_SHORT_S = 0.3  # a slow reply the sender waits for
 SLOW_LONG_S = 2.5  # a slow reply the sender gives up on (read timeout), then checks
 MIN_KILLS = 4
 MAX_ROUNDS = 12
-
-WAL_BUG = (
-    "tracker/store.py _try_open reads the database header with open()/close(): closing any "
-    "descriptor of a file drops every POSIX lock the process holds on it, so a daemon with a "
-    "second read-write Store (the sender's) loses its SQLite locks, and the next read-write "
-    "CLI command (`tracker activity stop`) checkpoints and deletes the live -wal on close: "
-    "the daemon's later commits go to a deleted file, unseen by status/export, lost on SIGKILL"
-)
-_CLI_WRITE = (
-    "import sys; from tracker.store import open_store; "
-    "s = open_store(sys.argv[1], check=False); s.add_request('activity_stop'); s.close()"
-)
-_COUNT_REQUESTS = (
-    "import sys; from tracker.store import open_store; "
-    "print(len(open_store(sys.argv[1], readonly=True).take_requests()))"
-)
-
-
-def _python(code: str, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          timeout=30, cwd=ROOT, check=True)  # fmt: skip
-    return done.stdout.strip()
-
-
-def commit_after_cli_write_is_seen(db: Path) -> bool:
-    """Two read-write Stores in this process (recorder and sender), a CLI write from another
-    process, then a commit here: does a third process see that commit?"""
-    recorder = open_store(db)
-    sender = open_store(db, check=False)
-    try:
-        _python(_CLI_WRITE, str(db))
-        recorder.add_request("activity_start")
-        return _python(_COUNT_REQUESTS, str(db)) == "2"
-    finally:
-        sender.close()
-        recorder.close()
-
-
-@functools.cache
-def wal_bug_present() -> bool:
-    with tempfile.TemporaryDirectory() as tmp:
-        return not commit_after_cli_write_is_seen(Path(tmp) / "probe.db")
-
-
-def xfail_if_wal_bug() -> None:
-    """The tests below that use a read-write CLI command beside a running daemon cannot pass
-    while the store bug is there (they time out waiting for what the daemon committed)."""
-    if wal_bug_present():
-        pytest.xfail(WAL_BUG)
-
 
 def mmt_section(url: str, password: str = PASSWORD, **extra: object) -> str:
     """A [mapmytracks] section tuned so faults and backoff resolve in well under a second."""
@@ -191,20 +137,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.xfail(strict=True, reason=WAL_BUG)
-def test_a_cli_write_beside_a_daemon_with_a_sender_keeps_the_daemons_commits_visible(tmp_path):
-    """The store bug the end-to-end tests below ran into, on its own and quick. (When it is
-    fixed this XPASSes, which strict turns into a failure: remove the mark then.)"""
-    assert commit_after_cli_write_is_seen(tmp_path / "tracker.db")
-
-
 # --- every fault, SIGKILLs, one activity -----------------------------------------------------
 
 
 def test_every_fault_and_repeated_sigkill_end_in_one_stopped_activity_with_every_fix_once(
     daemon, gps
 ):
-    xfail_if_wal_bug()
     faults = Faults(
         reset=0.04, fail_500=0.05, retry_after=0.03, html=0.04, drop_reply=0.05, truncate=0.05,
         slow=0.08, slow_s=SLOW_SHORT_S, retry_after_s=1, seed=20260601,
@@ -288,7 +226,6 @@ def test_every_fault_and_repeated_sigkill_end_in_one_stopped_activity_with_every
 
 
 def test_a_ride_wholly_offline_is_uploaded_once_as_gpx_with_every_point(daemon, gps):
-    xfail_if_wal_bug()
     port = free_port()  # nothing listens there until the server starts below
     d = daemon(mmt_section(f"http://127.0.0.1:{port}/api/")).start()
     d.wait_gps_open()

@@ -768,3 +768,37 @@ def test_a_read_only_file_raises_storage_unavailable(db: Path) -> None:
         assert s.fix_count() == 0  # still usable for reads
     finally:
         s.close()
+
+
+_CLI_WRITE = (
+    "import sys; from tracker.store import open_store; "
+    "s = open_store(sys.argv[1], check=False); s.add_request('activity_stop'); s.close()"
+)
+_COUNT_REQUESTS = (
+    "import sys; from tracker.store import open_store; "
+    "print(len(open_store(sys.argv[1], readonly=True).take_requests()))"
+)
+
+
+def _python(code: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=30, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_a_second_store_in_the_daemon_keeps_the_first_ones_locks(tmp_path):
+    """The daemon opens the file twice (recorder, sender). Reading the header with Python's
+    open()/close() for the second dropped every POSIX lock of the first: a CLI write from
+    another process then took the database for unused and deleted the -wal the daemon was
+    still writing to, so its later commits were invisible to others and lost on SIGKILL."""
+    db = tmp_path / "tracker.db"
+    recorder = open_store(db)
+    sender = open_store(db)
+    try:
+        _python(_CLI_WRITE, str(db))
+        assert Path(str(db) + "-wal").exists(), "the live -wal was deleted by the CLI"
+        recorder.add_request("activity_start")
+        assert _python(_COUNT_REQUESTS, str(db)) == "2"
+    finally:
+        sender.close()
+        recorder.close()

@@ -73,6 +73,7 @@ import logging
 import math
 import os
 import sqlite3
+import threading
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -89,6 +90,7 @@ from tracker.logutil import RateLimitedLog
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 5.0
+_SQLITE_HEADER = b"SQLite format 3\x00"
 PRUNE_MODES = ("drop_oldest", "drop_newest")
 REQUEST_COMMANDS = ("activity_start", "activity_stop", "poi")
 PRUNE_TARGET = 0.9  # prune down to this fraction of max_mb, so the next prune is not at once
@@ -397,18 +399,45 @@ def _open_readwrite(path: Path, *, check: bool, clock: Callable[[], float]) -> s
     raise AssertionError("unreachable")
 
 
+# Database files this process has open through a Store, by (device, inode), with a count.
+# Closing ANY descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+# locks of its other connections included; another process (a CLI command) would then think
+# the database unused, checkpoint and delete the -wal under the daemon's feet, and every later
+# commit of the daemon would go to a deleted file. So Python never opens a file this process
+# already has open through SQLite.
+_open_here: dict[tuple[int, int], int] = {}
+_open_here_lock = threading.Lock()
+
+
+def _file_key(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _read_header(path: Path) -> bytes:
+    """The first 16 bytes, or those of a valid database when this process has it open."""
+    key = _file_key(path)
+    with _open_here_lock:
+        if key is not None and _open_here.get(key):
+            return _SQLITE_HEADER  # checked when this process first opened it
+    try:
+        with open(path, "rb") as f:
+            return f.read(16)
+    except FileNotFoundError:
+        return b""
+    except OSError as e:
+        raise StorageUnavailable(f"{path}: cannot read: {e}") from e
+
+
 def _try_open(path: Path, *, check: bool) -> tuple[sqlite3.Connection | None, str]:
     """(connection, "") or (None, what is wrong with the file)."""
     # Look at the header before SQLite does: on a file that is no database, SQLite's close
     # deletes the -wal and -shm beside it, and they are part of what gets moved aside.
-    try:
-        with open(path, "rb") as f:
-            header = f.read(16)
-    except FileNotFoundError:
-        header = b""
-    except OSError as e:
-        raise StorageUnavailable(f"{path}: cannot read: {e}") from e
-    if header and header != b"SQLite format 3\x00":
+    header = _read_header(path)
+    if header and header != _SQLITE_HEADER:
         return None, f"not an SQLite database: starts with {header!r}"
     conn = None
     try:
@@ -572,6 +601,10 @@ class Store:
         self._max_bytes = None if max_mb is None else int(max_mb * 1024 * 1024)
         self._clock = clock
         self._conn = conn
+        self._file_key = _file_key(self.path)
+        if self._file_key is not None:
+            with _open_here_lock:
+                _open_here[self._file_key] = _open_here.get(self._file_key, 0) + 1
         self._depth = 0  # transaction() nesting
         self._aborted = False  # an error inside a nested transaction rolled it all back
         self._full_log = RateLimitedLog(log)
@@ -605,6 +638,11 @@ class Store:
         if self._conn is not None:
             self._conn.close()
             self._conn = None  # type: ignore[assignment]
+            if self._file_key is not None:
+                with _open_here_lock:
+                    left = _open_here.pop(self._file_key, 1) - 1
+                    if left:
+                        _open_here[self._file_key] = left
 
     def __enter__(self) -> Store:
         return self
