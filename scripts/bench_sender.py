@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -92,20 +91,12 @@ class ByteCounter:
             self.connections = 0
 
 
-def counting_server(counter: ByteCounter, nodelay: bool = True) -> MapMyTracksServer:
-    """The test server, unchanged, with its request handler wrapped to count bytes.
-
-    `nodelay` sets TCP_NODELAY on the server's side of each connection. Without it the test
-    server writes a reply's headers and body in two sends, and Nagle holds the body until the
-    client's delayed ACK (~40 ms on Linux loopback): every request then costs ~45 ms whatever
-    the sender does, which measures the test server, not the sender.
-    """
+def counting_server(counter: ByteCounter) -> MapMyTracksServer:
+    """The test server, unchanged, with its request handler wrapped to count bytes."""
 
     class CountingHandler(faults_module._Handler):
         def setup(self) -> None:
             super().setup()
-            if nodelay:
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with counter._lock:
                 counter.connections += 1
             self.rfile = _Counting(self.rfile, counter, "request")
@@ -166,7 +157,7 @@ def fill(db: Path, n: int) -> int:
 
 
 def run(
-    name: str, root: Path, points: int, batch: int, counter: ByteCounter, nodelay: bool
+    name: str, root: Path, points: int, batch: int, counter: ByteCounter
 ) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix="bench-sender-", dir=root))
     server = None
@@ -175,7 +166,7 @@ def run(
         db = workdir / "tracker.db"
         aid = fill(db, points)
         counter.reset()
-        server = counting_server(counter, nodelay)
+        server = counting_server(counter)
         options = Options(url=server.url, username=USER, batch_max_points=batch, interval_s=0.0,
                           offline_upload="off")  # fmt: skip
         sender = MapMyTracksSender(options, threading.Event(),
@@ -219,8 +210,6 @@ def main() -> int:
                    help="fixes for the one-request-per-point baseline (default 5000)")  # fmt: skip
     p.add_argument("--batch", type=int, default=Options.batch_max_points,
                    help="batch_max_points of the batched run (default %(default)s)")  # fmt: skip
-    p.add_argument("--nagle", action="store_true",
-                   help="leave the test server's Nagle stall in (~40 ms a request)")  # fmt: skip
     p.add_argument("--dir", type=Path, default=None, help="where the databases go (default tmp)")
     args = p.parse_args()
     if min(args.points, args.baseline_points, args.batch) < 1:
@@ -230,15 +219,13 @@ def main() -> int:
     counter = ByteCounter()
     root = Path(tempfile.mkdtemp(prefix="bench-sender-", dir=args.dir))
     try:
-        nodelay = not args.nagle
-        batched = run(f"batched ({args.batch})", root, args.points, args.batch, counter, nodelay)
-        base = run("one per point (1)", root, args.baseline_points, 1, counter, nodelay)
+        batched = run(f"batched ({args.batch})", root, args.points, args.batch, counter)
+        base = run("one per point (1)", root, args.baseline_points, 1, counter)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
     print(
-        "Map My Tracks sender draining a backlog to the local test server (no faults"
-        + (", Nagle stall left in)" if args.nagle else ", TCP_NODELAY at the server)")
+        "Map My Tracks sender draining a backlog to the local test server (no faults)"
     )
     print(f"{'run':<20} {'points':>8} {'requests':>8} {'req/1000 pts':>12} {'conns':>5} "
           f"{'req B/pt':>9} {'reply B/pt':>10} {'points/s':>9} {'wall s':>7}")  # fmt: skip
