@@ -75,24 +75,45 @@ class LogConfig:
 
 
 MAPMYTRACKS_CREDENTIAL = "mapmytracks-password"
+GPSR_CREDENTIAL = "gpsr-token"
 
 
 @dataclass(frozen=True)
-class MapMyTracksConfig:
-    """[mapmytracks]: present (and enabled) means the sender runs. The password is read by the
-    sender (password, else password_file, else the systemd credential); it is never in a repr."""
+class SenderConfig:
+    """What every backend section has: on or off, where, how much a request, how patient.
+
+    A section that is present (and enabled) means its sender runs. Secrets are read by the
+    sender (the inline key, else the file, else the systemd credential); never in a repr.
+    """
 
     enabled: bool = True
+    url: str = ""
+    batch_max_points: int = 100
+    interval_s: float = 5.0
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    backoff_max_s: float = 300.0
+
+
+def _require_secret(value: str, file: Path | None, credential: str, key: str) -> None:
+    """ValueError naming `key` unless the secret comes inline, from a file or a credential."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if value or file or (creds and (Path(creds) / credential).exists()):
+        return
+    raise ValueError(
+        f"{key}: missing (set {key} or {key}_file, or pass the systemd credential {credential})"
+    )
+
+
+@dataclass(frozen=True)
+class MapMyTracksConfig(SenderConfig):
+    """[mapmytracks] (docs/mapmytracks.md)."""
+
     url: str = "https://www.mapmytracks.com/api/"
     username: str = ""
     password: str = field(default="", repr=False)
     password_file: Path | None = None
-    batch_max_points: int = 100
-    interval_s: float = 5.0
     offline_upload: str = "gpx"
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 30.0
-    backoff_max_s: float = 300.0
     min_point_interval_s: float = 1.0
 
     def check(self) -> None:
@@ -101,37 +122,19 @@ class MapMyTracksConfig:
             return
         if not self.username:
             raise ValueError("username: missing (the Map My Tracks account name)")
-        creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        has_credential = bool(creds) and (Path(creds) / MAPMYTRACKS_CREDENTIAL).exists()
-        if not (self.password or self.password_file or has_credential):
-            raise ValueError(
-                "password: missing (set password or password_file, or pass the systemd "
-                f"credential {MAPMYTRACKS_CREDENTIAL})"
-            )
-
-
-GPSR_CREDENTIAL = "gpsr-token"
+        _require_secret(self.password, self.password_file, MAPMYTRACKS_CREDENTIAL, "password")
 
 
 @dataclass(frozen=True)
-class GpsrConfig:
-    """[gpsr]: a json-gpsr server (docs/gpsr.md). Present (and enabled) means the sender runs.
-    The "post" token is read by the sender (token, else token_file, else the systemd credential
-    gpsr-token); it is never in a repr. `tag` None: each activity's title; "": no tag."""
+class GpsrConfig(SenderConfig):
+    """[gpsr]: a json-gpsr server (docs/gpsr.md). `tag` None: each activity's title; "": none."""
 
-    enabled: bool = True
-    url: str = ""
     token: str = field(default="", repr=False)
     token_file: Path | None = None
     millis: bool = False
     compress_stationary: bool = False
     tag: str | None = None
     uere_m: float = 5.0
-    batch_max_points: int = 100
-    interval_s: float = 5.0
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 30.0
-    backoff_max_s: float = 300.0
 
     def check(self) -> None:
         """Cross-key checks; ValueError("<key>: ...")."""
@@ -139,13 +142,7 @@ class GpsrConfig:
             return
         if not self.url:
             raise ValueError("url: missing (the json-gpsr server, e.g. https://gpsr.example/)")
-        creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        has_credential = bool(creds) and (Path(creds) / GPSR_CREDENTIAL).exists()
-        if not (self.token or self.token_file or has_credential):
-            raise ValueError(
-                "token: missing (set token or token_file, or pass the systemd credential "
-                f"{GPSR_CREDENTIAL})"
-            )
+        _require_secret(self.token, self.token_file, GPSR_CREDENTIAL, "token")
 
 
 @dataclass(frozen=True)
@@ -244,6 +241,17 @@ def _level(v: Any) -> str:
     return _one_of("debug", "info", "warning", "error")(str(v).lower())
 
 
+# The keys of SenderConfig, shared by every backend section.
+_SENDER_KEYS: dict[str, Callable[[Any], Any]] = {
+    "enabled": _bool,
+    "url": _url,
+    "batch_max_points": _pos_int,
+    "interval_s": _pos_float,
+    "connect_timeout_s": _pos_float,
+    "read_timeout_s": _pos_float,
+    "backoff_max_s": _pos_float,
+}
+
 SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "gps": (
         GpsConfig,
@@ -273,36 +281,24 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "mapmytracks": (
         MapMyTracksConfig,
         {
-            "enabled": _bool,
-            "url": _url,
+            **_SENDER_KEYS,
             "username": _str,
             "password": _str,
             "password_file": _path,
-            "batch_max_points": _pos_int,
-            "interval_s": _pos_float,
             "offline_upload": _one_of("gpx", "off"),
-            "connect_timeout_s": _pos_float,
-            "read_timeout_s": _pos_float,
-            "backoff_max_s": _pos_float,
             "min_point_interval_s": _at_least_1,
         },
     ),
     "gpsr": (
         GpsrConfig,
         {
-            "enabled": _bool,
-            "url": _url,
+            **_SENDER_KEYS,
             "token": _str,
             "token_file": _path,
             "millis": _bool,
             "compress_stationary": _bool,
             "tag": _gpsr_tag,
             "uere_m": _pos_float,
-            "batch_max_points": _pos_int,
-            "interval_s": _pos_float,
-            "connect_timeout_s": _pos_float,
-            "read_timeout_s": _pos_float,
-            "backoff_max_s": _pos_float,
         },
     ),
 }
