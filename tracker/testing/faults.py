@@ -30,6 +30,7 @@ import email.parser
 import email.policy
 import logging
 import random
+import signal
 import socket
 import struct
 import sys
@@ -607,3 +608,31 @@ def faults_from_args(args: Any) -> Faults:
         slow_s=args.slow_s, html=args.html, retry_after=args.retry_after,
         retry_after_s=args.retry_after_s, truncate=args.truncate, only=args.only, seed=args.seed,
     )  # fmt: skip
+
+
+def run_in_foreground(server: FaultyServer, banner: Callable[[], str]) -> int:
+    """The `python -m tracker.testing.*` loop: start, print `banner()` (the URL is known only
+    once listening), serve until SIGINT or SIGTERM, stop. One log line a request."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("tracker.testing").setLevel(logging.INFO)
+    try:
+        server.start()
+    except OSError as e:
+        print(f"tracker: cannot listen on {server.host}:{server.port}: {e}", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    print(banner(), flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        server.stop()
+    return 0

@@ -81,7 +81,6 @@ import math
 import random
 import re
 import secrets
-import signal
 import sys
 import threading
 import time
@@ -99,6 +98,7 @@ from tracker.testing.faults import (
     add_fault_arguments,
     faults_from_args,
     parse_form,
+    run_in_foreground,
 )
 
 log = logging.getLogger(__name__)
@@ -893,9 +893,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run a server in the foreground until SIGINT/SIGTERM; one log line a request."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    logging.getLogger("tracker.testing").setLevel(logging.INFO)
     try:
         faults = faults_from_args(args)
     except ValueError as e:
@@ -910,28 +907,10 @@ def main(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"tracker: --token {type_}:{key}: {e}", file=sys.stderr)
             return 2
-    try:
-        server.start()
-    except OSError as e:
-        print(f"tracker: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
-        return 1
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     tokens = [f"{t}:{k}" for t, k in args.token or []]
-    print(f"json-gpsr test server at {server.url} users={sorted(users)} tokens={tokens} "
-          f"{faults!r}", flush=True)  # fmt: skip
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-        server.stop()
-    return 0
+    return run_in_foreground(server, lambda: (
+        f"json-gpsr test server at {server.url} users={sorted(users)} tokens={tokens} {faults!r}"
+    ))  # fmt: skip
 
 
 def _cli(argv: Iterable[str] | None = None) -> int:
