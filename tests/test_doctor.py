@@ -1,4 +1,5 @@
-"""`tracker doctor` against a real pty, a real Map My Tracks test server and real files.
+"""`tracker doctor` against a real pty, the real Map My Tracks and json-gpsr test servers
+and real files.
 
 A pty has no line rate: bytes arrive intact whatever speed the reader sets. To test the baud
 check honestly the fake receiver below transmits at 38400 baud, and before writing each epoch
@@ -26,6 +27,7 @@ from support import ROOT, epochs
 
 from tracker import doctor
 from tracker.pty import PtyWriter
+from tracker.testing import gpsr as gpsr_server
 from tracker.testing import mapmytracks as mmt_server
 
 TRUE_BAUD = 38400
@@ -268,3 +270,79 @@ def test_an_unreachable_backend_and_a_wrong_clock_fail_with_fixes(tmp_path):
     clock = doctor.check_clock(ctx)[0]
     assert clock.result == doctor.FAIL and "behind mapmytracks server time" in clock.detail
     assert "timedatectl set-ntp true" in (clock.fix or "")
+
+
+# --- json-gpsr ------------------------------------------------------------------------------------
+
+GPSR_TOKEN = "doctor-gpsr-t0ken-do-not-show"  # distinctive: searched for in the output
+
+
+def gpsr_config(tmp_path: Path, url: str, token: str = GPSR_TOKEN) -> Path:
+    extra = f'[gpsr]\nurl = "{url}"\ntoken = "{token}"\n'
+    return write_config(tmp_path, "/dev/null", 9600, extra)
+
+
+def gpsr_checks(tmp_path: Path, url: str, token: str = GPSR_TOKEN) -> list[doctor.Check]:
+    return doctor.check_gpsr(doctor.Context(doctor.load(gpsr_config(tmp_path, url, token)), me()))
+
+
+def test_gpsr_is_a_backend_check_and_absent_without_a_section(tmp_path):
+    assert doctor.check_gpsr in doctor.BACKEND_CHECKS
+    ctx = doctor.Context(doctor.load(write_config(tmp_path, "/dev/null", 9600)), me())
+    assert doctor.check_gpsr(ctx) == []
+
+
+def test_gpsr_answers_and_accepts_a_valid_token(tmp_path):
+    with gpsr_server.GpsrServer() as server:
+        server.make_token("rider", "post", key=GPSR_TOKEN)
+        checks = gpsr_checks(tmp_path, server.url)
+    assert [(c.name, c.result) for c in checks] == [("gpsr", doctor.OK), ("gpsr token", doctor.OK)]
+    assert [r.name for r in server.requests] == ["/tt"]  # a check, nothing posted
+    assert all(GPSR_TOKEN not in c.detail for c in checks)
+
+
+def test_an_expired_gpsr_token_fails_with_a_fix_and_is_never_shown(tmp_path):
+    now = int(time.time())
+    with gpsr_server.GpsrServer() as server:
+        server.make_token("rider", "post", now - 7200, now - 3600, key=GPSR_TOKEN)
+        config = gpsr_config(tmp_path, server.url)
+        checks = doctor.check_gpsr(doctor.Context(doctor.load(config), me()))
+        done = doctor_cli(config)  # the whole command, as a user runs it
+    assert [(c.name, c.result) for c in checks] == [
+        ("gpsr", doctor.OK),
+        ("gpsr token", doctor.FAIL),
+    ]
+    assert "expired" in checks[1].detail
+    fix = checks[1].fix or ""
+    assert '"post" token' in fix and "[gpsr] token or token_file" in fix
+    assert done.returncode == 1
+    assert line(done.stdout, "[ ok ] gpsr:")
+    assert "user page" in fix_after(done.stdout, "[FAIL] gpsr token:")
+    assert GPSR_TOKEN not in done.stdout + done.stderr
+
+
+def test_an_unreachable_gpsr_server_fails_with_a_fix(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (check,) = gpsr_checks(tmp_path, f"http://127.0.0.1:{port}/")
+    assert check.name == "gpsr" and check.result == doctor.FAIL
+    assert "unreachable" in check.detail and GPSR_TOKEN not in check.detail
+    assert "url in [gpsr]" in (check.fix or "")
+
+
+def test_a_gpsr_url_that_is_not_a_gpsr_server_fails_with_a_fix(tmp_path):
+    with mmt_server.MapMyTracksServer() as server:  # answers, but not json-gpsr
+        (check,) = gpsr_checks(tmp_path, server.url)
+    assert check.name == "gpsr" and check.result == doctor.FAIL
+    assert GPSR_TOKEN not in check.detail and "url in [gpsr]" in (check.fix or "")
+
+
+def test_a_missing_gpsr_token_file_fails_with_a_fix(tmp_path):
+    extra = f'[gpsr]\nurl = "http://127.0.0.1:9/"\ntoken_file = "{tmp_path / "nope"}"\n'
+    ctx = doctor.Context(doctor.load(write_config(tmp_path, "/dev/null", 9600, extra)), me())
+    (check,) = doctor.check_gpsr(ctx)
+    assert (check.name, check.result) == ("gpsr token", doctor.FAIL)
+    assert "token_file" in (check.fix or "")

@@ -343,9 +343,79 @@ def check_mapmytracks(ctx: Context) -> list[Check]:
     ]
 
 
+GPSR_TOKEN_FIX = (
+    'create a "post" token on the json-gpsr server\'s user page (valid from now, for as long '
+    "as you ride) and set [gpsr] token or token_file (or the credential {credential}), then "
+    "systemctl restart tracker"
+)
+
+
+def check_gpsr(ctx: Context) -> list[Check]:
+    """[gpsr]: the server answers `/tt` and says the token is valid now (never shows it)."""
+    g = getattr(ctx.cfg, "gpsr", None)
+    if g is None or not g.enabled:
+        return []
+    from tracker.senders import gpsr
+    from tracker.senders.transport import (
+        HttpTransport,
+        SecretError,
+        SendError,
+        Unreachable,
+        read_secret,
+    )
+
+    name = gpsr.NAME
+    token_fix = GPSR_TOKEN_FIX.format(credential=gpsr.CREDENTIAL)
+    try:
+        token = read_secret(g.token or None, g.token_file, gpsr.CREDENTIAL, what="token")
+    except SecretError as e:
+        return [Check(f"{name} token", FAIL, str(e), token_fix)]
+
+    def scrub(text: str) -> str:  # the token travels in the /tt URL: keep it out of messages
+        return text.replace(token, "<token>")
+
+    transport = HttpTransport(
+        g.url, None, None,
+        connect_timeout_s=min(g.connect_timeout_s, 10.0),
+        read_timeout_s=min(g.read_timeout_s, 15.0), name=name,
+    )  # fmt: skip
+    try:
+        valid = gpsr.parse_token_test(transport.get({"token": token}, path="tt", what="/tt").body,
+                                      f"{name} /tt")  # fmt: skip
+    except Unreachable as e:
+        return [
+            Check(
+                name, FAIL, f"{g.url} unreachable: {scrub(str(e))}",
+                "check the network (ping the host), DNS and the url in [gpsr]",
+            )
+        ]  # fmt: skip
+    except SendError as e:
+        return [
+            Check(
+                name, FAIL, f"{g.url}: {scrub(str(e))}",
+                "check the url in [gpsr]: it is the server's base URL (the one whose /tt and "
+                "/input answer)",
+            )
+        ]  # fmt: skip
+    finally:
+        transport.close()
+    answers = Check(name, OK, f"{g.url} answers /tt")
+    if not valid:
+        return [
+            answers,
+            Check(
+                f"{name} token", FAIL,
+                "the server says the token is unknown, expired or not valid yet (/tt)",
+                token_fix,
+            ),
+        ]  # fmt: skip
+    # /tt says "valid now" for a token of any type; only a "post" token may send.
+    return [answers, Check(f"{name} token", OK, 'valid now (/tt; it must be a "post" token)')]
+
+
 # One function per backend: Context -> its Checks ([] when not configured). A new backend
-# (json-gpsr's /tt, ...) appends its own here.
-BACKEND_CHECKS: list[Callable[[Context], list[Check]]] = [check_mapmytracks]
+# appends its own here.
+BACKEND_CHECKS: list[Callable[[Context], list[Check]]] = [check_mapmytracks, check_gpsr]
 
 
 # --- disk and clock -------------------------------------------------------------------------------
