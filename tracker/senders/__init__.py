@@ -16,13 +16,14 @@ import logging
 import random
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tracker.logutil import RateLimitedLog
 from tracker.senders.retry import RetryPolicy
-from tracker.senders.transport import AuthFailed, SecretError, SendError
+from tracker.senders.transport import AuthFailed, HttpTransport, SecretError, SendError
 from tracker.store import Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ STORE_RETRY_S = 5.0
 STATUS_EVERY_S = 30.0  # an unchanged status is written at most this often
 
 
-class Sender:
+class Sender(ABC):
     """The loop shared by every backend: `while not stop.is_set(): step()`.
 
     Subclasses set `name` and implement `open_transport()`, `work()` (one unit of protocol
@@ -61,6 +62,7 @@ class Sender:
     ) -> None:
         self.stop = stop
         self.store: Store | None = None
+        self.transport: HttpTransport | None = None  # made by open_transport()
         self.retry = retry
         self.heartbeat = clock()
         self.disabled: str | None = None  # why this backend stopped for good (until restart)
@@ -76,14 +78,18 @@ class Sender:
 
     # -- for subclasses -----------------------------------------------------------------
 
+    @abstractmethod
     def open_transport(self) -> None:
-        raise NotImplementedError
+        """Make `self.transport` (reads the secret: SecretError disables the backend)."""
 
+    @abstractmethod
     def work(self) -> float:
-        raise NotImplementedError
+        """One unit of protocol work; the seconds until the next, or SendError."""
 
     def close(self) -> None:
         """Release the transport (the store is closed by run())."""
+        if self.transport is not None:
+            self.transport.close()
 
     def succeeded(self) -> None:
         if self.retry.failures:

@@ -421,10 +421,6 @@ class GpsrSender(Sender):
             name=NAME,
         )
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
     def _scrub(self, e: SendError) -> SendError:
         """The token may sit in a URL (GET /tt, /f): keep it out of every message."""
         if self._token and self._token in str(e):

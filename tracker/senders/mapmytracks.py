@@ -328,10 +328,6 @@ class MapMyTracksSender(Sender):
             name=NAME,
         )
 
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
     def _call(self, fields: dict[str, str], files: Any = None) -> Message:
         """One request: POST, parse, and on success reset the backoff."""
         assert self.transport is not None
