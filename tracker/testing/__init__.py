@@ -2,5 +2,6 @@
 
 `faults` holds what every such server shares, independent of the protocol: scripted network
 faults, the request log, and an HTTP server that can be stopped and started again on the same
-port. `mapmytracks` is a Map My Tracks-compatible server built on it.
+port. `mapmytracks` and `gpsr` are the Map My Tracks- and json-gpsr-compatible servers built on
+it (`tracker serve-mapmytracks`, `tracker serve-gpsr`).
 """
