@@ -1,6 +1,8 @@
 """The daemon's wiring: start the parts in order, stop them in reverse, through one event.
 
-    GPS reader thread --(inbox queue)--> recorder thread --> SQLite store --> (senders, later)
+    GPS reader thread ---+
+                         +--(inbox queue)--> recorder thread --> SQLite store --> sender threads
+    sensor threads ------+                   (the only writer)                   (one a backend)
 
 Under systemd the main loop is the supervisor (tracker/systemd.py): READY=1, STATUS=, and
 WATCHDOG=1 only while the GPS, recorder and every sender thread show recent heartbeats.
