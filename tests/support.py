@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from tracker import simulate
-from tracker.store import StoreError, open_store
+from tracker.store import StoredFix, StoreError, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = datetime(2026, 6, 1, 8, 0, 0, tzinfo=UTC)
+USER = "rider"  # the account on the test servers
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str = "") -> object:
@@ -46,12 +50,80 @@ def stored_times(db: Path) -> list[float]:
         store.close()
 
 
+def stored_fixes(db: Path) -> list[StoredFix]:
+    """Every stored fix, in order, through a read-only connection."""
+    store = open_store(db, readonly=True)
+    try:
+        return list(store.iter_fixes())
+    finally:
+        store.close()
+
+
+def first_of_each_second(fixes: list[StoredFix]) -> list[StoredFix]:
+    """The first stored fix of each whole second: what a backend that sends whole seconds
+    holds (Map My Tracks at min_point_interval_s = 1, json-gpsr's seconds mode)."""
+    kept: list[StoredFix] = []
+    for f in fixes:
+        if not kept or math.floor(f.time) > math.floor(kept[-1].time):
+            kept.append(f)
+    return kept
+
+
+def assert_points_match(points: list, fixes: list[StoredFix]) -> None:
+    """Map My Tracks points (time, lat, lon, alt) are exactly these fixes, in order, each once."""
+    assert [p[0] for p in points] == [math.floor(f.time) for f in fixes]
+    for p, f in zip(points, fixes, strict=True):
+        # Sent with 7 decimals (1 cm) and altitude with 1: neighbours at 5 Hz are ~1.4 m apart.
+        assert p[1] == pytest.approx(f.lat, abs=1e-7), (p, f)
+        assert p[2] == pytest.approx(f.lon, abs=1e-7), (p, f)
+        assert p[3] == pytest.approx(f.alt or 0.0, abs=0.051), (p, f)
+
+
+def free_port() -> int:
+    """A port nothing listens on (until a test starts a server there)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+TUNED = {"interval_s": 0.2, "batch_max_points": 8, "connect_timeout_s": 1.0,
+         "read_timeout_s": 1.0, "backoff_max_s": 0.5}  # fmt: skip
+
+
+def section(name: str, opts: dict[str, object]) -> str:
+    """A config section with these keys (values as TOML via JSON, which they share here)."""
+    lines = [f"{k} = {json.dumps(v)}" for k, v in opts.items()]
+    return f"[{name}]\n" + "\n".join(lines) + "\n"
+
+
+def mmt_section(url: str, password: str, **extra: object) -> str:
+    """A [mapmytracks] section tuned so faults and backoff resolve in well under a second."""
+    return section("mapmytracks", {"url": url, "username": USER, "password": password,
+                                   **TUNED, **extra})  # fmt: skip
+
+
+def gpsr_section(url: str, token: str, **extra: object) -> str:
+    """A [gpsr] section tuned like `mmt_section`."""
+    return section("gpsr", {"url": url, "token": token, **TUNED, **extra})
+
+
 def epochs(n: int, *, rate_hz: float = 10.0, start: datetime = T0, **kw) -> list[simulate.Epoch]:
     """`n` epochs of the bundled ride from the real simulator."""
     gen = simulate.simulate(
         simulate.demo_route(), rate_hz=rate_hz, start_time=start, speed_mps=7.0, **kw
     )
     return [e for _, e in zip(range(n), gen, strict=False)]
+
+
+def stream(gps, ride, position: int, seconds: float, pace_s: float = 0.01) -> int:
+    """Write epochs for about `seconds` of wall time, one every `pace_s` (~100 a second by
+    default); returns the new position."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until and position < len(ride):
+        gps.write(ride[position].data)
+        position += 1
+        time.sleep(pace_s)  # pacing, not synchronisation
+    return position
 
 
 class Daemon:
@@ -63,8 +135,7 @@ class Daemon:
         self.config = workdir / "tracker.toml"
         self.config.write_text(
             f'[gps]\ndevice = "{gps_path}"\nreconnect_max_s = 1\n\n'
-            f'[storage]\npath = "{self.db}"\ncommit_interval_s = 0.2\n\n'
-            + extra_config
+            f'[storage]\npath = "{self.db}"\ncommit_interval_s = 0.2\n\n' + extra_config
         )
         self.log = workdir / "daemon.log"
         self.proc: subprocess.Popen | None = None
@@ -119,7 +190,23 @@ class Daemon:
             self.proc.kill()
             self.proc.wait(timeout=10)
 
+    def status(self) -> dict:
+        """`tracker status --json`, as a user reads it."""
+        done = self.cli("status", "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    def backend_status(self, name: str) -> dict:
+        """What the sender `name` last published for `tracker status` (its runtime row), read
+        from the store directly: cheap enough to poll."""
+        if not self.db.exists():
+            return {}
+        store = open_store(self.db, readonly=True)
+        try:
+            row = store.get_runtime(f"backend:{name}")
+        finally:
+            store.close()
+        return row[0] if row else {}
+
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
-
-

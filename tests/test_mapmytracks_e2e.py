@@ -9,107 +9,45 @@ every wait polls for what it needs (`wait_for`), with generous limits for a load
 from __future__ import annotations
 
 import json
-import math
 import random
-import socket
 import threading
-import time
-from pathlib import Path
 
 import pytest
-from support import Daemon, epochs, stored_times, wait_for
+from support import (
+    USER,
+    Daemon,
+    assert_points_match,
+    epochs,
+    first_of_each_second,
+    free_port,
+    mmt_section,
+    stored_fixes,
+    stored_times,
+    stream,
+    wait_for,
+)
 
 from tracker.fix import Fix
 from tracker.senders.mapmytracks import NAME, MapMyTracksSender, Options
-from tracker.store import StoredFix, open_store
+from tracker.store import open_store
 from tracker.testing.faults import KINDS, Faults, RecordedRequest
 from tracker.testing.mapmytracks import MapMyTracksServer
 
 pytestmark = pytest.mark.slow
 
-USER = "rider"
 PASSWORD = "Pa55-e2e-d0-not-leak"  # distinctive: searched for in logs and status output
-READ_TIMEOUT_S = 1.0
 SLOW_SHORT_S = 0.3  # a slow reply the sender waits for
 SLOW_LONG_S = 2.5  # a slow reply the sender gives up on (read timeout), then checks
 MIN_KILLS = 4
 MAX_ROUNDS = 12
 
-def mmt_section(url: str, password: str = PASSWORD, **extra: object) -> str:
-    """A [mapmytracks] section tuned so faults and backoff resolve in well under a second."""
-    opts: dict[str, object] = {
-        "url": url,
-        "username": USER,
-        "password": password,
-        "interval_s": 0.2,
-        "batch_max_points": 8,
-        "connect_timeout_s": 1.0,
-        "read_timeout_s": READ_TIMEOUT_S,
-        "backoff_max_s": 0.5,
-        **extra,
-    }
-    lines = [f"{k} = {json.dumps(v)}" for k, v in opts.items()]
-    return "[mapmytracks]\n" + "\n".join(lines) + "\n"
-
-
-def status(d: Daemon) -> dict:
-    done = d.cli("status", "--json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
 
 def pending(d: Daemon) -> int | None:
-    return status(d)["pending"].get(NAME)
+    return d.status()["pending"].get(NAME)
 
 
-def backend_status(db: Path) -> dict:
-    """What the sender last published for `tracker status` (the runtime row)."""
-    if not db.exists():
-        return {}
-    store = open_store(db, readonly=True)
-    try:
-        row = store.get_runtime(f"backend:{NAME}")
-    finally:
-        store.close()
-    return row[0] if row else {}
-
-
-def stored_fixes(db: Path) -> list[StoredFix]:
-    store = open_store(db, readonly=True)
-    try:
-        return list(store.iter_fixes())
-    finally:
-        store.close()
-
-
-def first_of_each_second(fixes: list[StoredFix]) -> list[StoredFix]:
-    """What a Map My Tracks activity must hold at min_point_interval_s = 1: the first stored fix
-    of each whole second (docs/mapmytracks.md, "time")."""
-    kept: list[StoredFix] = []
-    for f in fixes:
-        if not kept or math.floor(f.time) > math.floor(kept[-1].time):
-            kept.append(f)
-    return kept
-
-
-def assert_points_match(points: list, fixes: list[StoredFix]) -> None:
-    """Server points (time, lat, lon, alt) are exactly these fixes, in order, each once."""
-    assert [p[0] for p in points] == [math.floor(f.time) for f in fixes]
-    for p, f in zip(points, fixes, strict=True):
-        # Sent with 7 decimals (1 cm) and altitude with 1: neighbours at 5 Hz are ~1.4 m apart.
-        assert p[1] == pytest.approx(f.lat, abs=1e-7), (p, f)
-        assert p[2] == pytest.approx(f.lon, abs=1e-7), (p, f)
-        assert p[3] == pytest.approx(f.alt or 0.0, abs=0.051), (p, f)
-
-
-def stream(gps, ride, position: int, seconds: float) -> int:
-    """Write epochs for about `seconds` of wall time (~100 a second); returns the new position."""
-    until = time.monotonic() + seconds
-    while time.monotonic() < until and position < len(ride):
-        gps.write(ride[position].data)
-        position += 1
-        time.sleep(0.01)  # pacing, not synchronisation
-    return position
+def backend_status(d: Daemon) -> dict:
+    return d.backend_status(NAME)
 
 
 def slow_outcomes(requests: list[RecordedRequest], slow_s: float) -> dict[str, int]:
@@ -131,12 +69,6 @@ def slow_outcomes(requests: list[RecordedRequest], slow_s: float) -> dict[str, i
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # --- every fault, SIGKILLs, one activity -----------------------------------------------------
 
 
@@ -150,7 +82,7 @@ def test_every_fault_and_repeated_sigkill_end_in_one_stopped_activity_with_every
     server = MapMyTracksServer(users={USER: PASSWORD}, faults=faults).start()
     try:
         # offline_upload off: the ride must go live (start/update/stop) whatever the timing.
-        d = daemon(mmt_section(server.url, offline_upload="off"))
+        d = daemon(mmt_section(server.url, PASSWORD, offline_upload="off"))
         ride = epochs(6000, rate_hz=5.0)
         assert all(e.valid for e in ride)
         rng = random.Random(4)
@@ -190,7 +122,7 @@ def test_every_fault_and_repeated_sigkill_end_in_one_stopped_activity_with_every
             return bool(acts) and not any(a.live for a in acts) and pending(d) == 0
 
         wait_for(delivered, timeout=45, what="the activity stopped on the server, pending 0")
-        report = status(d)
+        report = d.status()
         assert report["pending"] == {NAME: 0} and report["quarantined"] == {NAME: 0}
         assert d.terminate() == 0
 
@@ -227,16 +159,16 @@ def test_every_fault_and_repeated_sigkill_end_in_one_stopped_activity_with_every
 
 def test_a_ride_wholly_offline_is_uploaded_once_as_gpx_with_every_point(daemon, gps):
     port = free_port()  # nothing listens there until the server starts below
-    d = daemon(mmt_section(f"http://127.0.0.1:{port}/api/")).start()
+    d = daemon(mmt_section(f"http://127.0.0.1:{port}/api/", PASSWORD)).start()
     d.wait_gps_open()
     ride = epochs(150, rate_hz=5.0)
     stream(gps, ride, 0, 60.0)
     last = round(ride[-1].unix, 3)
     wait_for(lambda: last in stored_times(d.db), timeout=30, what="the whole ride stored")
     # The sender tried (and failed) while the activity was live, more than once.
-    wait_for(lambda: backend_status(d.db).get("failures", 0) >= 2, timeout=30,
+    wait_for(lambda: backend_status(d).get("failures", 0) >= 2, timeout=30,
              what="the sender retrying against the closed port")  # fmt: skip
-    assert backend_status(d.db)["state"] == "retrying"
+    assert backend_status(d)["state"] == "retrying"
     reply = d.cli("activity", "stop")
     assert reply.returncode == 0 and "stopped" in reply.stdout, reply
 
@@ -304,11 +236,11 @@ def test_sender_uploads_a_ride_whose_live_start_never_reached_the_server(tmp_pat
 def test_bad_password_is_one_error_no_retry_storm_data_kept_and_never_shown(daemon, gps):
     server = MapMyTracksServer(users={USER: "the-right-one"}).start()
     try:
-        d = daemon(mmt_section(server.url)).start()  # PASSWORD is wrong for this server
+        d = daemon(mmt_section(server.url, PASSWORD)).start()  # PASSWORD is wrong for this server
         d.wait_gps_open()
         ride = epochs(600, rate_hz=5.0)
         position = stream(gps, ride, 0, 1.0)
-        wait_for(lambda: backend_status(d.db).get("state") == "disabled", timeout=30,
+        wait_for(lambda: backend_status(d).get("state") == "disabled", timeout=30,
                  what="the backend stopped for auth")  # fmt: skip
         refused = server.count()
         # Several seconds more of riding (the rest of the ride, ~5 s): a disabled backend
@@ -320,7 +252,7 @@ def test_bad_password_is_one_error_no_retry_storm_data_kept_and_never_shown(daem
         assert server.count() == refused == 1, [r.name for r in server.requests]
         assert all(r.status == 401 and not r.processed for r in server.requests)
 
-        report = status(d)
+        report = d.status()
         s = report["backends"][NAME]  # what `tracker status` shows of the sender
         assert s["state"] == "disabled" and s["auth_failed"] is True
         assert "check username and password" in s["last_error"]
