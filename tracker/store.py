@@ -330,13 +330,18 @@ def open_store(
     if max_mb is not None and max_mb <= 0:
         raise ValueError(f"max_mb must be positive, not {max_mb!r}")
     p = Path(path)
-    conn = _connect_readonly(p) if readonly else _open_readwrite(p, check=check, clock=clock)
-    try:
-        _migrate(conn, p, readonly=readonly)
-    except BaseException:
-        conn.close()
-        raise
-    return Store(conn, p, readonly=readonly, max_mb=max_mb, prune=prune, clock=clock)
+    # One open at a time in this process, from the header read until the Store is counted in
+    # _open_here: another thread's connection, opened but not yet counted, would otherwise lose
+    # its locks when the header read closes its descriptor (and two threads switching a new
+    # file to WAL at once get SQLITE_BUSY without waiting).
+    with _open_here_lock:
+        conn = _connect_readonly(p) if readonly else _open_readwrite(p, check=check, clock=clock)
+        try:
+            _migrate(conn, p, readonly=readonly)
+        except BaseException:
+            conn.close()
+            raise
+        return Store(conn, p, readonly=readonly, max_mb=max_mb, prune=prune, clock=clock)
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:
@@ -406,7 +411,7 @@ def _open_readwrite(path: Path, *, check: bool, clock: Callable[[], float]) -> s
 # commit of the daemon would go to a deleted file. So Python never opens a file this process
 # already has open through SQLite.
 _open_here: dict[tuple[int, int], int] = {}
-_open_here_lock = threading.Lock()
+_open_here_lock = threading.RLock()
 
 
 def _file_key(path: Path) -> tuple[int, int] | None:
