@@ -110,6 +110,8 @@ def test_nmea_over_tcp_with_a_pyserial_url(reader_factory):
         for round_ in range(2):  # the second round: the gateway closed and came back
             conn, _ = server.accept()
             with conn:
+                # pyserial empties the socket's input when it opens: send only once it has.
+                wait_for(lambda n=round_ + 1: r.reader.connects == n, what="the port open")
                 for e in epochs(5, start=epochs(1)[0].time.replace(minute=round_)):
                     conn.sendall(e.data)
                 wait_for(lambda n=5 * (round_ + 1): len(r.fixes) == n)

@@ -7,6 +7,7 @@ reset = the connection refused before it, truncate, html, retry_after).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import threading
@@ -365,7 +366,10 @@ class RawServer:
                     pass  # the client hung up first (it stops reading an oversized reply)
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() in _serve
         self.sock.close()
+        self.thread.join(timeout=5)
 
 
 def _read_request(conn) -> None:
