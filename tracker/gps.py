@@ -112,15 +112,17 @@ class GpsReader:
     def _read(self, port: serial.SerialBase) -> None:
         last_byte = last_sentence = time.monotonic()
         sentences_seen = self.decoder.stats.sentences
+        quiet = False  # the pending epoch was completed for this silence already
         while not self._stop.is_set():
             now = self.heartbeat = time.monotonic()
             # One byte with a timeout, then whatever else has arrived: a burst costs two reads.
             data = port.read(port.in_waiting or 1)
             if data:
                 self.bytes_read += len(data)
-                last_byte = now
+                last_byte, quiet = now, False
                 self._emit(self.decoder.feed(data))
-            elif now - last_byte >= QUIET_S:
+            elif not quiet and now - last_byte >= QUIET_S:
+                quiet = True
                 self._emit(self.decoder.flush())
             if self.decoder.stats.sentences != sentences_seen:
                 sentences_seen = self.decoder.stats.sentences
