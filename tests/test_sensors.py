@@ -23,7 +23,13 @@ from tracker.sensors.ble import BleLink, render_scan, scan
 from tracker.sensors.clock import JUMP_S, WINDOW_S, Reading, SensorClock
 from tracker.sensors.config import SensorConfig, parse_sensors
 from tracker.sensors.i2c import I2cLink
-from tracker.sensors.manager import LinkContext, MissingLibrary, SensorManager
+from tracker.sensors.manager import (
+    LinkContext,
+    MissingLibrary,
+    SensorError,
+    SensorManager,
+    SensorStatus,
+)
 from tracker.sensors.simulated import Rider
 
 # --- the clock ------------------------------------------------------------------------------
@@ -150,7 +156,9 @@ class Run:
 
     OFFSET = 1.75e9
 
-    def __init__(self, cfg: SensorConfig, make_link, tmp_path: Path | None = None) -> None:
+    def __init__(
+        self, cfg: SensorConfig | list[SensorConfig], make_link, tmp_path: Path | None = None
+    ) -> None:
         self.samples: list[Sample] = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -162,17 +170,19 @@ class Run:
             return link
 
         self.manager = SensorManager(
-            [cfg], self._out, self.stop, lambda: self.OFFSET, state_dir=tmp_path, make_link=make
-        )
+            cfg if isinstance(cfg, list) else [cfg],
+            self._out, self.stop, lambda: self.OFFSET, state_dir=tmp_path, make_link=make,
+        )  # fmt: skip
         self.status = self.manager.statuses[0]
 
     def _out(self, samples):
         with self.lock:
             self.samples.extend(samples)
 
-    def values(self, kind: str) -> list[float]:
+    def values(self, kind: str, label: str | None = None) -> list[float]:
         with self.lock:
-            return [s.value for s in self.samples if s.kind == kind]
+            return [s.value for s in self.samples
+                    if s.kind == kind and label in (None, s.sensor)]  # fmt: skip
 
     def __enter__(self) -> Run:
         self.manager.start()
@@ -183,7 +193,8 @@ class Run:
         for t in self.manager.threads:
             t.join(5)
             assert not t.is_alive(), f"{t.name} did not stop"
-        assert self.status.state in ("stopped", "unavailable")
+        for status in self.manager.statuses:
+            assert status.state in ("stopped", "unavailable")
 
 
 def ble_cfg(**kw) -> SensorConfig:
@@ -393,12 +404,17 @@ def test_missing_bleak_disables_only_that_entry(monkeypatch, caplog):
 
 
 class FakeChannel:
-    def __init__(self, node) -> None:
+    """openant's easy Channel: one slot of the node, numbered by its index in `node.channels`."""
+
+    def __init__(self, node, number: int) -> None:
         self.node = node
+        self.id = number
         self.id_set: tuple | None = None
         self.opened = False
+        self.opens = 0
 
     def set_id(self, device, device_type, trans):
+        assert not self.opened, "configuring an open channel"
         self.id_set = (device, device_type, trans)
 
     def set_search_timeout(self, t): ...
@@ -406,8 +422,26 @@ class FakeChannel:
     def set_period(self, p): ...
     def set_rf_freq(self, f): ...
 
+    def on_broadcast_data(self, data):
+        assert data
+
+    on_burst_data = on_broadcast_data
+
     def open(self):
+        assert not self.opened, "opening an open channel"
         self.opened = True
+        self.opens += 1
+
+    def close(self):
+        self.opened = False
+
+    def wait_for_event(self, ok_codes):
+        assert ok_codes == [0x07]  # EVENT_CHANNEL_CLOSED, sent after the close
+        return (self.id, 1, [0x07])
+
+    def hears(self, device: int, device_type: int) -> bool:
+        return bool(self.opened and self.id_set and self.id_set[1] == device_type
+                    and self.id_set[0] in (0, device))  # fmt: skip
 
 
 class AntAir:
@@ -424,41 +458,60 @@ class AntAir:
         self.nodes.append(node)
         return node
 
-    def send(self, page: bytes, device: int) -> None:
-        """A broadcast with the extended device-number bytes, delivered on openant's thread."""
-        ext = bytes([0x80, device & 0xFF, device >> 8, 120, 1])
-        self.nodes[-1].deliver(page + ext)
+    def send(self, page: bytes, device: int, device_type: int = 120) -> None:
+        """A broadcast with the extended device-number bytes, delivered on openant's thread to
+        every open channel of the stick that listens for that device."""
+        ext = bytes([0x80, device & 0xFF, device >> 8, device_type, 1])
+        node = self.nodes[-1]
+        for channel in list(node.channels):
+            if channel.hears(device, device_type):
+                node.deliver(page + ext, channel.id)
+
+    def open_channels(self) -> list[FakeChannel]:
+        return [c for c in self.nodes[-1].channels if c.opened] if self.nodes else []
 
 
 class FakeNode:
+    """openant's easy Node: channels in a list, its dispatch loop (start) indexes it by number."""
+
     def __init__(self) -> None:
-        self.channel: FakeChannel | None = None
-        self.inbox: list[bytes] = []
+        self.channels: list[FakeChannel] = []
+        self.max_channels = 8
+        self.inbox: list[tuple[bytes, int]] = []
         self.cond = threading.Condition()
         self.running = True
         self.key = None
+        self.started = threading.Event()
+
+    @property
+    def channel(self) -> FakeChannel | None:
+        return self.channels[0] if self.channels else None
 
     def set_network_key(self, network, key):
         self.key = key
 
     def new_channel(self, ctype, network=0, ext_assign=None):
-        self.channel = FakeChannel(self)
-        return self.channel
+        if len(self.channels) >= self.max_channels:
+            raise RuntimeError("Cannot create new channel")
+        channel = FakeChannel(self, len(self.channels))
+        self.channels.append(channel)
+        return channel
 
-    def deliver(self, data: bytes) -> None:
+    def deliver(self, data: bytes, channel: int = 0) -> None:
         with self.cond:
-            self.inbox.append(data)
+            self.inbox.append((data, channel))
             self.cond.notify()
 
     def start(self):  # openant's dispatch loop: runs until stop()
+        self.started.set()
         while True:
             with self.cond:
                 while self.running and not self.inbox:
                     self.cond.wait(1.0)
                 if not self.running:
                     return
-                data = self.inbox.pop(0)
-            self.channel.on_broadcast_data(list(data))
+                data, number = self.inbox.pop(0)
+            self.channels[number].on_broadcast_data(list(data))
 
     def crash(self):  # the stick pulled: openant's loop ends
         with self.cond:
@@ -484,8 +537,7 @@ def hr_page(bpm: int) -> bytes:
 def test_ant_pairs_with_the_first_strap_remembers_it_and_ignores_others(tmp_path):
     air = AntAir()
     with Run(ant_cfg(), ant_link(air), tmp_path) as run:
-        wait_for(lambda: air.nodes and air.nodes[-1].channel and air.nodes[-1].channel.opened,
-                 10, "the channel open")  # fmt: skip
+        wait_for(air.open_channels, 10, "the channel open")
         assert air.nodes[0].channel.id_set == (0, 120, 0)  # wildcard search
         air.send(hr_page(130), device=4242)
         wait_for(lambda: run.values("hr") == [130.0], 10, "the first strap's value")
@@ -495,7 +547,7 @@ def test_ant_pairs_with_the_first_strap_remembers_it_and_ignores_others(tmp_path
         wait_for(lambda: run.values("hr") == [130.0, 131.0], 10, "only our strap")
         wait_for(lambda: run.status.malformed == 1, 10, "the malformed page")
         air.nodes[-1].crash()
-        wait_for(lambda: len(air.nodes) == 2 and air.nodes[-1].channel.opened, 10, "reopened")
+        wait_for(lambda: len(air.nodes) == 2 and air.open_channels(), 10, "reopened")
         assert air.nodes[-1].channel.id_set == (4242, 120, 0)  # remembered across the reconnect
     assert json.loads((tmp_path / "ant-pairings.json").read_text()) == {"ant-hr": 4242}
     # And across a restart of the daemon: a new link starts with the paired number.
@@ -525,10 +577,103 @@ def test_ant_power_and_speed_cadence_pages():
     air = AntAir()
     cfg = parse_sensors([{"type": "ant", "profile": "speed_cadence", "device": 9}])[0]
     with Run(cfg, ant_link(air)) as run:
-        wait_for(lambda: air.nodes and air.nodes[-1].channel.opened, 10, "open")
-        air.send(struct.pack("<HHHH", 64512, 65535, 0, 0), device=9)
-        air.send(struct.pack("<HHHH", 1024, 2, 0, 0), device=9)  # both counters rolled over
+        wait_for(air.open_channels, 10, "open")
+        air.send(struct.pack("<HHHH", 64512, 65535, 0, 0), device=9, device_type=121)
+        # both counters rolled over
+        air.send(struct.pack("<HHHH", 1024, 2, 0, 0), device=9, device_type=121)
         wait_for(lambda: run.values("cad") == [90.0], 10, "cadence")
+
+
+def power_page(watts: int, cadence: int) -> bytes:
+    return struct.pack("<BBBBHH", 0x10, 1, 0xFF, cadence, 0, watts)
+
+
+def power_cfg(**kw) -> SensorConfig:
+    entry = {"type": "ant", "profile": "power", "device": 12345, "reconnect_max_s": 0.2, **kw}
+    return parse_sensors([entry])[0]
+
+
+def test_ant_hr_and_power_share_one_stick_and_come_back_together_after_an_unplug(caplog):
+    air = AntAir()
+    with Run([ant_cfg(), power_cfg()], ant_link(air)) as run:
+        hr, power = run.manager.statuses
+        wait_for(lambda: len(air.open_channels()) == 2, 10, "two channels open")
+        assert len(air.nodes) == 1  # one stick for both entries
+        assert sorted(c.id_set for c in air.nodes[0].channels) == [(0, 120, 0), (12345, 11, 0)]
+        air.send(hr_page(120), device=4242)
+        air.send(power_page(250, 85), device=12345, device_type=11)
+        wait_for(lambda: run.values("hr") == [120.0], 10, "the strap's value")
+        wait_for(lambda: run.values("pwr") == [250.0], 10, "the power meter's value")
+        assert run.values("cad") == [85.0]
+        air.nodes[0].crash()  # the stick pulled: both links lost, one node reopened for both
+        wait_for(lambda: len(air.nodes) == 2 and len(air.open_channels()) == 2, 10, "reopened")
+        wait_for(lambda: hr.connects == power.connects == 2, 10, "both back")
+        assert sorted(c.id_set for c in air.nodes[1].channels) == [(4242, 120, 0), (12345, 11, 0)]
+        air.send(hr_page(121), device=4242)
+        air.send(power_page(260, 86), device=12345, device_type=11)
+        wait_for(lambda: run.values("hr") == [120.0, 121.0], 10, "the strap after the replug")
+        wait_for(lambda: run.values("pwr") == [250.0, 260.0], 10, "power after the replug")
+        assert len(air.nodes) == 2  # reopened once, not once per link
+    assert caplog.text.count("lost (the ANT+ node stopped") == 2
+    assert not air.nodes[1].running  # the last close stopped the node
+
+
+def test_ant_a_silent_strap_reopens_only_its_own_channel():
+    air = AntAir()
+    with Run([ant_cfg(device=7, silence_s=0.3), power_cfg()], ant_link(air)) as run:
+        hr, power = run.manager.statuses
+        wait_for(lambda: hr.connects >= 3, 10, "the strap's channel reopened after silences")
+        air.send(power_page(200, 80), device=12345, device_type=11)
+        wait_for(lambda: run.values("pwr") == [200.0], 10, "power, undisturbed")
+        assert len(air.nodes) == 1 and air.nodes[0].running
+        assert len(air.nodes[0].channels) == 2  # the strap's slot is reused, not added
+        assert power.connects == 1 and power.state == "connected"
+
+
+def direct_ant_link(air: AntAir, cfg: SensorConfig) -> AntLink:
+    ctx = LinkContext(SensorStatus(cfg.label, "ant"), SensorClock(lambda: None))
+    return AntLink(cfg, ctx, make_node=air.make_node, network_key=[0] * 8)
+
+
+def test_ant_closing_one_link_keeps_the_other_and_the_last_close_stops_the_node():
+    air = AntAir()
+    hr, power = direct_ant_link(air, ant_cfg(device=7)), direct_ant_link(air, power_cfg())
+    hr.open()
+    power.open()
+    node = air.nodes[0]
+    wait_for(node.started.is_set, 10, "the dispatch loop")
+    hr.close()
+    assert [c.opened for c in node.channels] == [False, True]  # only the strap's channel
+    assert node.running and len(air.nodes) == 1
+    air.send(power_page(300, 90), device=12345, device_type=11)
+    got = wait_for(lambda: power.poll(0.1), 10, "power after the strap's close")
+    assert [(r.kind, r.value) for r in got] == [("pwr", 300.0), ("cad", 90.0)]
+    hr.open()  # the freed slot is reused
+    assert len(node.channels) == 2 and node.channels[0].opens == 2 and node.channels[0].opened
+    air.send(hr_page(99), device=7)
+    assert [r.value for r in wait_for(lambda: hr.poll(0.1), 10, "the strap again")] == [99.0]
+    hr.close()
+    assert node.running
+    power.close()
+    assert not node.running  # the last link closed the node
+    power.close()  # twice: nothing
+    power.open()  # and the next one starts a new node
+    assert len(air.nodes) == 2 and air.nodes[1].running
+    power.close()
+
+
+def test_ant_a_ninth_link_is_refused_without_disturbing_the_eight_on_the_stick():
+    air = AntAir()
+    links = [direct_ant_link(air, ant_cfg(device=n)) for n in range(1, 10)]
+    for link in links[:8]:
+        link.open()
+    with pytest.raises(SensorError, match="all 8 channels"):
+        links[8].open()
+    assert len(air.nodes) == 1 and air.nodes[0].running
+    assert all(link.stick.alive(link._attachment) for link in links[:8])
+    for link in links[:8]:
+        link.close()
+    assert not air.nodes[0].running
 
 
 # --- I2C register map, through a fake smbus2 bus --------------------------------------------

@@ -17,9 +17,13 @@ range. Its device number (from the extended message bytes) is then remembered, i
 `ant-pairings.json` beside the database, so a reconnect, or the next ride, takes the rider's own
 strap and not a neighbour's.
 
-Each link opens its own node: one ANT+ stick has 8 channels, but openant's node is one process
-object per stick, so several ANT entries need several sticks (or one entry per stick).
-A stick that is unplugged, or a sensor silent for `silence_s`, is a lost link.
+Every ANT entry is a channel on ONE shared node (one stick, 8 channels): the first link to open
+starts the node and its dispatch thread, later ones add a channel, a link's close closes its
+channel (the slot is reused, never removed: openant dispatches by list index), and the last
+close stops the node. The manager runs each link in its own thread, so the node is guarded by
+a lock. A sensor silent for `silence_s` is a lost link and reopens only its own channel; a stick
+that is unplugged (the node's thread ends, or a channel command fails) makes every ANT link
+lost, and the first to reconnect reopens the node once for all of them.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ PROFILES = {"hr": (120, 8070), "power": (11, 8182), "speed_cadence": (121, 8086)
 RF_FREQ = 57  # 2457 MHz, the ANT+ frequency
 CHANNEL_RECEIVE = 0x00  # openant Channel.Type.BIDIRECTIONAL_RECEIVE
 SEARCH_FOREVER = 0xFF
+EVENT_CHANNEL_CLOSED = 0x07  # openant Message.Code: the channel is closed, its slot reusable
 PAIRINGS_FILE = "ant-pairings.json"
 
 
@@ -121,7 +126,10 @@ class Pairings:
             log.warning("cannot save ANT+ pairing to %s: %s (kept for this run)", self.path, e)
 
 
-# --- the link -------------------------------------------------------------------------------
+# --- the shared stick ------------------------------------------------------------------------
+
+STOP_TIMEOUT_S = 3.0  # longest a node's stop (joining openant's threads) is waited for
+LOCK_TIMEOUT_S = 120.0  # longest a link waits for another's channel setup (openant: 10 s a command)
 
 
 def _openant_node() -> Any:
@@ -130,8 +138,154 @@ def _openant_node() -> Any:
     return Node()
 
 
+def _ignore(data: Any) -> None:
+    """The callback of a free channel slot: a late packet for a closed link goes nowhere."""
+
+
+class _Attachment:
+    """One link's channel on one generation of the node."""
+
+    def __init__(self, generation: int, channel: Any) -> None:
+        self.generation = generation
+        self.channel = channel
+
+
+class AntStick:
+    """One openant node (one USB stick) shared by every ANT link: one channel per link.
+
+    All changes happen under `lock`; `alive` is lock-free (plain reads) so a poll never waits
+    for another link's channel setup.
+    """
+
+    def __init__(self, make_node: Callable[[], Any], network_key: list[int]) -> None:
+        self._make_node = make_node
+        self._key = network_key
+        self.lock = threading.Lock()
+        self.node: Any = None
+        self._runner: threading.Thread | None = None
+        self.generation = 0  # bumped at every node open: attachments of older ones are stale
+        self._failed = False
+        self._free: list[Any] = []  # closed channels of the current node, reusable
+        self.users = 0  # attachments on the current node
+
+    def attach(self, device: int, device_type: int, period: int,
+               on_data: Callable[[Any], None]) -> _Attachment:  # fmt: skip
+        """Open a receive channel for one device; start the node first if it is not running."""
+        if not self.lock.acquire(timeout=LOCK_TIMEOUT_S):
+            raise SensorError("the ANT+ stick is busy (another channel's setup)")
+        try:
+            if self.node is not None and not self._usable():
+                self._teardown()  # unplugged: the first link back reopens it for all
+            if self.node is None:
+                self._start_node()
+            node = self.node
+            if self._free:
+                channel = self._free.pop()
+            elif len(node.channels) >= getattr(node, "max_channels", 8):
+                raise SensorError(f"all {len(node.channels)} channels of the ANT+ stick in use")
+            else:
+                channel = self._command(node.new_channel, CHANNEL_RECEIVE, 0x00, 0x01)
+            try:
+                self._command(channel.set_search_timeout, SEARCH_FOREVER)
+                self._command(channel.set_id, device, device_type, 0)
+                self._command(channel.enable_extended_messages, 1)
+                self._command(channel.set_period, period)
+                self._command(channel.set_rf_freq, RF_FREQ)
+                channel.on_broadcast_data = on_data
+                channel.on_burst_data = on_data
+                self._command(channel.open)
+            except SensorError:
+                channel.on_broadcast_data = channel.on_burst_data = _ignore
+                raise
+            self.users += 1
+            return _Attachment(self.generation, channel)
+        finally:
+            if self.users == 0 and self.node is not None:
+                self._teardown()  # the only link failed to set up: nothing keeps the stick
+            self.lock.release()
+
+    def alive(self, att: _Attachment) -> bool:
+        return att.generation == self.generation and self.node is not None and self._usable()
+
+    def detach(self, att: _Attachment) -> None:
+        """Close a link's channel; the last one stops the node. Stale attachments: nothing."""
+        if not self.lock.acquire(timeout=LOCK_TIMEOUT_S):
+            raise SensorError("the ANT+ stick is busy (another channel's setup)")
+        try:
+            if att.generation != self.generation or self.node is None:
+                return  # that node was already torn down (unplugged, then reopened or not)
+            self.users -= 1
+            att.channel.on_broadcast_data = att.channel.on_burst_data = _ignore
+            if self._usable():
+                try:
+                    self._command(att.channel.close)
+                    # The close answer comes first; the slot is reusable once this event is in.
+                    self._command(att.channel.wait_for_event, [EVENT_CHANNEL_CLOSED])
+                    self._free.append(att.channel)
+                except SensorError as e:
+                    log.warning("ANT+ stick: closing a channel failed (%s); reopening it", e)
+            if self.users == 0 or not self._usable():
+                self._teardown()
+        finally:
+            self.lock.release()
+
+    def _usable(self) -> bool:
+        runner = self._runner
+        return not self._failed and runner is not None and runner.is_alive()
+
+    def _command(self, call: Callable[..., Any], *args: Any) -> Any:
+        """A command to the stick (openant waits 10 s at most for its answer). A failure means
+        the stick is gone or confused: every link on it is lost and the node is reopened."""
+        try:
+            return call(*args)
+        except Exception as e:
+            self._failed = True
+            raise SensorError(f"ANT+ command failed ({type(e).__name__}: {e})") from e
+
+    def _start_node(self) -> None:
+        try:
+            node = self._make_node()
+        except Exception as e:  # openant's DriverNotFound, pyusb's errors
+            raise SensorError(f"no ANT+ USB stick ({type(e).__name__}: {e})") from e
+        self.node, self._failed, self._free, self.users = node, False, [], 0
+        self.generation += 1
+        self._runner = threading.Thread(target=node.start, name="ant-node", daemon=True)
+        self._command(node.set_network_key, 0x00, self._key)
+        self._runner.start()
+
+    def _teardown(self) -> None:
+        node, self.node = self.node, None
+        runner, self._runner = self._runner, None
+        self._free, self.users = [], 0
+        self.generation += 1  # every attachment to the old node is stale now
+        if node is None:
+            return
+        stopper = threading.Thread(target=node.stop, name="ant-node-stop", daemon=True)
+        stopper.start()  # openant joins its threads without a timeout
+        stopper.join(STOP_TIMEOUT_S)
+        if runner is not None and runner.ident is not None:
+            runner.join(STOP_TIMEOUT_S)
+
+
+_sticks: dict[Callable[[], Any], AntStick] = {}
+_sticks_lock = threading.Lock()
+
+
+def shared_stick(make_node: Callable[[], Any], network_key: list[int]) -> AntStick:
+    """The one AntStick for this node factory (the real one: one stick for every ANT link)."""
+    with _sticks_lock:
+        stick = _sticks.get(make_node)
+        if stick is None:
+            stick = _sticks[make_node] = AntStick(make_node, network_key)
+        return stick
+
+
+# --- the link -------------------------------------------------------------------------------
+
+
 class AntLink:
-    """A Link to one ANT+ sensor. `make_node` returns an openant `easy.node.Node`-like object."""
+    """A Link to one ANT+ sensor: one channel on the shared stick. `make_node` returns an
+    openant `easy.node.Node`-like object; links with the same `make_node` share one node."""
 
     def __init__(
         self,
@@ -151,13 +305,11 @@ class AntLink:
         assert cfg.profile is not None
         self.cfg = cfg
         self.ctx = ctx
-        self._make_node = make_node
-        self._key = network_key
+        self.stick = shared_stick(make_node, network_key)
         self._device_type, self._period = PROFILES[cfg.profile]
         state_dir = ctx.state_dir
         self.pairings = Pairings(state_dir / PAIRINGS_FILE if state_dir else None)
-        self._node: Any = None
-        self._runner: threading.Thread | None = None
+        self._attachment: _Attachment | None = None
         self._queue: queue.Queue[Reading] = queue.Queue(maxsize=1000)
         self._cadence = CrankCadence()
         self._last_packet = 0.0
@@ -167,27 +319,9 @@ class AntLink:
     def open(self) -> None:
         self._cadence.reset()
         self._queue = queue.Queue(maxsize=1000)
-        try:
-            node = self._node = self._make_node()
-        except Exception as e:  # openant's DriverNotFound, pyusb's errors
-            raise SensorError(f"no ANT+ USB stick ({type(e).__name__}: {e})") from e
-        try:
-            node.set_network_key(0x00, self._key)
-            channel = node.new_channel(CHANNEL_RECEIVE, 0x00, 0x01)
-            channel.on_broadcast_data = self._on_data
-            channel.on_burst_data = self._on_data
-            channel.set_search_timeout(SEARCH_FOREVER)
-            channel.set_id(self.device, self._device_type, 0)
-            channel.enable_extended_messages(1)
-            channel.set_period(self._period)
-            channel.set_rf_freq(RF_FREQ)
-            channel.open()
-        except Exception as e:
-            raise SensorError(f"ANT+ channel setup failed ({type(e).__name__}: {e})") from e
-        self._runner = threading.Thread(
-            target=node.start, name=f"ant-{self.cfg.label}", daemon=True
+        self._attachment = self.stick.attach(
+            self.device, self._device_type, self._period, self._on_data
         )
-        self._runner.start()
         self._last_packet = time.monotonic()
 
     def _on_data(self, data: Any) -> None:
@@ -244,16 +378,14 @@ class AntLink:
             out.append(self._queue.get(timeout=timeout))
             while True:
                 out.append(self._queue.get_nowait())
-        if self._runner is not None and not self._runner.is_alive():
+        att = self._attachment
+        if att is None or not self.stick.alive(att):
             raise SensorError("the ANT+ node stopped (stick unplugged?)")
         if not out and time.monotonic() - self._last_packet >= self.cfg.silence_s:
             raise SensorError(f"no data for {self.cfg.silence_s:g} s")
         return out
 
     def close(self) -> None:
-        node, self._node = self._node, None
-        runner, self._runner = self._runner, None
-        if node is not None:
-            node.stop()
-        if runner is not None:
-            runner.join(timeout=2.0)
+        att, self._attachment = self._attachment, None
+        if att is not None:
+            self.stick.detach(att)
