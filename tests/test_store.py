@@ -268,12 +268,19 @@ def test_readonly_in_another_process_while_the_writer_holds_a_transaction(db: Pa
 
 def _reader_as_nobody(db: Path) -> subprocess.CompletedProcess[str]:
     """`tracker status`'s open, run as a user who may read the files but write nothing."""
+    # A copy of the package nobody may read: the checkout may be somewhere it may not (/root).
+    src = db.parent / "src"
+    if not src.exists():
+        shutil.copytree(REPO / "tracker", src / "tracker",
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+        for path in [src, *src.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
     code = (
         "import sys; sys.path.insert(0, sys.argv[2]); from tracker.store import open_store\n"
         "s = open_store(sys.argv[1], readonly=True); print(s.fix_count())"
     )
     return subprocess.run(
-        ["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", code, str(db), str(REPO)],
+        ["runuser", "-u", "nobody", "--", "/usr/bin/python3", "-c", code, str(db), str(src)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -293,7 +300,7 @@ def test_readonly_as_a_user_who_may_only_read() -> None:
         db = top / "tracker.db"
         writer = open_store(db)
         writer.add_fixes(None, [fix(0), fix(1)])
-        for f in top.iterdir():
+        for f in top.glob("tracker.db*"):
             f.chmod(0o644)
         running = _reader_as_nobody(db)  # the daemon runs: -wal and -shm are there
         writer.close()
