@@ -341,7 +341,7 @@ def _summary(ride, summary, cfg_path, watch: Watch, stop_reply, drained, code, s
         print(f"  activity:     {a.id} \"{a.title}\", {minutes:.0f} min of GPS time, {ended}")
     print(f"  stop:         {stop_reply.stdout.strip() or stop_reply.stderr.strip()}")
     for a in remote:
-        print(f"  Map My Tracks: activity {a.id}, {len(a.points)} points "
+        print(f"  mapmytracks:  activity {a.id}, {len(a.points)} points "
               f"({len(mmt_times) - len(set(mmt_times))} duplicates), "
               f"{'live' if a.live else 'stopped'}, {watch.mmt.count('start_activity')} "
               f"start_activity call(s), {len(a.hr)} hr values")  # fmt: skip
