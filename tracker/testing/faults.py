@@ -207,6 +207,16 @@ class Faults:
             )
 
 
+
+def seeded(faults: Faults | None, seed: int | None) -> Faults:
+    """The Faults a server uses: a new one seeded with `seed` (0 if None), or the one passed in,
+    which keeps its own seed unless `seed` is given."""
+    if faults is None:
+        return Faults(seed=0 if seed is None else seed)
+    if seed is not None:
+        faults.reseed(seed)
+    return faults
+
 @dataclass(frozen=True)
 class RecordedRequest:
     """One request as the server saw it. `params` never holds a password (basic auth is not

@@ -99,6 +99,7 @@ from tracker.testing.faults import (
     faults_from_args,
     parse_form,
     run_in_foreground,
+    seeded,
 )
 
 log = logging.getLogger(__name__)
@@ -787,10 +788,7 @@ class GpsrServer(FaultyServer):
     ) -> None:
         self.state = state if state is not None else State()
         self.users = dict(users) if users is not None else {"rider": "secret"}
-        if faults is None:
-            faults = Faults(seed=0 if seed is None else seed)
-        elif seed is not None:
-            faults.reseed(seed)
+        faults = seeded(faults, seed)
         self.gpsr = GpsrApp(self.users, self.state, clock, seed=0 if seed is None else seed)
         super().__init__(
             self.gpsr, host=host, port=port, faults=faults, requests=self.state.requests,

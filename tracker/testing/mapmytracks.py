@@ -66,6 +66,7 @@ from tracker.testing.faults import (
     faults_from_args,
     parse_form,
     run_in_foreground,
+    seeded,
 )
 
 log = logging.getLogger(__name__)
@@ -460,10 +461,7 @@ class MapMyTracksServer(FaultyServer):
     ) -> None:
         self.state = state if state is not None else State()
         self.users = dict(users) if users is not None else {"rider": "secret"}
-        if faults is None:
-            faults = Faults(seed=0 if seed is None else seed)
-        elif seed is not None:
-            faults.reseed(seed)
+        faults = seeded(faults, seed)
         app = MapMyTracksApp(self.users, self.state, clock)
         super().__init__(
             app, host=host, port=port, faults=faults, requests=self.state.requests, clock=clock
