@@ -213,35 +213,23 @@ class HttpTransport:
         `path` below it) and return the 2xx reply. Raises a SendError subclass for everything
         else. `what` names the request in messages (default: the `request` field)."""
         what = what or fields.get("request", "request")
-        deadline = time.monotonic() + self.timeout[0] + 2 * self.timeout[1]
-        try:
-            resp = self._session.post(
-                self._url(path),
-                data=dict(fields),
-                files=dict(files) if files else None,
-                timeout=self.timeout,
-                stream=True,
-                allow_redirects=False,
-            )
-        except requests.exceptions.RequestException as e:
-            raise _classify(e, f"{self.name} {what}") from e
-        try:
-            return self._finish(resp, what, deadline)
-        finally:
-            resp.close()
+        return self._request(
+            "POST", path, what, data=dict(fields), files=dict(files) if files else None
+        )
 
     def get(self, params: Mapping[str, str], *, path: str = "", what: str = "GET") -> Reply:
         """GET `path` below the URL with query `params`; the same rules as `post`. The query
         is in the URL: callers keep secrets in it out of their own messages."""
+        return self._request("GET", path, what, params=dict(params))
+
+    def _request(self, method: str, path: str, what: str, **kwargs: Any) -> Reply:
+        """One request with the timeouts, the overall deadline and the error classification."""
         deadline = time.monotonic() + self.timeout[0] + 2 * self.timeout[1]
         try:
-            resp = self._session.get(
-                self._url(path),
-                params=dict(params),
-                timeout=self.timeout,
-                stream=True,
-                allow_redirects=False,
-            )
+            resp = self._session.request(
+                method, self._url(path), timeout=self.timeout, stream=True,
+                allow_redirects=False, **kwargs,
+            )  # fmt: skip
         except requests.exceptions.RequestException as e:
             raise _classify(e, f"{self.name} {what}") from e
         try:
