@@ -10,13 +10,12 @@ reopens the bus with backoff, logging once per outage.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
 from tracker.sensors.clock import Reading
 from tracker.sensors.config import SensorConfig
-from tracker.sensors.manager import LinkContext, SensorError
+from tracker.sensors.manager import LinkContext, Pacer, SensorError
 
 
 def _smbus(bus: int) -> Any:
@@ -37,7 +36,7 @@ class I2cLink:
         self.ctx = ctx
         self._open_bus = open_bus
         self._bus: Any = None
-        self._next = 0.0
+        self._pacer = Pacer(cfg.rate_hz, ctx.stop)
 
     @property
     def where(self) -> str:
@@ -50,7 +49,7 @@ class I2cLink:
         except OSError as e:
             raise SensorError(f"/dev/i2c-{self.cfg.bus}: {_why(e)}") from e
         self.read()  # a device that does not answer is not connected
-        self._next = time.monotonic()
+        self._pacer.start()
 
     def read(self) -> float:
         """One value from the register, scaled."""
@@ -69,13 +68,9 @@ class I2cLink:
         return int.from_bytes(raw, c.endian, signed=c.signed) * c.scale  # type: ignore[arg-type]
 
     def poll(self, timeout: float) -> list[Reading]:
-        wait = self._next - time.monotonic()
-        if wait > 0:
-            self.ctx.stop.wait(min(wait, timeout))
-            if time.monotonic() < self._next:
-                return []
-        now = time.monotonic()
-        self._next = max(self._next + 1 / self.cfg.rate_hz, now)
+        now = self._pacer.due(timeout)
+        if now is None:
+            return []
         value = self.read()
         assert self.cfg.kind is not None
         return [Reading(now, self.cfg.kind, value, self.cfg.label)]

@@ -75,6 +75,29 @@ class SensorStatus:
         }
 
 
+class Pacer:
+    """Polling at `rate_hz` without drift: `due()` waits (on `stop`, at most `timeout`) for the
+    next slot and returns its monotonic time, or None when the slot has not come yet."""
+
+    def __init__(self, rate_hz: float, stop: threading.Event) -> None:
+        self.period = 1 / rate_hz
+        self.stop = stop
+        self.next = 0.0
+
+    def start(self) -> None:
+        self.next = time.monotonic()
+
+    def due(self, timeout: float) -> float | None:
+        wait = self.next - time.monotonic()
+        if wait > 0:
+            self.stop.wait(min(wait, timeout))
+            if time.monotonic() < self.next:
+                return None
+        now = time.monotonic()
+        self.next = max(self.next + self.period, now)  # a late poll does not make a burst
+        return now
+
+
 class Link(Protocol):
     """A blocking sensor link (i2c, ant, simulated). `poll` raises SensorError when lost."""
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import math
 import random
-import time
 
 from tracker.fix import SAMPLE_KINDS
 from tracker.sensors.clock import Reading
 from tracker.sensors.config import SensorConfig
-from tracker.sensors.manager import LinkContext
+from tracker.sensors.manager import LinkContext, Pacer
 
 TAU = 2 * math.pi
 
@@ -52,19 +51,15 @@ class SimulatedLink:
         self.cfg = cfg
         self.ctx = ctx
         self.rider = Rider(cfg.seed)
-        self._next = 0.0
+        self._pacer = Pacer(cfg.rate_hz, ctx.stop)
 
     def open(self) -> None:
-        self._next = time.monotonic()
+        self._pacer.start()
 
     def poll(self, timeout: float) -> list[Reading]:
-        wait = self._next - time.monotonic()
-        if wait > 0:
-            self.ctx.stop.wait(min(wait, timeout))
-            if time.monotonic() < self._next:
-                return []
-        now = time.monotonic()
-        self._next = max(self._next + 1 / self.cfg.rate_hz, now)
+        now = self._pacer.due(timeout)
+        if now is None:
+            return []
         gps_time = self.ctx.clock.to_gps(now)
         if gps_time is None:
             return []
