@@ -304,6 +304,25 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
 }
 
 
+def validate(
+    body: dict[str, Any], keys: dict[str, Callable[[Any], Any]], at: str, unknown: str = ""
+) -> dict[str, Any]:
+    """Each key of a table through its validator; ConfigError naming `at` and the key.
+
+    `unknown` words the unknown-key error's context (e.g. ' for type = "ble"').
+    """
+    values = {}
+    for key, raw in body.items():
+        if key not in keys:
+            known = ", ".join(keys)
+            raise ConfigError(f"{at} {key}: unknown key{unknown} (known: {known})")
+        try:
+            values[key] = keys[key](raw)
+        except ValueError as e:
+            raise ConfigError(f"{at} {key}: {e}") from None
+    return values
+
+
 def parse(data: dict[str, Any], path: Path | None = None) -> Config:
     """Validate a parsed TOML document; raise ConfigError naming the first bad key."""
     where = f"{path}: " if path else ""
@@ -319,16 +338,7 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
         if not isinstance(body, dict):
             raise ConfigError(f"{where}[{name}] must be a table")
         cls, keys = SCHEMA[name]
-        values = {}
-        for key, raw in body.items():
-            if key not in keys:
-                known = ", ".join(keys)
-                raise ConfigError(f"{where}[{name}] {key}: unknown key (known: {known})")
-            try:
-                values[key] = keys[key](raw)
-            except ValueError as e:
-                raise ConfigError(f"{where}[{name}] {key}: {e}") from None
-        section = cls(**values)
+        section = cls(**validate(body, keys, f"{where}[{name}]"))
         if hasattr(section, "check"):
             try:
                 section.check()

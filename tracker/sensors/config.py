@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tracker.config import ConfigError
+from tracker.config import ConfigError, validate
 from tracker.fix import SAMPLE_KINDS
 
 TYPES = ("ble", "ant", "i2c", "simulated")
@@ -182,20 +182,11 @@ def parse_sensors(raw: Any, where: str = "") -> list[SensorConfig]:
             raise ConfigError(f"{at}: must be a table")
         if "type" not in entry:
             raise ConfigError(f"{at} type: missing (one of: {', '.join(TYPES)})")
-        values: dict[str, Any] = {}
         try:
             kind = COMMON["type"](entry["type"])
         except ValueError as e:
             raise ConfigError(f"{at} type: {e}") from None
-        keys = {**COMMON, **BY_TYPE[kind]}
-        for key, value in entry.items():
-            if key not in keys:
-                known = ", ".join(keys)
-                raise ConfigError(f'{at} {key}: unknown key for type = "{kind}" (known: {known})')
-            try:
-                values[key] = keys[key](value)
-            except ValueError as e:
-                raise ConfigError(f"{at} {key}: {e}") from None
+        values = validate(entry, {**COMMON, **BY_TYPE[kind]}, at, f' for type = "{kind}"')
         for key in REQUIRED[kind]:
             if key not in values:
                 raise ConfigError(f'{at} {key}: missing (required for type = "{kind}")')
