@@ -6,10 +6,14 @@ for it and the truth a test needs to judge a decoder (`Epoch.valid`: a fix that 
 must store). Noise and faults (bad checksums, garbage, truncated and overlong lines, loss of fix,
 silence) are injected from seeded random streams, so a given seed always produces the same bytes.
 
-`simulate()` is pure (no I/O, no clock); `run()` paces epochs out to any `write(bytes)` callable
-in real time, faster, or as fast as possible; `main()` is the CLI glue (a file, stdout, a serial
-port or a pty). Riders use it to test a unit indoors, the demo and the end-to-end tests to feed
-the daemon a ride whose every fix is known in advance.
+`simulate_phases()` rides in phases instead (parked, riding, parked under a poor sky: see
+PHASES_HELP), with the noise, speed spikes and phantom walks a detector of ride start, pause
+and end has to see through; `Epoch.phase` and `Epoch.moving` say what really happened.
+
+`simulate()` and `simulate_phases()` are pure (no I/O, no clock); `run()` paces epochs out to
+any `write(bytes)` callable in real time, faster, or as fast as possible; `main()` is the CLI
+glue (a file, stdout, a serial port or a pty). Riders use it to test a unit indoors, the demo
+and the end-to-end tests to feed the daemon a ride whose every fix is known in advance.
 """
 
 from __future__ import annotations
@@ -349,6 +353,11 @@ class Epoch:
     `fix`, and may store a faulted one (e.g. from its intact RMC when its GSA was corrupted).
     Without GGA, RMC or GLL among the sentences no epoch is valid: there is no position to store.
     `data` is b"" while silent.
+
+    `phase`: the kind of phase the epoch belongs to (`simulate_phases`), "" from `simulate()`.
+    `moving`: the truth a ride detector must find, whatever the sentences say: the unit really
+    moves (its true speed is above 0). From `simulate()` whenever speed and route length are not
+    0; in a phased ride only in ride phases, from their second epoch to their last.
     """
 
     index: int
@@ -367,6 +376,8 @@ class Epoch:
     hdop: float = 0.0
     vdop: float = 0.0
     pdop: float = 0.0
+    phase: str = ""
+    moving: bool = False
 
     @property
     def unix(self) -> float:
@@ -375,10 +386,19 @@ class Epoch:
 
 
 class _Sky:
-    """Satellites in view and the DOPs they give: slow drift, updated once a second."""
+    """Satellites in view and the DOPs they give: slow drift, updated once a second.
 
-    def __init__(self, rng: random.Random) -> None:
+    `used` bounds the satellites used in the solution, `floor` the elevation (degrees) a
+    satellite turns back up at: a floor of 5 or more keeps all 14 in view, for a sky that must
+    stay good for hours.
+    """
+
+    def __init__(
+        self, rng: random.Random, *, used: tuple[int, int] = (7, 14), floor: float = 1.0
+    ) -> None:
         self.rng = rng
+        self.used_range = used
+        self.floor = floor
         # [prn, elevation, azimuth, elevation rate, azimuth rate, snr offset]
         self.sats = [
             [
@@ -398,13 +418,14 @@ class _Sky:
         rng = self.rng
         for sat in self.sats:
             sat[1] += sat[3]
-            if not 1.0 <= sat[1] <= 89.0:
+            if not self.floor <= sat[1] <= 89.0:
                 sat[3] = -sat[3]
-                sat[1] = min(max(sat[1], 1.0), 89.0)
+                sat[1] = min(max(sat[1], self.floor), 89.0)
             sat[2] = (sat[2] + sat[4]) % 360.0
             sat[5] = min(max(sat[5] + rng.uniform(-0.5, 0.5), -4.0), 4.0)
         if rng.random() < 0.05:
-            self.used = min(max(self.used + rng.choice((-1, 1)), 7), 14)
+            lo, hi = self.used_range
+            self.used = min(max(self.used + rng.choice((-1, 1)), lo), hi)
         self.jitter = min(max(self.jitter + rng.uniform(-0.03, 0.03), -0.15), 0.15)
 
     def in_view(self) -> list[tuple[int, int, int, int]]:
@@ -415,9 +436,10 @@ class _Sky:
             if el >= 5.0
         ]
 
-    def used_prns(self) -> list[int]:
+    def used_prns(self, n: int | None = None) -> list[int]:
+        """The highest `n` (default: all used, at most 12) satellites in view, by PRN."""
         view = sorted(self.in_view(), key=lambda s: -s[1])
-        return sorted(s[0] for s in view[: min(self.used, 12)])
+        return sorted(s[0] for s in view[: min(self.used if n is None else n, 12)])
 
     def dops(self) -> tuple[int, float, float, float]:
         sats = min(self.used, len(self.in_view()))
@@ -621,22 +643,11 @@ def simulate(
     noise. Deterministic: the same arguments always give the same epochs; the motion, the sky and
     each fault kind draw from their own streams of `seed`. Raises ValueError on bad arguments.
     """
-    if not rate_hz > 0:
-        raise ValueError("rate_hz must be positive")
-    if not speed_mps >= 0:
-        raise ValueError("speed_mps must not be negative")
+    kinds = _check(rate_hz, speed_mps, start_time, talker, sentences)
     if not noise_m >= 0:
         raise ValueError("noise_m must not be negative")
     if loops < 0:
         raise ValueError("loops must be 0 (endless) or more")
-    if start_time.tzinfo is None:
-        raise ValueError("start_time must be timezone-aware (UTC)")
-    if not re.fullmatch(r"[A-Z]{2}", talker):
-        raise ValueError(f"talker must be two capital letters, not {talker!r}")
-    kinds = [s.upper() for s in sentences]
-    unknown = [s for s in kinds if s not in SENTENCES]
-    if unknown or not kinds:
-        raise ValueError(f"unknown sentence {unknown[0]!r}" if unknown else "no sentence chosen")
     path = _Path(route)
     if duration_s is not None:
         if duration_s <= 0:
@@ -648,48 +659,123 @@ def simulate(
         raise ValueError("a rider who does not move needs duration_s")
     else:
         count = math.floor(loops * path.length / speed_mps * rate_hz + 1e-9) + 1
-    return _epochs(
-        path, count, rate_hz, speed_mps, start_time, noise_m, talker, kinds, faults, seed
-    )
+    truths = _steady(path, count, rate_hz, speed_mps, noise_m, seed)
+    return _epochs(truths, rate_hz, start_time, talker, kinds, faults, seed)
 
 
-def _epochs(
+def _check(
+    rate_hz: float,
+    speed_mps: float,
+    start_time: datetime,
+    talker: str,
+    sentences: Sequence[str],
+) -> list[str]:
+    """Check the arguments simulate() and simulate_phases() share; return the sentence kinds."""
+    if not rate_hz > 0:
+        raise ValueError("rate_hz must be positive")
+    if not speed_mps >= 0:
+        raise ValueError("speed_mps must not be negative")
+    if start_time.tzinfo is None:
+        raise ValueError("start_time must be timezone-aware (UTC)")
+    if not re.fullmatch(r"[A-Z]{2}", talker):
+        raise ValueError(f"talker must be two capital letters, not {talker!r}")
+    kinds = [s.upper() for s in sentences]
+    unknown = [s for s in kinds if s not in SENTENCES]
+    if unknown or not kinds:
+        raise ValueError(f"unknown sentence {unknown[0]!r}" if unknown else "no sentence chosen")
+    return kinds
+
+
+@dataclass(slots=True)
+class _Truth:
+    """What a rider model hands the receiver for one epoch: the values its sentences will carry
+    (noise included, not yet rounded), and the phase and motion truth behind them."""
+
+    lat: float
+    lon: float
+    ele: float
+    speed: float  # m/s over ground, as reported
+    course: float  # degrees true, as reported
+    sats: int
+    hdop: float
+    vdop: float
+    pdop: float
+    err_h: float  # GST's 1-sigma horizontal error, m
+    used: list[int]
+    view: list[tuple[int, int, int, int]]
+    phase: str = ""
+    moving: bool = False
+
+
+def _steady(
     path: _Path,
     count: int | None,
     rate_hz: float,
     speed_mps: float,
-    start_time: datetime,
     noise_m: float,
-    talker: str,
-    kinds: list[str],
-    faults: Faults,
     seed: int,
-) -> Iterator[Epoch]:
-    start_us = round(start_time.astimezone(UTC).timestamp() * 100) * 10_000
-    epoch0 = datetime(1970, 1, 1, tzinfo=UTC)
+) -> Iterator[_Truth]:
+    """simulate()'s rider: constant speed along the path, `count` epochs (None: forever)."""
     motion = random.Random(f"{seed}:motion")
     sky = _Sky(random.Random(f"{seed}:sky"))
-    injector = _Injector(faults, seed, talker)
-    outage_rng, silence_rng = injector.rngs["outage"], injector.rngs["silence"]
-    # Per-second start probabilities as per-epoch ones: 1 - (1 - p) ** (1 / rate).
-    p_outage = 1.0 - (1.0 - faults.outage) ** (1.0 / rate_hz)
-    p_silence = 1.0 - (1.0 - faults.silence) ** (1.0 / rate_hz)
     decay = math.exp(-1.0 / (rate_hz * NOISE_TAU_S))
     kick = math.sqrt(1.0 - decay * decay)
     err = [motion.gauss(0.0, 1.0) for _ in range(3)]  # east, north, up; in units of sigma
-    outage_left = silence_left = 0
-    glued = False  # the previous output ended mid-line: our first line is glued to it
-    has_position = any(k in ("GGA", "RMC", "GLL") for k in kinds)
+    moving = speed_mps > 0 and path.length > 0
     second = 0
     for i in itertools.count() if count is None else range(count):
         offset = i / rate_hz
-        # Centiseconds from an integer count, so no float drift after hours at 25 Hz.
-        t = epoch0 + timedelta(microseconds=start_us + round(i * 100 / rate_hz) * 10_000)
         while second < int(offset):
             sky.step()
             second += 1
         if i:
             err = [decay * e + kick * motion.gauss(0.0, 1.0) for e in err]
+        lat, lon, ele, course = path.at(speed_mps * offset)
+        if noise_m > 0:
+            lat, lon = _offset(lat, lon, err[0] * noise_m, err[1] * noise_m)
+            ele += err[2] * noise_m * 1.5
+        sats, hdop, vdop, pdop = sky.dops()
+        yield _Truth(
+            lat=lat,
+            lon=lon,
+            ele=ele,
+            speed=speed_mps,
+            course=course,
+            sats=sats,
+            hdop=hdop,
+            vdop=vdop,
+            pdop=pdop,
+            err_h=noise_m if noise_m > 0 else 0.8 * hdop,
+            used=sky.used_prns(),
+            view=sky.in_view(),
+            moving=moving,
+        )
+
+
+def _epochs(
+    truths: Iterable[_Truth],
+    rate_hz: float,
+    start_time: datetime,
+    talker: str,
+    kinds: list[str],
+    faults: Faults,
+    seed: int,
+) -> Iterator[Epoch]:
+    """The receiver: one epoch per truth, with its time, sentences, faults and validity."""
+    start_us = round(start_time.astimezone(UTC).timestamp() * 100) * 10_000
+    epoch0 = datetime(1970, 1, 1, tzinfo=UTC)
+    injector = _Injector(faults, seed, talker)
+    outage_rng, silence_rng = injector.rngs["outage"], injector.rngs["silence"]
+    # Per-second start probabilities as per-epoch ones: 1 - (1 - p) ** (1 / rate).
+    p_outage = 1.0 - (1.0 - faults.outage) ** (1.0 / rate_hz)
+    p_silence = 1.0 - (1.0 - faults.silence) ** (1.0 / rate_hz)
+    outage_left = silence_left = 0
+    glued = False  # the previous output ended mid-line: our first line is glued to it
+    has_position = any(k in ("GGA", "RMC", "GLL") for k in kinds)
+    for i, truth in enumerate(truths):
+        offset = i / rate_hz
+        # Centiseconds from an integer count, so no float drift after hours at 25 Hz.
+        t = epoch0 + timedelta(microseconds=start_us + round(i * 100 / rate_hz) * 10_000)
 
         injected: list[str] = []
         if outage_left == 0 and outage_rng.random() < p_outage:
@@ -704,14 +790,11 @@ def _epochs(
         if silent:
             silence_left -= 1
 
-        lat, lon, ele, course = path.at(speed_mps * offset)
-        if noise_m > 0:
-            lat, lon = _offset(lat, lon, err[0] * noise_m, err[1] * noise_m)
-            ele += err[2] * noise_m * 1.5
+        lat, lon = truth.lat, truth.lon
         lat_s, lat_q = _angle(lat, 2)
         lon_s, lon_q = _angle(lon, 3)
-        sats, hdop, vdop, pdop = sky.dops()
-        knots = round(speed_mps * KNOTS_PER_MPS, 3)
+        sats, hdop, vdop, pdop = truth.sats, truth.hdop, truth.vdop, truth.pdop
+        knots = round(truth.speed * KNOTS_PER_MPS, 3)
         now = _Now(
             time=t,
             fix=fix,
@@ -721,17 +804,17 @@ def _epochs(
             ns="N" if lat >= 0 else "S",
             lon_s=lon_s,
             ew="E" if lon >= 0 else "W",
-            alt=round(ele, 1),
-            speed=speed_mps,
+            alt=round(truth.ele, 1),
+            speed=truth.speed,
             knots=knots,
-            course=round(course, 2) % 360.0,
+            course=round(truth.course, 2) % 360.0,
             sats=sats,
             hdop=hdop,
             vdop=vdop,
             pdop=pdop,
-            err_h=noise_m if noise_m > 0 else 0.8 * hdop,
-            used=sky.used_prns(),
-            view=sky.in_view(),
+            err_h=truth.err_h,
+            used=truth.used,
+            view=truth.view,
         )
         lines = [_sentence(body) for kind in kinds for body in _bodies(kind, talker, now)]
         # Roll the line-fault dice even for a silent epoch, so silence never shifts them.
@@ -759,7 +842,343 @@ def _epochs(
             hdop=hdop if fix else 99.99,
             vdop=vdop if fix else 99.99,
             pdop=pdop if fix else 99.99,
+            phase=truth.phase,
+            moving=truth.moving,
         )
+
+
+# --- phased rides -------------------------------------------------------------------------------
+
+PHASE_KINDS = ("park", "ride", "bad")
+
+PHASES_HELP = """\
+ride in phases instead of round the route: comma-separated KIND:DURATION, in order. KIND: park
+(standing still under a good sky: the position wanders a few metres, up to ~20 m, speed noise
+below 0.4 m/s, and every 3-5 minutes one epoch with a 2-5 m/s speed spike), ride (on along the
+route from where the last ride stopped: from standstill up to --speed at 0.3-0.5 m/s2, and down
+to standstill at the end of the phase), bad (parked under trees or by a wall: HDOP 4-8, 4-6
+satellites, drift up to ~50 m, and every 2-4 minutes a 10-20 s phantom walk at 1-3 m/s on 4
+satellites). DURATION in seconds, or with a unit s, m or h: 90, 1.5, 20m, 1h. Replaces --loops
+and --duration (the phases set the length) and --noise (each kind has its own). Example:
+park:60,ride:20m,park:10m,ride:20m,bad:30m,ride:15m,park:20m"""
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """One phase of a phased ride: what the unit does (one of PHASE_KINDS), for how long."""
+
+    kind: str
+    duration_s: float
+
+    def __post_init__(self) -> None:
+        if self.kind not in PHASE_KINDS:
+            known = ", ".join(PHASE_KINDS)
+            raise ValueError(f"unknown phase kind {self.kind!r} (known: {known})")
+        if not 0.0 < self.duration_s < math.inf:
+            raise ValueError(f"phase {self.kind!r}: {self.duration_s!r} is not a positive duration")
+
+
+def parse_phases(spec: str) -> list[Phase]:
+    """Parse the `--phases` syntax (see PHASES_HELP): KIND:DURATION[,KIND:DURATION...].
+
+    Pure. Raises ValueError with a one-line message naming the offending phase (by position and
+    text) and what is wrong with it.
+    """
+    if not spec.strip():
+        raise ValueError("no phase given: expected KIND:SECONDS[,KIND:SECONDS...]")
+    phases = []
+    for n, item in enumerate(spec.split(","), 1):
+        item = item.strip()
+        if not item:
+            raise ValueError(f"phase {n} is empty (a stray comma?)")
+        kind, sep, raw = (s.strip() for s in item.partition(":"))
+        kind = kind.lower()
+        if kind not in PHASE_KINDS:
+            known = ", ".join(PHASE_KINDS)
+            raise ValueError(f"phase {n} {item!r}: unknown kind {kind!r} (known: {known})")
+        if not sep or not raw:
+            raise ValueError(f"phase {n} {item!r}: no duration, expected {kind}:SECONDS")
+        m = re.fullmatch(r"(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)", raw.lower())
+        if not m:
+            raise ValueError(
+                f"phase {n} {item!r}: {raw!r} is not a duration (e.g. 90, 1.5, 20m, 1h)"
+            )
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+        if seconds <= 0:
+            raise ValueError(f"phase {n} {item!r}: the duration must be more than 0")
+        phases.append(Phase(kind, seconds))
+    return phases
+
+
+def simulate_phases(
+    route: Sequence[RoutePoint],
+    phases: Sequence[Phase] | str,
+    *,
+    rate_hz: float = 1.0,
+    speed_mps: float = 6.0,
+    start_time: datetime,
+    talker: str = "GN",
+    sentences: Sequence[str] = DEFAULT_SENTENCES,
+    faults: Faults = Faults(),  # noqa: B008 - frozen, so a shared default is safe
+    seed: int = 0,
+) -> Iterator[Epoch]:
+    """A ride in phases (parked, riding, parked under a poor sky) on `route`: one `Epoch` per
+    1/`rate_hz` seconds, for testing what must tell riding from standing from GPS alone.
+
+    `phases` is a list of `Phase` or the text `parse_phases` reads; PHASES_HELP says what each
+    kind does. The ride lasts the sum of their durations; an epoch belongs to the phase its
+    offset falls in (`Epoch.phase`), and `Epoch.moving` is true only in a ride phase while the
+    true speed is above 0 (not at its first epoch, which is at standstill). Reported speeds are
+    not the truth: noise, park speed spikes and phantom walks report speed while standing.
+    `speed_mps` is the cruise speed of the ride phases. The noise is the phases' own, in metres
+    and seconds whatever the rate (phantom walks last 10-20 s, 10-20 epochs at 1 Hz); a park
+    speed spike is one epoch at any rate. An error beyond a phase's bound when it begins (a park
+    after a bad phase) settles to it within about 10 s rather than jumping. Sentences, times,
+    faults and `valid` are as in `simulate()`. Deterministic for a seed. Raises ValueError on
+    bad arguments.
+    """
+    if isinstance(phases, str):
+        phases = parse_phases(phases)
+    phases = list(phases)
+    if not phases:
+        raise ValueError("no phase given")
+    kinds = _check(rate_hz, speed_mps, start_time, talker, sentences)
+    truths = _phased(_Path(route), phases, rate_hz, speed_mps, seed)
+    return _epochs(truths, rate_hz, start_time, talker, kinds, faults, seed)
+
+
+@dataclass(frozen=True, slots=True)
+class _Drift:
+    """How the position error wanders in a kind of phase (see _Wander)."""
+
+    sigma_v: float  # m/s: 1-sigma per axis of the velocity the error drifts at
+    tau_v: float  # s: how long that drift keeps its direction
+    tau_p: float  # s: how fast the error is pulled back towards the true spot
+    bound_m: float  # the horizontal error stays within this
+
+
+# The error's 1-sigma per axis comes to about sigma_v * sqrt(tau_v * tau_p): 1.7 m riding,
+# 3.9 m parked, 9 m in a bad spot; the bounds cut off only the rare long excursion.
+_DRIFT = {
+    "ride": _Drift(0.05, 20.0, 60.0, 10.0),
+    "park": _Drift(0.08, 20.0, 120.0, 20.0),
+    "bad": _Drift(0.25, 15.0, 90.0, 45.0),
+}
+_SETTLE_S = 3.0  # an error beyond the bound shrinks back to it with this time constant
+_UERE_M = 3.0  # GST's 1-sigma horizontal error per unit of HDOP
+
+
+class _Wander:
+    """The receiver's position error, metres east, north and up: a random walk whose steps are
+    correlated (its velocity is a Gauss-Markov process), pulled back towards the true spot and
+    bounded. Smooth like a real receiver's: metres over minutes, centimetres from one second to
+    the next, so standing still does not look like moving."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.p = [rng.gauss(0.0, 1.0) for _ in range(3)]
+        self.v = [0.0, 0.0, 0.0]
+
+    def step(self, dt: float, drift: _Drift) -> None:
+        p, v = self.p, self.v
+        decay = math.exp(-dt / drift.tau_v)
+        kick = drift.sigma_v * math.sqrt(1.0 - decay * decay)
+        for k in range(3):
+            v[k] = decay * v[k] + kick * self.rng.gauss(0.0, 1.0)
+            p[k] += (v[k] - p[k] / drift.tau_p) * dt
+        bound = drift.bound_m
+        r = math.hypot(p[0], p[1])
+        if r > bound:
+            # Settle back rather than jump (a new phase with a tighter bound), and stop drifting
+            # outwards.
+            scale = (bound + (r - bound) * math.exp(-dt / _SETTLE_S)) / r
+            p[0], p[1] = p[0] * scale, p[1] * scale
+            out = (v[0] * p[0] + v[1] * p[1]) / (r * scale)
+            if out > 0:
+                v[0] -= out * p[0] / (r * scale)
+                v[1] -= out * p[1] / (r * scale)
+        p[2] = min(max(p[2], -1.5 * bound), 1.5 * bound)
+
+
+@dataclass(slots=True)
+class _Rider:
+    """What the phases of a ride share and hand on: the route ridden so far, the sky, the error."""
+
+    path: _Path
+    rate_hz: float
+    speed_mps: float
+    rng: random.Random
+    sky: _Sky
+    wander: _Wander
+    s: float = 0.0  # metres of the route ridden so far
+    second: int = 0  # the sky has been stepped up to this second
+
+    def tick(self, i: int) -> float:
+        """The offset of epoch i, in seconds; the sky brought up to it."""
+        offset = i / self.rate_hz
+        while self.second < int(offset):
+            self.sky.step()
+            self.second += 1
+        return offset
+
+    def truth(
+        self,
+        where: tuple[float, float, float],
+        speed: float,
+        course: float,
+        *,
+        phase: str,
+        moving: bool = False,
+        sky: tuple[int, float] | None = None,
+        shift: tuple[float, float] = (0.0, 0.0),
+    ) -> _Truth:
+        """The epoch at the true spot `where` (lat, lon, ele) plus the error and `shift` (metres
+        east, north); `sky` (satellites, HDOP) overrides the good sky's."""
+        lat, lon, ele = where
+        east, north, up = self.wander.p
+        lat, lon = _offset(lat, lon, east + shift[0], north + shift[1])
+        if sky is None:
+            sats, hdop, vdop, pdop = self.sky.dops()
+        else:
+            sats, hdop = sky
+            vdop = round(hdop * 1.6, 2)
+            pdop = round(math.hypot(hdop, vdop), 2)
+        return _Truth(
+            lat=lat,
+            lon=lon,
+            ele=ele + up,
+            speed=speed,
+            course=course % 360.0,
+            sats=sats,
+            hdop=hdop,
+            vdop=vdop,
+            pdop=pdop,
+            err_h=_UERE_M * hdop,
+            used=self.sky.used_prns(sats),
+            view=self.sky.in_view(),
+            phase=phase,
+            moving=moving,
+        )
+
+
+def _phased(
+    path: _Path, phases: list[Phase], rate_hz: float, speed_mps: float, seed: int
+) -> Iterator[_Truth]:
+    rng = random.Random(f"{seed}:phases")
+    # A good sky all along (8-12 satellites, HDOP 0.7-1.5); a bad phase overrides it.
+    sky = _Sky(random.Random(f"{seed}:sky"), used=(8, 12), floor=5.0)
+    rider = _Rider(path, rate_hz, speed_mps, rng, sky, _Wander(rng))
+    models = {"park": _park, "ride": _ride, "bad": _bad}
+    start, i = 0.0, 0
+    for phase in phases:
+        end = start + phase.duration_s
+        n = math.ceil(end * rate_hz - 1e-9)
+        yield from models[phase.kind](rider, range(i, n), start, end)
+        start, i = end, n
+
+
+def _park(r: _Rider, epochs: range, t0: float, t1: float) -> Iterator[_Truth]:
+    rng, drift, dt = r.rng, _DRIFT["park"], 1.0 / r.rate_hz
+    where = r.path.at(r.s)[:3]
+    spike_at = t0 + rng.uniform(30.0, 300.0)
+    for i in epochs:
+        offset = r.tick(i)
+        r.wander.step(dt, drift)
+        speed = min(abs(rng.gauss(0.0, 0.12)), 0.4)
+        course = rng.uniform(0.0, 360.0)  # a standing receiver's course means nothing
+        if offset >= spike_at:
+            # What real receivers do now and then at a standstill: one epoch of speed from a
+            # bad Doppler measurement, at a good HDOP, the position unmoved.
+            speed = rng.uniform(2.0, 5.0)
+            spike_at = offset + rng.uniform(180.0, 300.0)
+        yield r.truth(where, speed, course, phase="park")
+
+
+@dataclass(frozen=True, slots=True)
+class _Profile:
+    """A ride phase's true speed: up from 0 at `accel`, `top` for as long as the phase allows,
+    down to 0 at `decel` exactly when it ends (no cruise at all when the phase is too short to
+    reach the cruise speed: then `top` is lower)."""
+
+    accel: float
+    decel: float
+    top: float
+    duration: float
+
+    @classmethod
+    def make(cls, cruise: float, duration: float, accel: float, decel: float) -> _Profile:
+        return cls(accel, decel, min(cruise, duration / (1 / accel + 1 / decel)), duration)
+
+    def at(self, t: float) -> tuple[float, float]:
+        """(metres ridden, speed in m/s) t seconds into the phase."""
+        a, d, top = self.accel, self.decel, self.top
+        t = min(max(t, 0.0), self.duration)
+        t1, t2 = top / a, self.duration - top / d
+        if t <= t1:
+            return 0.5 * a * t * t, a * t
+        s1 = 0.5 * top * t1
+        if t <= t2:
+            return s1 + top * (t - t1), top
+        u = t - t2
+        return s1 + top * (t2 - t1) + top * u - 0.5 * d * u * u, max(0.0, top - d * u)
+
+
+def _ride(r: _Rider, epochs: range, t0: float, t1: float) -> Iterator[_Truth]:
+    rng, drift, dt = r.rng, _DRIFT["ride"], 1.0 / r.rate_hz
+    profile = _Profile.make(r.speed_mps, t1 - t0, rng.uniform(0.3, 0.5), rng.uniform(0.3, 0.5))
+    for i in epochs:
+        offset = r.tick(i)
+        r.wander.step(dt, drift)
+        ridden, v = profile.at(offset - t0)
+        lat, lon, ele, course = r.path.at(r.s + ridden)
+        speed = abs(v + rng.gauss(0.0, 0.08))
+        course += rng.gauss(0.0, 1.0)
+        yield r.truth((lat, lon, ele), speed, course, phase="ride", moving=v > 0)
+    r.s += profile.at(t1 - t0)[0]
+
+
+def _bad(r: _Rider, epochs: range, t0: float, t1: float) -> Iterator[_Truth]:
+    rng, drift, dt = r.rng, _DRIFT["bad"], 1.0 / r.rate_hz
+    where = r.path.at(r.s)[:3]
+    sats, hdop, change_at = 4, 0.0, t0  # drawn at the first epoch
+    walk_at = t0 + rng.uniform(20.0, 240.0)
+    walk_left = 0
+    walk_speed = walk_course = walk_hdop = 0.0
+    east = north = 0.0  # how far the phantom walk has gone
+    for i in epochs:
+        offset = r.tick(i)
+        if not walk_left and offset >= walk_at:
+            walk_at = offset + rng.uniform(120.0, 240.0)
+            n = round(rng.randint(10, 20) * r.rate_hz)
+            if i + n <= epochs.stop:  # only whole walks: a test may count their epochs
+                walk_left = n
+                walk_speed = rng.uniform(1.2, 2.8)
+                walk_course = rng.uniform(0.0, 360.0)
+                walk_hdop = rng.uniform(6.3, 7.7)
+        if walk_left:
+            # A phantom walk: a solution from 4 satellites, one of them reflected, walks off at a
+            # steady speed and course, the position following it; the error underneath is held.
+            walk_left -= 1
+            speed = min(max(walk_speed + rng.gauss(0.0, 0.05), 1.0), 3.0)
+            course = (walk_course + rng.gauss(0.0, 1.0)) % 360.0
+            east += speed * dt * math.sin(math.radians(course))
+            north += speed * dt * math.cos(math.radians(course))
+            sky = (4, round(min(max(walk_hdop + rng.gauss(0.0, 0.1), 6.0), 8.0), 2))
+            yield r.truth(where, speed, course, phase="bad", sky=sky, shift=(east, north))
+            if not walk_left:
+                east = north = 0.0  # the reflection is gone: the next epoch snaps back
+            continue
+        r.wander.step(dt, drift)
+        if offset >= change_at:
+            last = hdop
+            while abs(hdop - last) < 0.5:  # a jump, not a wobble
+                hdop = round(rng.uniform(4.0, 8.0), 2)
+            sats = rng.randint(4, 6)
+            change_at = offset + rng.uniform(2.0, 6.0)
+        speed = min(abs(rng.gauss(0.0, 0.2)), 0.9)  # mostly below 0.5, never a walk's 1 m/s
+        yield r.truth(where, speed, rng.uniform(0.0, 360.0), phase="bad", sky=(sats, hdop))
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -880,7 +1299,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     nmea.add_argument(
         "--noise",
         type=float,
-        default=0.0,
         metavar="M",
         help="1-sigma error per axis, m (default 0)",
     )
@@ -897,8 +1315,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help=f"comma-separated, in order, of {','.join(SENTENCES)} (default %(default)s)",
     )
-    nmea.add_argument("--loops", type=int, default=1, help="times round the route, 0 = forever")
+    nmea.add_argument("--loops", type=int, help="times round the route, 0 = forever (default 1)")
     nmea.add_argument("--duration", type=float, metavar="S", help="ride this long instead")
+    nmea.add_argument("--phases", metavar="SPEC", help=PHASES_HELP)
     nmea.add_argument("--seed", type=int, default=0, help="for noise, sky and faults")
     pace = parser.add_argument_group("pacing")
     pace.add_argument("--fast", action="store_true", help="no real-time pacing")
@@ -968,11 +1387,24 @@ def main(args: argparse.Namespace) -> int:
         return _error(f"--sentences: unknown sentence {bad[0]!r}" if bad else "--sentences: none")
     if not re.fullmatch(r"[A-Z]{2}", args.talker):
         return _error(f"--talker: {args.talker!r} is not two capital letters")
+    phases: list[Phase] | None = None
+    if args.phases is not None:
+        try:
+            phases = parse_phases(args.phases)
+        except ValueError as e:
+            return _error(f"--phases: {e}")
+        for name, value in (("--loops", args.loops), ("--duration", args.duration)):
+            if value is not None:
+                return _error(f"--phases: not with {name} (the phases set the length)")
+        if args.noise is not None:
+            return _error("--phases: not with --noise (each kind of phase has its own)")
+    noise = args.noise if args.noise is not None else 0.0
+    loops = args.loops if args.loops is not None else 1
     for name, ok in (
         ("--rate", args.rate > 0),
         ("--speed", args.speed >= 0),
-        ("--noise", args.noise >= 0),
-        ("--loops", args.loops >= 0),
+        ("--noise", noise >= 0),
+        ("--loops", loops >= 0),
         ("--speedup", args.speedup > 0),
         ("--duration", args.duration is None or args.duration > 0),
         ("--baudrate", args.baudrate > 0),
@@ -991,17 +1423,29 @@ def main(args: argparse.Namespace) -> int:
         return _error(f"{what}: {e}")
 
     def epochs(start: datetime) -> Iterator[Epoch]:
+        if phases is not None:
+            return simulate_phases(
+                route,
+                phases,
+                rate_hz=args.rate,
+                speed_mps=args.speed,
+                start_time=start,
+                talker=args.talker,
+                sentences=sentences,
+                faults=faults,
+                seed=args.seed,
+            )
         return simulate(
             route,
             rate_hz=args.rate,
             speed_mps=args.speed,
             start_time=start,
-            noise_m=args.noise,
+            noise_m=noise,
             talker=args.talker,
             sentences=sentences,
             faults=faults,
             seed=args.seed,
-            loops=args.loops,
+            loops=loops,
             duration_s=args.duration,
         )
 
