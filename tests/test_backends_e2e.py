@@ -60,6 +60,11 @@ def servers(stack: ExitStack, *, mmt_faults: Faults | None = None,
     return mmt, gpsr
 
 
+# For tests of sending, not of the ride's lifecycle: every fix belongs to the activity at once,
+# so backlogs count from the first fix (in "auto" mode the first 10 s wait as a lead-in).
+ALWAYS = '[activity]\nstart = "always"\n\n'
+
+
 def prepared(d: Daemon) -> Daemon:
     """`d` with its database created, as after the unit's first start.
 
@@ -199,7 +204,8 @@ def test_gpsr_down_for_the_whole_ride_never_delays_mapmytracks_and_catches_up_af
         mmt = MapMyTracksServer(users={USER: PASSWORD}).start()
         stack.callback(mmt.stop)
         d = prepared(daemon(
-            mmt_section(mmt.url, PASSWORD, offline_upload="off", interval_s=interval_s)
+            ALWAYS
+            + mmt_section(mmt.url, PASSWORD, offline_upload="off", interval_s=interval_s)
             + gpsr_section(f"http://127.0.0.1:{port}/", TOKEN, interval_s=interval_s)
         )).start()  # fmt: skip
         d.wait_gps_open()
@@ -282,7 +288,7 @@ def test_invalid_token_is_one_clear_error_no_retry_storm_and_mapmytracks_unaffec
     bad = "not-the-r1ders-t0ken"
     with ExitStack() as stack:
         mmt, gpsr = servers(stack)  # `bad` is not a token of this gpsr server
-        d = prepared(daemon(mmt_section(mmt.url, PASSWORD, offline_upload="off")
+        d = prepared(daemon(ALWAYS + mmt_section(mmt.url, PASSWORD, offline_upload="off")
                             + gpsr_section(gpsr.url, bad))).start()  # fmt: skip
         d.wait_gps_open()
         ride = epochs(int(8 * LIVE_HZ), rate_hz=LIVE_HZ)

@@ -1,3 +1,4 @@
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -29,8 +30,39 @@ def test_empty_file_gives_defaults(tmp_path):
     assert cfg.gps.baudrate == 9600
     assert cfg.storage.path == Path("/var/lib/tracker/tracker.db")
     assert cfg.storage.commit_interval_s == 1.0
-    assert cfg.activity.start == "always"
+    assert cfg.activity.start == "auto"
     assert cfg.activity.resume_window_s == 1800
+    rules = cfg.activity.rules()
+    assert (rules.start_speed_mps, rules.max_hdop, rules.start_after_s) == (1.5, 5.0, 10.0)
+    assert (rules.idle_stop_s, rules.paused_points) == (900.0, "thin")
+    assert cfg.activity.timezone == "UTC"
+
+
+def test_activity_rules_by_mode_and_type(tmp_path):
+    kayak = load(write(tmp_path, '[activity]\ntype = "kayaking"\n')).activity.rules()
+    assert kayak.start_speed_mps == 0.5
+    manual = load(write(tmp_path, '[activity]\nstart = "manual"\n')).activity.rules()
+    assert manual.idle_stop_s is None  # manual gains the idle end only when it is set
+    manual = load(write(tmp_path, '[activity]\nstart = "manual"\nidle_stop_s = 600\n'))
+    assert manual.activity.rules().idle_stop_s == 600
+    own = load(write(tmp_path, '[activity]\nstart_speed_mps = 2.5\nmax_hdop = 3\n'))
+    assert (own.activity.rules().start_speed_mps, own.activity.rules().max_hdop) == (2.5, 3.0)
+
+
+@pytest.mark.parametrize(
+    ("title", "tz", "expected"),
+    [
+        ("{type} {start:%Y-%m-%d %H:%M}", "UTC", "cycling 2026-06-01 22:30"),
+        ("{Type} {start:%Y-%m-%d %H:%M}", "Europe/Paris", "Cycling 2026-06-02 00:30"),
+        ("Ride %Y-%m-%d %H:%M", "America/New_York", "Ride 2026-06-01 18:30"),
+        ("Ride %Y-%m-%d %H:%M", "UTC", "Ride 2026-06-01 22:30"),
+    ],
+)
+def test_titles_in_the_riders_time_zone(tmp_path, title, tz, expected):
+    text = f'[activity]\ntitle = "{title}"\ntimezone = "{tz}"\n'
+    cfg = load(write(tmp_path, text))
+    t = datetime(2026, 6, 1, 22, 30, tzinfo=UTC).timestamp()
+    assert cfg.activity.title_for(t) == expected
 
 
 def test_values_are_typed(tmp_path):
@@ -59,7 +91,12 @@ def test_values_are_typed(tmp_path):
         ("[gps]\nbaudrate = true\n", ["[gps] baudrate"]),
         ('[activity]\ntype = "unicycling"\n', ["[activity] type", "'unicycling'", "cycling"]),
         ('[activity]\nprivacy = "friends"\n', ["[activity] privacy", "public, private"]),
-        ('[activity]\nstart = "sometimes"\n', ["[activity] start", "always, manual"]),
+        ('[activity]\nstart = "sometimes"\n', ["[activity] start", "auto, always, manual"]),
+        ('[activity]\ntitle = "{kind} {start}"\n', ["[activity] title", "unknown field"]),
+        ('[activity]\ntimezone = "Mars/Olympus"\n', ["[activity] timezone", "Mars/Olympus"]),
+        ("[activity]\nidle_stop_s = 10\n", ["[activity] idle_stop_s", "60"]),
+        ("[activity]\nmax_hdop = 0\n", ["[activity] max_hdop"]),
+        ('[activity]\npaused_points = "some"\n', ["[activity] paused_points", "thin"]),
         ('[activity]\ntags = ["a,b"]\n', ["[activity] tags", "'a,b'"]),
         (f'[activity]\ntags = ["{"x" * 51}"]\n', ["[activity] tags", "50"]),
         (f'[activity]\ntitle = "{"x" * 101}"\n', ["[activity] title", "100"]),

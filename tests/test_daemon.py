@@ -101,7 +101,7 @@ def test_activity_request_without_a_daemon_says_so(daemon):
 
 
 def test_a_restart_within_the_window_resumes_the_activity(daemon, gps):
-    d = daemon("[activity]\nresume_window_s = 600\n").start()
+    d = daemon('[activity]\nstart = "always"\nresume_window_s = 600\n').start()
     d.wait_gps_open()
     play(gps, epochs(10, rate_hz=1.0))
     wait_for(lambda: len(stored_times(d.db)) >= 10)

@@ -383,14 +383,15 @@ def test_poi_marks_the_next_stored_fix_and_reaches_the_server(server, store, db,
     import queue
 
     from tracker import cli
-    from tracker.config import Config, StorageConfig
+    from tracker.config import ActivityConfig, Config, StorageConfig
     from tracker.recorder import Recorder
 
     conf = tmp_path / "tracker.toml"
     conf.write_text(f'[storage]\npath = "{db}"\n')
     assert cli.main(["poi", "-c", str(conf), "--wait", "0", "cafe", "stop"]) == 1  # no daemon
     inbox: queue.Queue = queue.Queue()
-    rec = Recorder(Config(storage=StorageConfig(path=db)), inbox, threading.Event())
+    cfg = Config(storage=StorageConfig(path=db), activity=ActivityConfig(start="always"))
+    rec = Recorder(cfg, inbox, threading.Event())
     try:
         rec.commit()  # no fix yet: the request stays open
         (req,) = store.take_requests()

@@ -92,7 +92,8 @@ def test_new_file_is_created_with_its_directory_at_the_latest_schema(db: Path) -
         )
         # Every Fix field has its column: a new Fix field without a migration fails here.
         columns = {r[1] for r in s._all("PRAGMA table_info(fixes)")}
-        assert {f for f in Fix.__dataclass_fields__} | {"id", "activity_id", "poi"} == columns
+        stored = {"id", "activity_id", "poi", "local"}
+        assert {f for f in Fix.__dataclass_fields__} | stored == columns
 
 
 def test_an_empty_existing_file_is_migrated(db: Path) -> None:
@@ -434,7 +435,7 @@ def test_acknowledging_ids_that_do_not_exist_marks_nothing(store: Store) -> None
     assert 50 in ids(store.next_batch("gpsr", 100))
 
 
-def test_fixes_outside_an_activity_are_never_sent_and_the_cursor_skips_them(store: Store) -> None:
+def test_fixes_outside_an_activity_are_never_sent_and_wait_above_the_cursor(store: Store) -> None:
     store.add_fixes(None, [fix(0), fix(1)])  # 1, 2
     a = start(store, 2)
     store.add_fixes(a.id, [fix(2), fix(3)])  # 3, 4
@@ -444,8 +445,68 @@ def test_fixes_outside_an_activity_are_never_sent_and_the_cursor_skips_them(stor
     assert ids(store.next_batch("mmt", 100)) == [3, 4]
     assert store.pending() == {"mmt": 2}
     store.acknowledge("mmt", [3, 4])
-    assert cursor(store, "mmt") == 6  # past the fixes nobody will ever send
+    # Not past 5 and 6: a lead-in stored outside may still be adopted by an activity.
+    assert cursor(store, "mmt") == 4
     assert store.next_batch("mmt", 100) == [] and store.pending() == {"mmt": 0}
+    b = start(store, 6)
+    assert store.adopt_fixes(b.id, 2) == 2
+    assert ids(store.next_batch("mmt", 100)) == [5, 6]
+    assert store.pending() == {"mmt": 2}
+
+
+def test_adopt_takes_only_the_newest_fixes_stored_outside(store: Store) -> None:
+    a = start(store)
+    store.add_fixes(a.id, [fix(0)])  # 1
+    store.end_activity(a.id, fix(0).time, "stop")
+    store.add_fixes(None, [fix(1), fix(2), fix(3)])  # 2, 3, 4
+    # The newest fixes outside, back to the activity's last fix: a lead-in to replay.
+    assert [f.id for f in store.recent_fixes(None, fix(2).time)] == [3, 4]
+    assert [f.id for f in store.recent_fixes(None, 0.0)] == [2, 3, 4]
+    b = start(store, 2)
+    assert store.adopt_fixes(b.id, 2) == 2
+    assert [f.activity_id for f in store.iter_fixes()] == [a.id, None, b.id, b.id]
+    assert store.recent_fixes(None, 0.0) == []
+    assert store.adopt_fixes(b.id, 0) == 0
+
+
+def test_detach_and_local_fixes_are_never_offered(store: Store) -> None:
+    a = start(store)
+    store.add_fixes(a.id, [fix(0), fix(1)])  # 1, 2
+    store.add_fixes(a.id, [fix(2), fix(3)], local=True)  # 3, 4: paused, kept on the unit
+    store.add_fixes(a.id, [fix(4), fix(5)])  # 5, 6
+    store.register_backend("mmt")
+    assert ids(store.next_batch("mmt", 100)) == [1, 2, 5, 6]
+    assert ids(store.next_batch("mmt", 100, a.id)) == [1, 2, 5, 6]
+    assert [f.local for f in store.iter_fixes()] == [False, False, True, True, False, False]
+    assert store.fix_counts() == {"total": 6, "outside": 0, "local": 2}
+    assert store.detach_fixes(a.id, fix(3).time) == 2  # the activity ends at fix(3)
+    assert ids(store.next_batch("mmt", 100)) == [1, 2]
+    assert store.fix_counts() == {"total": 6, "outside": 2, "local": 2}
+    store.acknowledge("mmt", [1, 2])
+    assert cursor(store, "mmt") == 2 and store.pending() == {"mmt": 0}
+    assert [f.time for f in store.recent_fixes(a.id, fix(1).time)] == [
+        fix(1).time, fix(2).time, fix(3).time
+    ]
+
+
+def test_migration_2_adds_local_and_keeps_the_delivery_index(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(MIGRATIONS[0])
+    conn.execute("INSERT INTO activities (uuid, started_at) VALUES ('u', 1.0)")
+    conn.execute("INSERT INTO fixes (activity_id, time, lat, lon) VALUES (1, 1.0, 48.0, 11.0)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    with open_store(path) as s:
+        assert s.pragma("user_version") == SCHEMA_VERSION
+        [f] = list(s.iter_fixes())
+        assert f.local is False and f.activity_id == 1
+        s.register_backend("mmt")
+        plan = " ".join(
+            r[-1] for r in s._all("EXPLAIN QUERY PLAN " + s._next_batch_query("mmt", 10, None)[0],
+                                  s._next_batch_query("mmt", 10, None)[1])
+        )
+        assert "fixes_deliverable" in plan
 
 
 def test_next_batch_for_one_activity(store: Store) -> None:

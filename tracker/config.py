@@ -12,11 +12,12 @@ import os
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tracker.activity import Rules
     from tracker.sensors.config import SensorConfig
 
 DEFAULT_PATH = Path("/etc/tracker/tracker.toml")
@@ -57,16 +58,71 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class ActivityConfig:
-    start: str = "always"
+    """[activity]: when an activity starts, pauses and ends (tracker/activity.py), and what it
+    is called. `start_speed_mps` None: the activity type's default (START_SPEEDS);
+    `idle_stop_s` None: 900 s in "auto" mode, no idle end in "always" and "manual"."""
+
+    start: str = "auto"
     resume_window_s: float = 1800.0
-    title: str = "Ride %Y-%m-%d %H:%M"
+    title: str = "{Type} {start:%Y-%m-%d %H:%M}"
     type: str = "cycling"
     privacy: str = "private"
     tags: tuple[str, ...] = ()
+    start_speed_mps: float | None = None
+    max_hdop: float = 5.0
+    start_after_s: float = 10.0
+    idle_stop_s: float | None = None
+    paused_points: str = "thin"
+    timezone: str = "UTC"
+
+    def rules(self) -> Rules:
+        from tracker.activity import DEFAULT_IDLE_STOP_S, Rules, start_speed_for
+
+        idle = self.idle_stop_s
+        if idle is None and self.start == "auto":
+            idle = DEFAULT_IDLE_STOP_S
+        return Rules(
+            mode=self.start,
+            start_speed_mps=self.start_speed_mps or start_speed_for(self.type),
+            max_hdop=self.max_hdop,
+            start_after_s=self.start_after_s,
+            idle_stop_s=idle,
+            paused_points=self.paused_points,
+            resume_window_s=self.resume_window_s,
+        )
 
     def title_for(self, started_at: float) -> str:
-        """The title with strftime fields filled from the activity's GPS start time (UTC)."""
-        return datetime.fromtimestamp(started_at, UTC).strftime(self.title)[:TITLE_MAX]
+        """The title for an activity starting at `started_at` (GPS time), in `timezone`."""
+        return render_title(self.title, self.type, started_at, self.timezone)
+
+
+def render_title(template: str, activity_type: str, started_at: float, tz: str = "UTC") -> str:
+    """`{type}`, `{Type}` and `{start:<strftime>}` fields (str.format) or, in a template
+    without braces, strftime fields (the older form); dates in the time zone `tz`."""
+    return _fill_title(template, activity_type, started_at, tz)[:TITLE_MAX]
+
+
+def _fill_title(template: str, activity_type: str, started_at: float, tz: str) -> str:
+    start = datetime.fromtimestamp(started_at, UTC).astimezone(_zone(tz))
+    if "{" in template:
+        return template.format(type=activity_type, Type=activity_type.capitalize(), start=start)
+    return start.strftime(template)
+
+
+def _zone(name: str) -> tzinfo:
+    if name == "UTC":
+        return UTC
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(name)
+
+
+@dataclass(frozen=True)
+class TimeConfig:
+    """[time] (docs/time.md): set the system clock from the GPS once when it is more than
+    60 s off (needs CAP_SYS_TIME)."""
+
+    set_system_clock: bool = False
 
 
 @dataclass(frozen=True)
@@ -152,6 +208,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     activity: ActivityConfig = field(default_factory=ActivityConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    time: TimeConfig = field(default_factory=TimeConfig)
     mapmytracks: MapMyTracksConfig | None = None  # None: no [mapmytracks] section
     gpsr: GpsrConfig | None = None  # None: no [gpsr] section
     sensors: tuple[SensorConfig, ...] = ()  # the [[sensors]] array of tables
@@ -194,12 +251,41 @@ def _path(v: Any) -> Path:
 def _title(v: Any) -> str:
     title = _str(v)
     try:
-        sample = datetime(2026, 12, 31, 23, 59, 59, tzinfo=UTC).strftime(title)
+        sample = _fill_title(title, "stand up paddle boarding", 1798761599.0, "UTC")
+    except (KeyError, IndexError) as e:
+        raise ValueError(
+            f"unknown field {e} in {title!r} (known: {{type}}, {{Type}}, {{start:%Y-%m-%d}})"
+        ) from None
     except ValueError as e:
-        raise ValueError(f"bad strftime field in {title!r}: {e}") from None
+        raise ValueError(f"bad field in {title!r}: {e}") from None
     if len(sample) > TITLE_MAX:
-        raise ValueError(f"longer than {TITLE_MAX} characters once dates are filled in")
+        raise ValueError(f"longer than {TITLE_MAX} characters once the fields are filled in")
     return title
+
+
+def _timezone(v: Any) -> str:
+    name = _str(v)
+    try:
+        _zone(name)
+    except (ValueError, OSError, ImportError) as e:  # ZoneInfoNotFoundError is a KeyError...
+        raise ValueError(f"unknown time zone {name!r} ({type(e).__name__})") from None
+    except KeyError:
+        raise ValueError(f"unknown time zone {name!r} (an IANA name like Europe/Paris)") from None
+    return name
+
+
+def _hdop(v: Any) -> float:
+    x = _pos_float(v)
+    if x > 50:
+        raise ValueError(f"an HDOP above 50 accepts any fix, got {v!r}")
+    return x
+
+
+def _idle_stop(v: Any) -> float:
+    x = _pos_float(v)
+    if x < 60:
+        raise ValueError(f"must be at least 60 (a red light is not the end of a ride), got {v!r}")
+    return x
 
 
 def _tags(v: Any) -> tuple[str, ...]:
@@ -269,15 +355,22 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "activity": (
         ActivityConfig,
         {
-            "start": _one_of("always", "manual"),
+            "start": _one_of("auto", "always", "manual"),
             "resume_window_s": _pos_float,
             "title": _title,
             "type": _one_of(*ACTIVITY_TYPES),
             "privacy": _one_of(*PRIVACY),
             "tags": _tags,
+            "start_speed_mps": _pos_float,
+            "max_hdop": _hdop,
+            "start_after_s": _pos_float,
+            "idle_stop_s": _idle_stop,
+            "paused_points": _one_of("send", "thin", "keep_local"),
+            "timezone": _timezone,
         },
     ),
     "log": (LogConfig, {"level": _level}),
+    "time": (TimeConfig, {"set_system_clock": _bool}),
     "mapmytracks": (
         MapMyTracksConfig,
         {

@@ -87,14 +87,17 @@ def _chunks(fixes: Iterable[StoredFix]) -> Iterator[list[StoredFix]]:
         yield chunk
 
 
-def _track_xml(store: Store, activity: Activity) -> Iterator[str]:
+def _track_xml(store: Store, activity: Activity, sent_only: bool = False) -> Iterator[str]:
     track = gpxpy.gpx.GPXTrack(name=activity.title)
     track.type = activity.type
     track.description = f"tracker activity {activity.id}"
     head = gpx_fields_to_xml(track, "trk", version="1.1", prettyprint=True, indent="  ")
     # The empty track renders as "<trk>…</trk>"; the segment goes in before the closing tag.
     yield head[: head.rindex("</trk>")] + "    <trkseg>\n"
-    for chunk in _chunks(store.iter_fixes(activity.id)):
+    fixes = store.iter_fixes(activity.id)
+    if sent_only:
+        fixes = (f for f in fixes if not f.local)
+    for chunk in _chunks(fixes):
         samples = _Samples(store, chunk[0].time, chunk[-1].time)
         for fix in chunk:
             point = gpxpy.gpx.GPXTrackPoint(
@@ -115,8 +118,11 @@ def _track_xml(store: Store, activity: Activity) -> Iterator[str]:
     yield "\n    </trkseg>\n  </trk>\n"
 
 
-def write_gpx(store: Store, out: IO[str], activity_ids: list[int] | None = None) -> int:
-    """Write the activities (all when `activity_ids` is None) as GPX 1.1; return the count."""
+def write_gpx(
+    store: Store, out: IO[str], activity_ids: list[int] | None = None, *, sent_only: bool = False
+) -> int:
+    """Write the activities (all when `activity_ids` is None) as GPX 1.1; return the count.
+    `sent_only`: without the paused fixes kept on the unit (an upload to a backend)."""
     activities = store.activities()
     if activity_ids is not None:
         known = {a.id: a for a in activities}
@@ -137,7 +143,7 @@ def write_gpx(store: Store, out: IO[str], activity_ids: list[int] | None = None)
         f'version="1.1" creator="tracker {__version__}">\n'
     )
     for activity in activities:
-        for text in _track_xml(store, activity):
+        for text in _track_xml(store, activity, sent_only):
             out.write(text)
     out.write("</gpx>\n")
     return len(activities)

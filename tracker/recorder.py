@@ -3,7 +3,8 @@
 Sources (the GPS reader, later the sensors) put lists of fixes and samples on the inbox queue.
 The recorder is the store's only writer: every `commit_interval_s` it takes what arrived, applies
 control requests from the CLI (`tracker activity stop`), decides which activity each fix belongs
-to, and writes it all in ONE transaction. A power cut therefore loses at most one interval, and
+to (tracker/activity.py decides; the recorder carries it out in the store), and writes it all
+in ONE transaction. A power cut therefore loses at most one interval, and
 SQLite's WAL guarantees the file is never corrupted.
 
 When the store cannot be written (full disk, read-only file system, a database that cannot be
@@ -21,12 +22,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tracker.activity import Step, decide
+from tracker.activity import BACK_JUMP_S, Lifecycle, Place
 from tracker.config import Config
 from tracker.fix import Fix, Sample
+from tracker.gpstime import TimeKeeper, default_setter, server_now, system_clock_if_synced
 from tracker.logutil import RateLimitedLog
 from tracker.store import Activity, StorageUnavailable, Store, StoreError, open_store
 
@@ -44,18 +46,22 @@ class RecorderStats:
     commits: int = 0
     storage_errors: int = 0
     dropped_fixes: int = 0  # dropped from memory while the store was unwritable
+    repeated_fixes: int = 0  # not stored: an epoch repeated, or GPS time a little behind
     held: int = 0  # fixes waiting in memory right now
     storage_error: str | None = None  # the current storage problem, None when writing works
 
 
 @dataclass
 class _Activity:
-    """The recorder's view of the current activity (mirrors the store after each commit)."""
+    """The recorder's view of the activities: the store's current one and the lifecycle
+    decision's state. Copied before each commit and kept only if the commit succeeds."""
 
+    life: Lifecycle
     current: Activity | None = None
-    last_time: float | None = None
-    armed: bool = True
     started: list[int] = field(default_factory=list)
+
+    def copy(self) -> _Activity:
+        return _Activity(self.life.snapshot(), self.current)
 
 
 class Recorder:
@@ -74,6 +80,8 @@ class Recorder:
         sources: list[threading.Thread] | None = None,
         runtime: Callable[[], dict[str, Any]] | None = None,
         open_db: Callable[..., Store] = open_store,
+        set_clock: Callable[[float], None] = default_setter,
+        trusted_now: Callable[[], float | None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.stats = RecorderStats()
@@ -87,7 +95,13 @@ class Recorder:
         self._open_db = open_db
         self._fixes: list[Fix] = []
         self._samples: list[Sample] = []
-        self._act = _Activity(armed=cfg.activity.start == "always")
+        self._act = _Activity(self._new_life())
+        # GPS week roll-over, corrected once a trusted clock agrees (tracker/gpstime.py).
+        self._time = TimeKeeper(
+            trusted_now or self._trusted_now,
+            set_system_clock=cfg.time.set_system_clock,
+            setter=set_clock,
+        )
         self._limited = RateLimitedLog(log, 60.0)
         self._last_runtime = 0.0
         self._last_prune = time.monotonic()
@@ -130,7 +144,14 @@ class Recorder:
             pass
         for batch in items:
             for item in batch:
-                (self._fixes if isinstance(item, Fix) else self._samples).append(item)
+                shift = self._time.shift_s(item.time)
+                if shift:
+                    item = replace(item, time=item.time + shift)
+                if isinstance(item, Fix):
+                    self._time.observe(item.time)
+                    self._fixes.append(item)
+                else:
+                    self._samples.append(item)
         overflow = len(self._fixes) - MAX_HELD
         if overflow > 0:
             del self._fixes[:overflow]
@@ -150,14 +171,14 @@ class Recorder:
             return
         assert self.store is not None
         fixes, samples = self._fixes, self._samples
-        act = _Activity(self._act.current, self._act.last_time, self._act.armed)
+        act = self._act.copy()
         now = time.monotonic()
         write_runtime = final or now - self._last_runtime >= RUNTIME_EVERY_S
         try:
             with self.store.transaction():
                 done = self._apply_requests(act)
-                self._store_fixes(act, fixes)
-                done += self._mark_poi(fixes)
+                stored = self._store_fixes(act, fixes)
+                done += self._mark_poi(stored)
                 if samples:
                     self.store.add_samples(samples)
                 if write_runtime:
@@ -167,7 +188,8 @@ class Recorder:
             return
         self._act = act
         self._fixes, self._samples = [], []
-        self.stats.fixes_stored += len(fixes)
+        self.stats.fixes_stored += stored
+        self.stats.repeated_fixes += len(fixes) - stored
         self.stats.samples_stored += len(samples)
         self.stats.commits += 1
         self.stats.held = 0
@@ -184,6 +206,19 @@ class Recorder:
             self._last_prune = now
             self._prune()
 
+    def _trusted_now(self) -> float | None:
+        """An NTP-synchronised system clock, else a backend server's clock (its get_time
+        offset, which the sender publishes in its status row)."""
+        now = system_clock_if_synced()
+        if now is not None or self.store is None:
+            return now
+        for name in self.store.backends():
+            row = self.store.get_runtime(f"backend:{name}")
+            offset = row[0].get("clock_offset_system_s") if row else None
+            if isinstance(offset, int | float):
+                return server_now(offset)
+        return None
+
     def _open(self) -> bool:
         try:
             self.store = self._open_db(
@@ -195,10 +230,7 @@ class Recorder:
             self._storage_failed(str(e))
             return False
         self.store_open.set()
-        self._act.current = self.store.current_activity()
-        last = self.store.last_fix()
-        if self._act.current is not None and last is not None:
-            self._act.last_time = last.time if last.activity_id == self._act.current.id else None
+        self._act = self._resume(self.store)
         if self._act.current is not None:
             log.info(
                 "store %s open; current activity %d (%s)",
@@ -207,6 +239,33 @@ class Recorder:
         else:
             log.info("store %s open; no current activity", self.cfg.storage.path)
         return True
+
+    def _new_life(self) -> Lifecycle:
+        rules = self.cfg.activity.rules()
+        return Lifecycle(rules, armed=rules.mode == "always")
+
+    def _resume(self, store: Store) -> _Activity:
+        """The lifecycle state for what the store holds: its current activity continues
+        (subject to the rules on the next fix), and in "auto" mode its recent fixes are
+        replayed, so the idle clock runs from the last movement they show."""
+        life = self._new_life()
+        last = store.last_fix()
+        current = store.current_activity()
+        if current is not None:
+            own = last if last is not None and last.activity_id == current.id else None
+            own = own or store.last_fix(current.id)
+            life.resumed(current.started_at, own.time if own is not None else None)
+            r = life.rules
+            if own is not None and r.idle_stop_s is not None:
+                window = r.idle_stop_s + 2 * r.start_after_s + 60.0
+                life.replay(store.recent_fixes(current.id, own.time - window))
+        elif last is not None and life.rules.mode == "auto":
+            # Moving off when the power went: the lead-in stored so far is not lost.
+            window = life.rules.start_after_s + 10.0
+            life.replay(store.recent_fixes(None, last.time - window))
+        if last is not None:
+            life.last_time = last.time
+        return _Activity(life, current)
 
     def _storage_failed(self, message: str) -> None:
         self.stats.storage_errors += 1
@@ -225,22 +284,20 @@ class Recorder:
                 if act.current is None:
                     result = "no activity was running"
                 else:
-                    ended = act.last_time or act.current.started_at
-                    self.store.end_activity(act.current.id, ended, "requested")
+                    self._end(act, act.life.last_active, "requested")
                     result = f"activity {act.current.id} stopped"
-                    act.current, act.last_time = None, None
-                act.armed = False
+                    act.current = None
+                act.life.stopped()
             elif req.command == "activity_start":
                 if act.current is not None:
-                    ended = act.last_time or act.current.started_at
-                    self.store.end_activity(act.current.id, ended, "new activity requested")
+                    self._end(act, act.life.last_active, "new activity requested")
                     result = (
                         f"activity {act.current.id} stopped; a new one starts with the next fix"
                     )
-                    act.current, act.last_time = None, None
+                    act.current = None
                 else:
                     result = "a new activity starts with the next fix"
-                act.armed = True
+                act.life.start_requested()
             elif req.command == "poi":
                 continue  # open until a fix is stored: _mark_poi
             else:
@@ -249,12 +306,19 @@ class Recorder:
             done.append(f"request {req.id} ({req.command}): {result}")
         return done
 
-    def _mark_poi(self, fixes: list[Fix]) -> list[str]:
+    def _end(self, act: _Activity, at: float | None, reason: str) -> None:
+        """End the current activity at GPS time `at`; its fixes after that leave it."""
+        assert self.store is not None and act.current is not None
+        self.store.end_activity(act.current.id, at or act.current.started_at, reason)
+        if at is not None:
+            self.store.detach_fixes(act.current.id, at)
+
+    def _mark_poi(self, stored: int) -> list[str]:
         """`tracker poi`: the first fix stored in this commit carries the note of every open
         poi request (several are joined with "; "). With no fix in the commit the request stays
         open, so it also survives a restart; it is finished in the transaction that marks."""
         assert self.store is not None
-        if not fixes:
+        if not stored:
             return []
         requests = [r for r in self.store.take_requests() if r.command == "poi"]
         if not requests:
@@ -262,7 +326,7 @@ class Recorder:
         last = self.store.last_fix()
         assert last is not None
         # One writer, one transaction: this commit's fixes have consecutive ids.
-        first_id = last.id - len(fixes) + 1
+        first_id = last.id - stored + 1
         notes = [r.arg.strip() for r in requests if r.arg and r.arg.strip()]
         self.store.mark_poi(first_id, "; ".join(notes) or "POI")
         done = []
@@ -272,40 +336,49 @@ class Recorder:
             done.append(f"request {r.id} (poi): {result}")
         return done
 
-    def _store_fixes(self, act: _Activity, fixes: list[Fix]) -> None:
-        """Assign each fix to an activity, starting and ending activities as the rules say."""
+    def _store_fixes(self, act: _Activity, fixes: list[Fix]) -> int:
+        """Store each fix where the lifecycle decision puts it, starting and ending
+        activities as it says; returns how many were stored (repeats are not)."""
         assert self.store is not None
-        a = self.cfg.activity
+        store, a = self.store, self.cfg.activity
         run: list[Fix] = []
-        run_activity: int | None = act.current.id if act.current else None
+        run_key: tuple[int | None, bool] = (None, False)
+        stored = 0
+
+        def flush() -> None:
+            if run:
+                store.add_fixes(run_key[0], run, local=run_key[1])
+                run.clear()
+
         for fix in fixes:
-            step = decide(
-                has_current=act.current is not None,
-                last_time=act.last_time,
-                fix_time=fix.time,
-                mode=a.start,
-                armed=act.armed,
-                resume_window_s=a.resume_window_s,
-            )
-            if step is Step.RESTART:
-                assert act.current is not None
-                self.store.end_activity(act.current.id, act.last_time or fix.time, "gap")
+            d = act.life.step(fix)
+            if d.place is Place.DROP:
+                self._limited.log(
+                    logging.INFO, "repeat",
+                    "dropped a fix at %.2f: GPS time repeated or up to %g s behind the last",
+                    fix.time, BACK_JUMP_S,
+                )  # fmt: skip
+                continue
+            if d.end is not None and act.current is not None:
+                flush()
+                self._end(act, d.end.at, d.end.reason)
                 act.current = None
-            if step in (Step.START, Step.RESTART):
-                act.current = self.store.start_activity(
-                    a.title_for(fix.time), a.type, a.privacy, a.tags, fix.time
+            if d.start is not None:
+                flush()
+                act.current = store.start_activity(
+                    a.title_for(d.start.at), a.type, a.privacy, a.tags, d.start.at
                 )
+                store.adopt_fixes(act.current.id, d.start.adopt)
                 act.started.append(act.current.id)
-            if step is not Step.NONE:
-                act.last_time = fix.time
-            activity_id = act.current.id if step is not Step.NONE and act.current else None
-            if activity_id != run_activity and run:
-                self.store.add_fixes(run_activity, run)
-                run = []
-            run_activity = activity_id
+            inside = d.place in (Place.SENT, Place.LOCAL) and act.current is not None
+            key = (act.current.id, d.place is Place.LOCAL) if inside else (None, False)
+            if key != run_key:
+                flush()
+                run_key = key
             run.append(fix)
-        if run:
-            self.store.add_fixes(run_activity, run)
+            stored += 1
+        flush()
+        return stored
 
     def _prune(self) -> None:
         assert self.store is not None
@@ -327,6 +400,7 @@ class Recorder:
                 "storage_errors": s.storage_errors,
                 "storage_error": s.storage_error,
                 "dropped_fixes": s.dropped_fixes,
+                "repeated_fixes": s.repeated_fixes,
                 "held": s.held,
             },
             **self._runtime(),

@@ -69,8 +69,14 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
     last = store.last_fix()
     gps = runtime.get("gps", {})
     recorder = runtime.get("recorder", {})
+    counts = store.fix_counts()
+    lifecycle = runtime.get("lifecycle", {})
     return {
-        "fixes": store.fix_count(),
+        "fixes": counts["total"],
+        # Stored but never sent: outside any activity (parked before a ride, after its end),
+        # and paused fixes kept on the unit (paused_points).
+        "fixes_outside": counts["outside"],
+        "fixes_kept_local": counts["local"],
         "pending": store.pending(),
         "quarantined": store.quarantined(),
         "backends": _backends(store),
@@ -81,7 +87,9 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
             "title": current.title,
             "type": current.type,
             "started": _iso(current.started_at),
+            "state": lifecycle.get("state") if running else None,
         },
+        "lifecycle": lifecycle if running else {},
         "last_fix": None
         if last is None
         else {
@@ -148,12 +156,23 @@ def render(status: dict[str, Any]) -> str:
     else:
         lines.append("last fix:  none yet")
     if act:
+        state = f", {act['state']}" if act.get("state") else ""
         lines.append(
             f"activity:  {act['id']} \"{act['title']}\" ({act['type']}) since {act['started']}"
+            + state
         )
     else:
-        lines.append("activity:  none running")
-    lines.append(f"fixes:     {status['fixes']} stored")
+        life = status.get("lifecycle") or {}
+        waiting = {"waiting": ", waiting for movement", "starting": ", movement starting",
+                   "off": ", starts with `tracker activity start`"}  # fmt: skip
+        lines.append("activity:  none running" + waiting.get(life.get("state", ""), ""))
+    apart = []
+    if status.get("fixes_outside"):
+        apart.append(f"{status['fixes_outside']} outside any activity, never sent")
+    if status.get("fixes_kept_local"):
+        apart.append(f"{status['fixes_kept_local']} paused, kept on the unit")
+    detail = f" ({'; '.join(apart)})" if apart else ""
+    lines.append(f"fixes:     {status['fixes']} stored{detail}")
     if status["pending"]:
         for name, n in sorted(status["pending"].items()):
             q = status["quarantined"].get(name, 0)

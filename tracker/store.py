@@ -212,15 +212,25 @@ MIGRATIONS: list[str] = [
         updated_at REAL NOT NULL
     );
     """,
+    # 2: paused fixes kept on the unit (tracker/activity.py, paused_points): in their activity
+    # (exports, distance, moving time) but never offered to a backend.
+    """
+    ALTER TABLE fixes ADD COLUMN local INTEGER NOT NULL DEFAULT 0;
+    DROP INDEX fixes_deliverable;
+    CREATE INDEX fixes_deliverable ON fixes (id) WHERE activity_id IS NOT NULL AND local = 0;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _FIX_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Fix))
 _fix_values = attrgetter(*_FIX_FIELDS)
-_FIX_SELECT = "f.id, f.activity_id, f.poi, " + ", ".join("f." + n for n in _FIX_FIELDS)
-_FIX_INSERT = "INSERT INTO fixes (activity_id, {}) VALUES (?, {})".format(
+_FIX_SELECT = "f.id, f.activity_id, f.poi, f.local, " + ", ".join("f." + n for n in _FIX_FIELDS)
+_FIX_INSERT = "INSERT INTO fixes (activity_id, local, {}) VALUES (?, ?, {})".format(
     ", ".join(_FIX_FIELDS), ", ".join("?" * len(_FIX_FIELDS))
 )
+# A fix some backend is to be sent: in an activity, and not a paused fix kept on the unit. The
+# same words as the fixes_deliverable index, so that SQLite uses it.
+_DELIVERABLE = "f.activity_id IS NOT NULL AND f.local = 0"
 _NOT_MARKED = "NOT EXISTS (SELECT 1 FROM marks m WHERE m.backend = :b AND m.fix_id = f.id)"
 _CURSOR = "(SELECT cursor FROM backends WHERE name = :b)"
 _ACTIVITY_COLUMNS = "id, uuid, title, type, privacy, tags, started_at, ended_at, end_reason"
@@ -255,11 +265,13 @@ class Activity:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoredFix(Fix):
     """A Fix as stored: the Fix fields (positional, as in Fix) plus its row id, its activity
-    (None: stored outside any activity, never sent) and its point-of-interest note."""
+    (None: stored outside any activity, never sent), its point-of-interest note, and `local`:
+    a paused fix of its activity that is never sent (paused_points)."""
 
     id: int
     activity_id: int | None
     poi: str | None = None
+    local: bool = False
 
     @property
     def fix(self) -> Fix:
@@ -817,8 +829,11 @@ class Store:
 
     # -- data ----------------------------------------------------------------------------------
 
-    def add_fixes(self, activity_id: int | None, fixes: Sequence[Fix]) -> None:
-        """Store fixes, in the order given, for an activity (None: outside any activity).
+    def add_fixes(
+        self, activity_id: int | None, fixes: Sequence[Fix], *, local: bool = False
+    ) -> None:
+        """Store fixes, in the order given, for an activity (None: outside any activity);
+        `local`: in the activity but never sent (paused fixes kept on the unit).
 
         With prune="drop_newest" and the size limit reached, first prunes what every backend
         has acknowledged; if that is not enough, raises StorageFull and stores nothing.
@@ -845,7 +860,74 @@ class Store:
                         f"{self.path}: storage limit of {self.max_mb} MB reached, "
                         f"{len(fixes)} fixes refused (prune = drop_newest)"
                     )
-            self._conn.executemany(_FIX_INSERT, [(activity_id, *_fix_values(f)) for f in fixes])
+            flag = int(local and activity_id is not None)
+            self._conn.executemany(
+                _FIX_INSERT, [(activity_id, flag, *_fix_values(f)) for f in fixes]
+            )
+
+    def adopt_fixes(self, activity_id: int, count: int) -> int:
+        """Move the newest `count` fixes stored outside any activity into `activity_id` (the
+        lead-in of an activity that starts at its first moving fix); returns how many moved.
+
+        They are above every backend's cursor: a cursor never passes the newest deliverable
+        fix (see _advance), and these were stored after it.
+        """
+        if count <= 0:
+            return 0
+        with self.transaction():
+            newest = self._newest_id()
+            cur = self._conn.execute(
+                "UPDATE fixes SET activity_id = ?, local = 0 "
+                "WHERE id > ? AND activity_id IS NULL",
+                (activity_id, newest - count),
+            )
+        return cur.rowcount
+
+    def detach_fixes(self, activity_id: int, after: float) -> int:
+        """Take the fixes of `activity_id` later than GPS time `after` out of it (an activity
+        that ends at its last movement); returns how many. Those already sent stay sent."""
+        with self.transaction():
+            cur = self._conn.execute(
+                "UPDATE fixes SET activity_id = NULL, local = 0 "
+                "WHERE activity_id = ? AND time > ?",
+                (activity_id, after),
+            )
+        return cur.rowcount
+
+    def recent_fixes(self, activity_id: int | None, since: float) -> list[StoredFix]:
+        """The fixes of `activity_id` at GPS time `since` or later, oldest first, read from the
+        newest back (a long ride costs only the window). None: the newest fixes stored outside
+        any activity, back to the first fix of an activity or `since`."""
+        where = "f.activity_id = ?" if activity_id is not None else "1"
+        params: tuple[Any, ...] = (activity_id,) if activity_id is not None else ()
+        rows: list[tuple[Any, ...]] = []
+        last = 1 << 62
+        time_at = 4 + _FIX_FIELDS.index("time")
+        while True:
+            page = self._all(
+                f"SELECT {_FIX_SELECT} FROM fixes f WHERE {where} AND f.id < ? "
+                "ORDER BY f.id DESC LIMIT ?",
+                (*params, last, _PAGE),
+            )
+            kept = []
+            for r in page:
+                if r[time_at] < since or (activity_id is None and r[1] is not None):
+                    break
+                kept.append(r)
+            rows.extend(kept)
+            if len(page) < _PAGE or len(kept) < len(page):
+                break
+            last = page[-1][0]
+        return [_stored_fix(r) for r in reversed(rows)]
+
+    def fix_counts(self) -> dict[str, int]:
+        """How many fixes are stored: `total`, `outside` any activity (never sent), and
+        `local` (paused fixes of an activity kept on the unit)."""
+        total, outside, local = self._one(
+            "SELECT count(*), coalesce(sum(activity_id IS NULL), 0), coalesce(sum(local), 0) "
+            "FROM fixes"
+        ) or (0, 0, 0)
+        return {"total": total, "outside": outside, "local": local}
 
     def add_samples(self, samples: Sequence[Sample]) -> None:
         if not samples:
@@ -933,7 +1015,7 @@ class Store:
     ) -> tuple[str, dict[str, Any]]:
         # One query, and indexed either way: fixes_deliverable or fixes_activity give the ids
         # above the cursor in order, marks' primary key answers each NOT EXISTS.
-        where = "f.activity_id IS NOT NULL" if activity_id is None else "f.activity_id = :a"
+        where = _DELIVERABLE if activity_id is None else "f.activity_id = :a AND f.local = 0"
         sql = (
             f"SELECT {_FIX_SELECT} FROM fixes f "
             f"WHERE {where} AND f.id > {_CURSOR} AND {_NOT_MARKED} "
@@ -1010,7 +1092,7 @@ class Store:
         `acked`: as many rows as the cursor moves, plus one.
         """
         rows = self._conn.execute(
-            f"SELECT f.id FROM fixes f WHERE f.activity_id IS NOT NULL AND f.id > :c "
+            f"SELECT f.id FROM fixes f WHERE {_DELIVERABLE} AND f.id > :c "
             f"AND {_NOT_MARKED} ORDER BY f.id",
             {"b": backend, "c": cursor},
         )
@@ -1022,7 +1104,10 @@ class Store:
                     break
         finally:
             rows.close()
-        new = (self._scalar("SELECT max(id) FROM fixes") or 0) if blocker is None else blocker - 1
+        # Never past the newest deliverable fix: fixes stored outside an activity after it may
+        # still be adopted by one (a lead-in), and must then be above the cursor.
+        newest = f"SELECT max(f.id) FROM fixes f WHERE {_DELIVERABLE}"
+        new = (self._scalar(newest) or 0) if blocker is None else blocker - 1
         if new <= cursor:
             return cursor
         self._conn.execute("UPDATE backends SET cursor = ? WHERE name = ?", (new, backend))
@@ -1037,7 +1122,7 @@ class Store:
         quarantined). Not acknowledged = pending + quarantined. {} with no backend."""
         return dict(
             self._all(
-                "SELECT b.name, (SELECT count(*) FROM fixes f WHERE f.activity_id IS NOT NULL "
+                f"SELECT b.name, (SELECT count(*) FROM fixes f WHERE {_DELIVERABLE} "
                 "AND f.id > b.cursor AND NOT EXISTS (SELECT 1 FROM marks m "
                 "WHERE m.backend = b.name AND m.fix_id = f.id)) FROM backends b ORDER BY b.name"
             )
@@ -1279,8 +1364,8 @@ class Store:
         )
         # Outside any activity: never sent to anyone.
         outside = self._all(
-            "SELECT id FROM fixes WHERE activity_id IS NULL AND id > :low AND id < :newest "
-            "ORDER BY id LIMIT :n",
+            "SELECT id FROM fixes WHERE (activity_id IS NULL OR local = 1) AND id > :low "
+            "AND id < :newest ORDER BY id LIMIT :n",
             params,
         )
         # Above the lowest cursor, acknowledged by every backend one by one (sparse marks).
@@ -1312,7 +1397,7 @@ class Store:
         lo, hi = ids[0], ids[-1]  # ids are the oldest stored, so every stored id in between
         per_backend = self._all(
             "SELECT b.name, (SELECT count(*) FROM fixes f WHERE f.id BETWEEN :lo AND :hi "
-            "AND f.activity_id IS NOT NULL AND ("
+            f"AND {_DELIVERABLE} AND ("
             "  (f.id > b.cursor AND NOT EXISTS (SELECT 1 FROM marks m WHERE m.backend = b.name "
             "     AND m.fix_id = f.id AND m.state = 'acked'))"
             "  OR EXISTS (SELECT 1 FROM marks q WHERE q.backend = b.name AND q.fix_id = f.id "
@@ -1360,4 +1445,4 @@ def _activity(row: tuple[Any, ...]) -> Activity:
 
 
 def _stored_fix(row: tuple[Any, ...]) -> StoredFix:
-    return StoredFix(*row[3:], id=row[0], activity_id=row[1], poi=row[2])
+    return StoredFix(*row[4:], id=row[0], activity_id=row[1], poi=row[2], local=bool(row[3]))

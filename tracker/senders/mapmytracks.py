@@ -577,7 +577,7 @@ class MapMyTracksSender(Sender):
 
         assert self.store is not None
         where = f"{NAME} upload_activity"
-        ids = [f.id for f in self.store.iter_fixes(a.id)]
+        ids = [f.id for f in self.store.iter_fixes(a.id) if not f.local]
         if not ids or not self._batch(a.id):
             return self._finish(st, a.id, "nothing left to upload")
         if ast["pending"] and ast["pending"].get("kind") == "upload":
@@ -586,7 +586,7 @@ class MapMyTracksSender(Sender):
                 self._settle(st, ast, ids, phase="uploaded", remote_id=remote, pending=None)
                 return self._finish(st, a.id, f"the unanswered upload had arrived as {remote}")
         buf = io.StringIO()
-        write_gpx(self.store, buf, [a.id])
+        write_gpx(self.store, buf, [a.id], sent_only=True)
         gpx = buf.getvalue().encode("utf-8")
         fields = {
             "request": "upload_activity",
