@@ -1,3 +1,4 @@
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -236,3 +237,16 @@ def test_gpsr_disabled_needs_nothing(tmp_path, monkeypatch):
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
     cfg = load(write(tmp_path, "[gpsr]\nenabled = false\n"))
     assert cfg.gpsr is not None and not cfg.gpsr.enabled
+
+
+@pytest.mark.parametrize("name", ["button", "time"])
+def test_the_commented_examples_of_optional_sections_parse(name):
+    lines = EXAMPLE.read_text().splitlines()
+    start = lines.index(f"#[{name}]")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        block.append(line[1:])
+    section = getattr(config.parse(tomllib.loads("\n".join(block))), name)
+    assert section is not None and section == type(section)(**vars(section))

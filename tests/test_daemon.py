@@ -207,3 +207,16 @@ def test_version_and_python_dash_m():
     done = subprocess.run([sys.executable, "-m", "tracker", "--version"], capture_output=True,
                           text=True, timeout=30)  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == f"tracker {__version__}"
+
+
+def test_a_button_without_gpio_hardware_is_one_log_line_and_the_daemon_runs_on(daemon, gps):
+    d = daemon('[activity]\nstart = "always"\n\n[button]\ngpio = 17\n').start()
+    d.wait_gps_open()
+    play(gps, epochs(5, rate_hz=1.0))
+    wait_for(lambda: len(stored_times(d.db)) >= 5, what="fixes stored without the button")
+    wait_for(lambda: "button on GPIO 17 unavailable" in d.log_text(), timeout=10,
+             what="one line about the missing button")  # fmt: skip
+    assert d.terminate() == 0
+    lines = [x for x in d.log_text().splitlines() if "button on GPIO" in x]
+    assert len(lines) == 1, lines
+    assert "Traceback" not in d.log_text()

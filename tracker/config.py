@@ -126,6 +126,19 @@ class TimeConfig:
 
 
 @dataclass(frozen=True)
+class ButtonConfig:
+    """[button] (docs/button.md): a push button on a GPIO pin; -1 until `gpio` is set."""
+
+    gpio: int = -1  # BCM number, e.g. 17
+    hold_s: float = 3.0  # a press this long records a point of interest
+    pull_up: bool = True  # button wired to ground
+
+    def check(self) -> None:
+        if self.gpio < 0:
+            raise ValueError("gpio: missing (the BCM number of the button's pin, e.g. 17)")
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
 
@@ -209,6 +222,7 @@ class Config:
     activity: ActivityConfig = field(default_factory=ActivityConfig)
     log: LogConfig = field(default_factory=LogConfig)
     time: TimeConfig = field(default_factory=TimeConfig)
+    button: ButtonConfig | None = None  # None: no [button] section
     mapmytracks: MapMyTracksConfig | None = None  # None: no [mapmytracks] section
     gpsr: GpsrConfig | None = None  # None: no [gpsr] section
     sensors: tuple[SensorConfig, ...] = ()  # the [[sensors]] array of tables
@@ -323,6 +337,19 @@ def _gpsr_tag(v: Any) -> str:
     return v.strip()
 
 
+def _gpio(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 27:
+        raise ValueError(f"expected a BCM GPIO number from 0 to 27, got {v!r}")
+    return v
+
+
+def _hold(v: Any) -> float:
+    x = _pos_float(v)
+    if not 0.5 <= x <= 30:
+        raise ValueError(f"expected 0.5 to 30 s (a short press must stay possible), got {v!r}")
+    return x
+
+
 def _level(v: Any) -> str:
     return _one_of("debug", "info", "warning", "error")(str(v).lower())
 
@@ -371,6 +398,7 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     ),
     "log": (LogConfig, {"level": _level}),
     "time": (TimeConfig, {"set_system_clock": _bool}),
+    "button": (ButtonConfig, {"gpio": _gpio, "hold_s": _hold, "pull_up": _bool}),
     "mapmytracks": (
         MapMyTracksConfig,
         {

@@ -2,7 +2,9 @@
 
     GPS reader thread ---+
                          +--(inbox queue)--> recorder thread --> SQLite store --> sender threads
-    sensor threads ------+                   (the only writer)                   (one a backend)
+    sensor threads ------+                   (the only writer)     ^             (one a backend)
+                                                                   |
+    button (optional) ------- requests, like the CLI's ------------+
 
 Under systemd the main loop is the supervisor (tracker/systemd.py): READY=1, STATUS=, and
 WATCHDOG=1 only while the GPS, recorder and every sender thread show recent heartbeats.
@@ -118,13 +120,21 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
             *(sd.Component(f"sender-{s.name}", lambda s=s: s.heartbeat) for s in senders),
         ],
     )
+    button = None
     try:
         while not stop.is_set():
             supervisor.tick()
+            if button is None and cfg.button is not None and recorder.store_open.is_set():
+                # After the store is open: a press must not race its creation and migration.
+                from tracker.button import start_button
+
+                button = start_button(cfg.button, cfg.storage.path, stop) or False
             stop.wait(supervisor.next_wait_s())
     finally:
         notifier.stopping("stopping: storing what is pending")
         stop.set()
+        if button:
+            button.close()
         deadline = time.monotonic() + SHUTDOWN_BUDGET_S - 1.0
         # Senders last: all threads see `stop` at once, and the recorder's final commit must not
         # wait behind a sender's request in flight (its pending marker makes that one safe).
