@@ -76,7 +76,7 @@ class TimeKeeper:
     """The roll-over decision and the one-time system clock set for one process.
 
     `trusted_now()` returns a trusted current UTC time or None; it may be slow (it may start
-    `timedatectl`), so it is called at most once per `ASK_EVERY_S` of `wall` time until it has
+    `timedatectl`), so it is called at most once per `ask_every_s` of `wall` time until it has
     answered in agreement with the receiver. Thread-safe: the GPS reader and the sensor threads
     may share one keeper.
     """
@@ -90,8 +90,10 @@ class TimeKeeper:
         wall: Callable[[], float] = time.time,
         floor: float = RELEASE_FLOOR,
         tolerance_s: float = DEFAULT_TOLERANCE_S,
+        ask_every_s: float = ASK_EVERY_S,
     ) -> None:
         self._trusted_now = trusted_now
+        self._ask_every = ask_every_s
         self._set_system_clock = set_system_clock
         self._setter = setter if setter is not None else default_setter
         self._wall = wall
@@ -125,7 +127,7 @@ class TimeKeeper:
                 return 0.0
             wall = self._wall()
             # abs(): the wall clock may have been stepped back (by us, by NTP) since the last ask.
-            if self._asked_at is not None and abs(wall - self._asked_at) < ASK_EVERY_S:
+            if self._asked_at is not None and abs(wall - self._asked_at) < self._ask_every:
                 return 0.0
             self._asked_at = wall
             now = self._ask()

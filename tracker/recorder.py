@@ -28,7 +28,7 @@ from typing import Any
 from tracker.activity import BACK_JUMP_S, Lifecycle, Place
 from tracker.config import Config
 from tracker.fix import Fix, Sample
-from tracker.gpstime import TimeKeeper, default_setter, server_now, system_clock_if_synced
+from tracker.gpstime import ASK_EVERY_S, TimeKeeper, default_setter, ntp_synchronized, server_now
 from tracker.logutil import RateLimitedLog
 from tracker.store import Activity, StorageUnavailable, Store, StoreError, open_store
 
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 MAX_HELD = 100_000  # fixes held in memory while the store is unwritable: ~28 h at 1 Hz
 RUNTIME_EVERY_S = 5.0  # how often the live counters are written for `tracker status`
+TRUST_ASK_EVERY_S = 2.0  # a backend's clock is a cheap store read: ask often until one agrees
 PRUNE_EVERY_S = 60.0
 
 
@@ -101,7 +102,9 @@ class Recorder:
             trusted_now or self._trusted_now,
             set_system_clock=cfg.time.set_system_clock,
             setter=set_clock,
+            ask_every_s=TRUST_ASK_EVERY_S,
         )
+        self._ntp: tuple[float, bool | None] | None = None  # (asked at, answer): may be slow
         self._limited = RateLimitedLog(log, 60.0)
         self._last_runtime = 0.0
         self._last_prune = time.monotonic()
@@ -113,6 +116,9 @@ class Recorder:
         interval = self.cfg.storage.commit_interval_s
         next_commit = time.monotonic() + interval
         try:
+            # Open before the first fixes arrive: their time correction asks the store for a
+            # backend's clock (and READY=1 waits for it). A failure is retried at each commit.
+            self._open()
             while not self._stop.is_set():
                 self.heartbeat = time.monotonic()
                 self._receive(max(0.0, next_commit - time.monotonic()))
@@ -207,17 +213,19 @@ class Recorder:
             self._prune()
 
     def _trusted_now(self) -> float | None:
-        """An NTP-synchronised system clock, else a backend server's clock (its get_time
-        offset, which the sender publishes in its status row)."""
-        now = system_clock_if_synced()
-        if now is not None or self.store is None:
-            return now
-        for name in self.store.backends():
-            row = self.store.get_runtime(f"backend:{name}")
-            offset = row[0].get("clock_offset_system_s") if row else None
-            if isinstance(offset, int | float):
-                return server_now(offset)
-        return None
+        """A backend server's clock (its get_time offset, which the sender publishes in its
+        status row), else an NTP-synchronised system clock (asked once a minute: it may start
+        timedatectl)."""
+        if self.store is not None:
+            for name in self.store.backends():
+                row = self.store.get_runtime(f"backend:{name}")
+                offset = row[0].get("clock_offset_system_s") if row else None
+                if isinstance(offset, int | float):
+                    return server_now(offset)
+        now = time.monotonic()
+        if self._ntp is None or now - self._ntp[0] >= ASK_EVERY_S:
+            self._ntp = (now, ntp_synchronized())
+        return time.time() if self._ntp[1] is True else None
 
     def _open(self) -> bool:
         try:
