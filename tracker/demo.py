@@ -6,10 +6,12 @@ plays the bundled ride (tracker/data/demo-route.gpx) faster than real time, with
 receiver faults (bad checksums, garbage bytes, a cut line, a loss of fix), into a pty; a real
 daemon process reads the pty as its serial GPS, stores the ride (with simulated heart rate,
 cadence and power) and sends it live to the project's Map My Tracks and json-gpsr test servers
-on 127.0.0.1, which drop and refuse a share of requests the way a mobile network does. Then the
-demo stops the activity the way a rider would (`tracker activity stop`), waits for the backlogs
-to drain, stops the daemon with SIGTERM, exports the ride as GPX and checks that every valid
-epoch is stored once and on each server once.
+on 127.0.0.1, which drop and refuse a share of requests the way a mobile network does. The unit
+starts the activity by itself when the ride moves off, and, with the bike parked after the loop,
+ends it by itself (`idle_stop_s` shortened to 60 s for the demo) and stops it on Map My Tracks.
+Then the demo waits for the backlogs to drain, stops the daemon with SIGTERM, exports the ride
+as GPX and checks that every valid epoch is stored once and each activity fix is on each server
+once.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,8 @@ from tracker.testing.mapmytracks import MapMyTracksServer
 GPS_FAULTS = "checksum=0.002,garbage=0.002,truncate=0.001,outage=0.001,outage_s=10-30"
 NETWORK_FAULTS = "reset=0.03,fail_500=0.03,drop_reply=0.05,html=0.02"
 USER, PASSWORD, TOKEN = "rider", "demo-password", "demo-post-token"
+IDLE_STOP_S = 60  # the demo's [activity] idle_stop_s: the parked end shows in seconds
+PARKED_S = 90  # parked after the loop, past IDLE_STOP_S
 BACKENDS = ("mapmytracks", "gpsr")
 
 
@@ -85,13 +89,22 @@ class Ride:
 
 def _plan(args: argparse.Namespace) -> Ride:
     route = simulate.load_route(args.route) if args.route else simulate.demo_route()
+    faults = simulate.parse_faults(args.faults)
     epochs = list(
         simulate.simulate(
             route, rate_hz=args.rate, speed_mps=args.speed,
             start_time=datetime.now(UTC).replace(microsecond=0),
-            faults=simulate.parse_faults(args.faults), seed=args.seed,
+            faults=faults, seed=args.seed,
         )
     )  # fmt: skip
+    # Then parked where the loop ends (it ends where it began), so the activity ends by itself.
+    after = epochs[-1].offset_s + 1 / args.rate
+    parked = simulate.simulate_phases(
+        route[:1], f"park:{PARKED_S}", rate_hz=args.rate,
+        start_time=epochs[0].time + timedelta(seconds=after), faults=faults, seed=args.seed,
+    )  # fmt: skip
+    epochs += [replace(e, index=e.index + len(epochs), offset_s=e.offset_s + after)
+               for e in parked]  # fmt: skip
     legs = zip(route, route[1:], strict=False)
     return Ride(
         epochs=epochs,
@@ -107,7 +120,8 @@ def _write_config(workdir: Path, device: str, mmt_url: str, gpsr_url: str) -> Pa
         "# written by `tracker demo`\n"
         f'[gps]\ndevice = "{device}"\nbaudrate = 115200\n\n'
         f'[storage]\npath = "{(workdir / "tracker.db").resolve()}"\ncommit_interval_s = 1.0\n\n'
-        '[activity]\ntitle = "Demo ride %Y-%m-%d"\ntype = "cycling"\n\n'
+        '[activity]\ntitle = "Demo ride {start:%Y-%m-%d %H:%M}"\ntype = "cycling"\n'
+        f"idle_stop_s = {IDLE_STOP_S}\n\n"
         f'[mapmytracks]\nurl = "{mmt_url}"\nusername = "{USER}"\npassword = "{PASSWORD}"\n'
         "interval_s = 1\nbackoff_max_s = 5\nconnect_timeout_s = 2\nread_timeout_s = 5\n\n"
         f'[gpsr]\nurl = "{gpsr_url}"\ntoken = "{TOKEN}"\n'
@@ -116,12 +130,6 @@ def _write_config(workdir: Path, device: str, mmt_url: str, gpsr_url: str) -> Pa
         '[[sensors]]\ntype = "simulated"\n'
     )
     return path
-
-
-def _tracker(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "tracker", *args], capture_output=True, text=True, timeout=60
-    )
 
 
 class Watch:
@@ -267,9 +275,9 @@ def _ride(args, ride: Ride, cfg_path: Path, writer: PtyWriter, daemon, watch: Wa
                            progress=progress)  # fmt: skip
     writer.drain(timeout=5)
     _wait(lambda: ride.expected <= set(watch.stored_times()), 15)
-    stop_reply = _tracker("activity", "stop", "-c", str(cfg_path))
     watch.mmt.faults.clear()  # the ride is over: let the backlogs drain without faults
     watch.gpsr.faults.clear()
+    # The unit ends the activity itself (idle), then Map My Tracks gets stop_activity.
     drained = _wait(lambda: (s := watch.snapshot())["drained"] and s["stopped"], 120)
     show(final=True)
 
@@ -280,7 +288,7 @@ def _ride(args, ride: Ride, cfg_path: Path, writer: PtyWriter, daemon, watch: Wa
     except subprocess.TimeoutExpired:
         code = None
     stop_s = time.monotonic() - t0
-    return _summary(ride, summary, cfg_path, watch, stop_reply, drained, code, stop_s)
+    return _summary(ride, summary, cfg_path, watch, drained, code, stop_s)
 
 
 def _faults_seen(requests) -> str:
@@ -291,7 +299,7 @@ def _faults_seen(requests) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(seen.items())) or "none"
 
 
-def _summary(ride, summary, cfg_path, watch: Watch, stop_reply, drained, code, stop_s) -> int:
+def _summary(ride, summary, cfg_path, watch: Watch, drained, code, stop_s) -> int:
     workdir = cfg_path.parent
     watch.close()
     store = open_store(workdir / "tracker.db", readonly=True)
@@ -312,18 +320,24 @@ def _summary(ride, summary, cfg_path, watch: Watch, stop_reply, drained, code, s
     missing = ride.expected - stored_set
     duplicates = len(stored) - len(stored_set)
     impossible = stored_set - ride.possible
-    # What each server must hold: every second of the activity once (both send whole seconds).
-    want = {int(f.time) for f in fixes if f.activity_id is not None}
+    # What each server must hold: every second of the activity once (both send whole seconds),
+    # and at most what went out live after the last movement before the idle end took it out
+    # of the activity (docs/activity.md).
+    want = {int(f.time) for f in fixes if f.activity_id is not None and not f.local}
+    tail = {int(f.time) for a in activities if a.ended_at for f in fixes
+            if f.activity_id is None and a.ended_at < f.time <= a.ended_at + IDLE_STOP_S}
     remote = list(watch.mmt.activities.values())
     mmt_times = [int(p[0]) for a in remote for p in a.points]
     gpsr_times = [int(f.seconds) for f in watch.gpsr.fixes(USER)]
-    mmt_ok = (
-        len(remote) == 1 and not remote[0].live
-        and len(mmt_times) == len(set(mmt_times)) and set(mmt_times) == want
-    )  # fmt: skip
-    gpsr_ok = len(gpsr_times) == len(set(gpsr_times)) and set(gpsr_times) == want
+
+    def holds(times: list[int]) -> bool:
+        return len(times) == len(set(times)) and want <= set(times) <= want | tail
+
+    mmt_ok = len(remote) == 1 and not remote[0].live and holds(mmt_times)
+    gpsr_ok = holds(gpsr_times)
+    ended = len(activities) == 1 and activities[0].end_reason == "idle"
     ok = (not missing and not duplicates and not impossible and code == 0 and drained
-          and mmt_ok and gpsr_ok)  # fmt: skip
+          and mmt_ok and gpsr_ok and ended)  # fmt: skip
     rejected = runtime.get("gps", {}).get("rejected_by", {})
     gps_faults = ", ".join(f"{k} {v}" for k, v in summary.faults.items() if v) or "none"
 
@@ -336,10 +350,11 @@ def _summary(ride, summary, cfg_path, watch: Watch, stop_reply, drained, code, s
     print("  rejected:     "
           + (", ".join(f"{k} {v}" for k, v in sorted(rejected.items()) if v) or "nothing"))
     for a in activities:
-        ended = "running" if a.ended_at is None else f"ended ({a.end_reason})"
+        how = "running" if a.ended_at is None else f"ended by the unit ({a.end_reason})"
         minutes = ((a.ended_at or a.started_at) - a.started_at) / 60
-        print(f"  activity:     {a.id} \"{a.title}\", {minutes:.0f} min of GPS time, {ended}")
-    print(f"  stop:         {stop_reply.stdout.strip() or stop_reply.stderr.strip()}")
+        print(f"  activity:     {a.id} \"{a.title}\", {minutes:.0f} min of GPS time, {how}")
+    outside = sum(1 for f in fixes if f.activity_id is None)
+    print(f"  outside:      {outside} fixes outside the activity (parked), stored, never sent")
     for a in remote:
         print(f"  mapmytracks:  activity {a.id}, {len(a.points)} points "
               f"({len(mmt_times) - len(set(mmt_times))} duplicates), "
@@ -356,8 +371,8 @@ def _summary(ride, summary, cfg_path, watch: Watch, stop_reply, drained, code, s
     print(f"  database:     {workdir / 'tracker.db'} ({size / 1e6:.1f} MB)")
     print(f"  try:          {sys.executable} -m tracker status -c {cfg_path}")
     if ok:
-        print("Result: OK: every valid fix stored once and on each server once, "
-              "the activity stopped")  # fmt: skip
+        print("Result: OK: every valid fix stored once, the ride on each server once, "
+              "started and stopped by the unit")  # fmt: skip
         return 0
     print("Result: FAILED", file=sys.stderr)
     if missing:
@@ -368,4 +383,6 @@ def _summary(ride, summary, cfg_path, watch: Watch, stop_reply, drained, code, s
         print(f"  json-gpsr differs: {len(set(gpsr_times) ^ want)} seconds", file=sys.stderr)
     if not drained:
         print("  the backlogs did not drain within 120 s", file=sys.stderr)
+    if not ended:
+        print(f"  the unit did not end the ride by itself: {activities}", file=sys.stderr)
     return 1
