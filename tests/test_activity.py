@@ -141,7 +141,7 @@ def test_a_speed_spike_in_a_pause_sends_that_fix_only():
     life = Lifecycle(AUTO)
     feed(life, riding(0, 100) + parked(100, 200))
     assert life.step(fix(200, 4.0)).place is Place.SENT
-    assert life.step(fix(201, 0.1)).place is Place.SENT  # within DIP_S of it
+    assert life.step(fix(201, 0.1)).place is Place.LOCAL  # the spike sent itself only
     ds = feed(life, parked(205, 260))
     assert Place.LOCAL in places(ds)
 

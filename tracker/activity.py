@@ -23,8 +23,8 @@ Movement, in "auto" mode:
 - The activity starts at the first moving fix of the run that held; the fixes of that run
   stored meanwhile ("lead-in", outside any activity until then) are adopted by it, so the track
   begins where the rider set off, not 10 s later, and with no parked fixes before it.
-- Paused: a fix that is neither moving nor within `start_after_s` of held movement (nor within
-  DIP_S of any moving fix). Paused fixes are stored in the activity; `paused_points` decides
+- Paused: a fix that is neither moving nor within `start_after_s` of held movement (a shorter
+  stop is a red light). Paused fixes are stored in the activity; `paused_points` decides
   whether they are sent ("send"), one per PAUSED_EVERY_S ("thin", the default: the people
   following see the rider at the cafe without a cloud of points), or never ("keep_local").
   The first moving fix resumes at once.
@@ -162,8 +162,7 @@ class Lifecycle:
                 return "recording"
             t, m, e = self.last_time, self.last_moving, self.last_evidence
             recent = t is not None and (
-                (m is not None and t - m < self.rules.start_after_s)
-                or (e is not None and t - e <= DIP_S)
+                (m is not None and t - m < self.rules.start_after_s) or e == t
             )
             return "moving" if recent else "paused"
         if self.rules.mode == "auto":
@@ -263,11 +262,12 @@ class Lifecycle:
             self.last_moving = t
         if r.mode != "auto":
             return Decision(Place.SENT, end)
-        recent = (self.last_moving is not None and t - self.last_moving < r.start_after_s) or (
-            self.last_evidence is not None and t - self.last_evidence <= DIP_S
-        )
+        # Within start_after_s of held movement a stop is a red light, not a pause. A moving fix
+        # itself is sent at once (riding again resumes with it); a spike sends only itself.
+        recent = self.last_moving is not None and t - self.last_moving < r.start_after_s
         if moving or recent:
-            self.last_paused_sent = None
+            if recent:  # riding again: the next pause sends its first fix at once
+                self.last_paused_sent = None
             return Decision(Place.SENT, end)
         if r.paused_points == "send":
             return Decision(Place.SENT, end)
