@@ -149,15 +149,16 @@ class Recorder:
         except queue.Empty:
             pass
         for batch in items:
+            if not batch:
+                continue
+            # One roll-over decision for the whole receiver: asked once a batch, not per fix.
+            shift = self._time.shift_s(batch[0].time)
+            if shift:
+                batch = [replace(item, time=item.time + shift) for item in batch]
             for item in batch:
-                shift = self._time.shift_s(item.time)
-                if shift:
-                    item = replace(item, time=item.time + shift)
-                if isinstance(item, Fix):
-                    self._time.observe(item.time)
-                    self._fixes.append(item)
-                else:
-                    self._samples.append(item)
+                (self._fixes if isinstance(item, Fix) else self._samples).append(item)
+            if isinstance(batch[-1], Fix):
+                self._time.observe(batch[-1].time)
         overflow = len(self._fixes) - MAX_HELD
         if overflow > 0:
             del self._fixes[:overflow]
