@@ -59,6 +59,15 @@ def stored_fixes(db: Path) -> list[StoredFix]:
         store.close()
 
 
+def stored_activities(db: Path) -> list:
+    """Every stored activity, oldest first, through a read-only connection."""
+    store = open_store(db, readonly=True)
+    try:
+        return store.activities()
+    finally:
+        store.close()
+
+
 def first_of_each_second(fixes: list[StoredFix]) -> list[StoredFix]:
     """The first stored fix of each whole second: what a backend that sends whole seconds
     holds (Map My Tracks at min_point_interval_s = 1, json-gpsr's seconds mode)."""

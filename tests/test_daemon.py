@@ -8,7 +8,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from support import T0, epochs, stored_times, wait_for
+from support import T0, epochs, stored_activities, stored_times, wait_for
 
 from tracker import simulate
 from tracker.store import open_store
@@ -119,11 +119,7 @@ def test_a_restart_within_the_window_resumes_the_activity(daemon, gps):
     wait_for(lambda: len(stored_times(d.db)) >= 30)
     assert d.terminate() == 0
 
-    store = open_store(d.db, readonly=True)
-    try:
-        acts = store.activities()
-    finally:
-        store.close()
+    acts = stored_activities(d.db)
     assert len(acts) == 2
     assert acts[0].end_reason == "gap"
     assert acts[0].ended_at == pytest.approx((T0 + timedelta(minutes=5, seconds=9)).timestamp())

@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass
 
 import pytest
-from support import T0, USER, Daemon, mmt_section, stored_fixes, wait_for
+from support import T0, USER, Daemon, mmt_section, stored_activities, stored_fixes, wait_for
 
 from tracker import simulate
 from tracker.testing.faults import Faults
@@ -101,13 +101,7 @@ def run_phased_ride(daemon, gps, form: Form) -> None:
     finally:
         server.stop()
 
-    from tracker.store import open_store
-
-    store = open_store(d.db, readonly=True)
-    try:
-        acts = store.activities()
-    finally:
-        store.close()
+    acts = stored_activities(d.db)
     fixes = stored_fixes(d.db)
     assert [a.end_reason for a in acts] == ["idle", "idle"], acts
     # Each starts at its first moving fix (within a few seconds), ends at its last movement.

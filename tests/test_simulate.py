@@ -692,6 +692,12 @@ def test_cli_faults_summary(tmp_path, capsys):
         (["--rate", "0"], "--rate: out of range"),
         (["--talker", "g"], "--talker:"),
         (["--route", "/nonexistent/ride.gpx"], "--route:"),
+        (["--phases", "park:10,ride:0"], "--phases: phase 2 'ride:0': the duration must be"),
+        (["--phases", "nap:10"], "--phases: phase 1 'nap:10': unknown kind 'nap'"),
+        (["--phases", "park:10", "--duration", "5"], "--phases: not with --duration"),
+        (["--phases", "park:10", "--loops", "2"], "--phases: not with --loops"),
+        (["--phases", "park:10", "--noise", "3"], "--phases: not with --noise"),
+        (["--phases", "park:10", "--speed", "-1"], "--speed: out of range"),
     ],
 )
 def test_cli_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path):

@@ -394,26 +394,6 @@ def test_cli_writes_a_phased_ride_to_a_file(tmp_path, capsys):
     assert "540 epochs, 540 valid fixes" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    "argv,message",
-    [
-        (["--phases", "park:10,ride:0"], "--phases: phase 2 'ride:0': the duration must be"),
-        (["--phases", "nap:10"], "--phases: phase 1 'nap:10': unknown kind 'nap'"),
-        (["--phases", "park:10", "--duration", "5"], "--phases: not with --duration"),
-        (["--phases", "park:10", "--loops", "2"], "--phases: not with --loops"),
-        (["--phases", "park:10", "--noise", "3"], "--phases: not with --noise"),
-        (["--phases", "park:10", "--speed", "-1"], "--speed: out of range"),
-    ],
-)
-def test_cli_phase_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path):
-    out = tmp_path / "never.nmea"
-    assert sim.main(cli([*argv, "--fast", "--out", str(out)])) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"tracker simulate: error: {message}")
-    assert err.count("\n") == 1
-    assert not out.exists()
-
-
 def test_cli_phases_into_a_pty_paced(tmp_path, capsys):
     link = tmp_path / "gps"
     args = cli(

@@ -13,10 +13,10 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from support import T0, USER, epochs, mmt_section, stored_fixes, wait_for
+from support import T0, USER, epochs, mmt_section, stored_activities, stored_fixes, wait_for
 
 from tracker.gpstime import ERA_S
-from tracker.store import StoreError, open_store
+from tracker.store import StoreError
 from tracker.testing.mapmytracks import MapMyTracksServer
 
 pytestmark = pytest.mark.slow
@@ -88,11 +88,7 @@ def test_repeats_are_dropped_and_a_jump_back_ends_the_activity_cleanly(daemon, g
     report = d.status()  # the counters the daemon wrote as it stopped
     fixes = stored_fixes(d.db)
     assert len(fixes) == 60 + 60, "the repeat and the small step back are not stored"
-    store = open_store(d.db, readonly=True)
-    try:
-        acts = store.activities()
-    finally:
-        store.close()
+    acts = stored_activities(d.db)
     assert len(acts) == 2
     first, second = acts
     assert first.end_reason == "GPS time jumped back"

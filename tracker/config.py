@@ -288,18 +288,16 @@ def _timezone(v: Any) -> str:
     return name
 
 
-def _hdop(v: Any) -> float:
-    x = _pos_float(v)
-    if x > 50:
-        raise ValueError(f"an HDOP above 50 accepts any fix, got {v!r}")
-    return x
+def _bounded(low: float, high: float, why: str) -> Callable[[Any], float]:
+    """A positive number from `low` to `high`; `why` says what the bounds protect."""
 
+    def check(v: Any) -> float:
+        x = _pos_float(v)
+        if not low <= x <= high:
+            raise ValueError(f"expected {low:g} to {high:g} ({why}), got {v!r}")
+        return x
 
-def _idle_stop(v: Any) -> float:
-    x = _pos_float(v)
-    if x < 60:
-        raise ValueError(f"must be at least 60 (a red light is not the end of a ride), got {v!r}")
-    return x
+    return check
 
 
 def _tags(v: Any) -> tuple[str, ...]:
@@ -324,13 +322,6 @@ def _url(v: Any) -> str:
     return url
 
 
-def _at_least_1(v: Any) -> float:
-    x = _pos_float(v)
-    if x < 1.0:
-        raise ValueError(f"must be at least 1 (whole-second point times), got {v!r}")
-    return x
-
-
 def _gpsr_tag(v: Any) -> str:
     if not isinstance(v, str) or len(v) > TITLE_MAX:
         raise ValueError(f"expected a string of at most {TITLE_MAX} characters, got {v!r}")
@@ -341,13 +332,6 @@ def _gpio(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 27:
         raise ValueError(f"expected a BCM GPIO number from 0 to 27, got {v!r}")
     return v
-
-
-def _hold(v: Any) -> float:
-    x = _pos_float(v)
-    if not 0.5 <= x <= 30:
-        raise ValueError(f"expected 0.5 to 30 s (a short press must stay possible), got {v!r}")
-    return x
 
 
 def _level(v: Any) -> str:
@@ -389,16 +373,23 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "privacy": _one_of(*PRIVACY),
             "tags": _tags,
             "start_speed_mps": _pos_float,
-            "max_hdop": _hdop,
+            "max_hdop": _bounded(0.5, 50, "above 50 any fix would count"),
             "start_after_s": _pos_float,
-            "idle_stop_s": _idle_stop,
+            "idle_stop_s": _bounded(60, 86400, "a red light is not the end of a ride"),
             "paused_points": _one_of("send", "thin", "keep_local"),
             "timezone": _timezone,
         },
     ),
     "log": (LogConfig, {"level": _level}),
     "time": (TimeConfig, {"set_system_clock": _bool}),
-    "button": (ButtonConfig, {"gpio": _gpio, "hold_s": _hold, "pull_up": _bool}),
+    "button": (
+        ButtonConfig,
+        {
+            "gpio": _gpio,
+            "hold_s": _bounded(0.5, 30, "a short press must stay possible"),
+            "pull_up": _bool,
+        },
+    ),
     "mapmytracks": (
         MapMyTracksConfig,
         {
@@ -407,7 +398,7 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "password": _str,
             "password_file": _path,
             "offline_upload": _one_of("gpx", "off"),
-            "min_point_interval_s": _at_least_1,
+            "min_point_interval_s": _bounded(1, 3600, "point times are whole seconds"),
         },
     ),
     "gpsr": (
