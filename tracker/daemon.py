@@ -26,7 +26,7 @@ from typing import Any
 from tracker import systemd as sd
 from tracker.config import Config
 from tracker.gps import GpsReader
-from tracker.recorder import Recorder
+from tracker.recorder import INBOX_MAX, Recorder
 from tracker.senders import make_senders
 from tracker.sensors.manager import SensorManager
 from tracker.ubx_i2c import open_gps_port
@@ -43,12 +43,14 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: stop.set())
 
-    inbox: queue.Queue = queue.Queue()
+    # Bounded: a recorder stuck for long must cost dropped (and counted) fixes, not all memory.
+    inbox: queue.Queue = queue.Queue(maxsize=INBOX_MAX)
     latest: list[Any] = [None]  # the newest fix, for systemd's STATUS=
+    sources: list[threading.Thread] = []  # the recorder waits for them at shutdown
 
     def received(fixes: list[Any]) -> None:
         latest[0] = fixes[-1]
-        inbox.put(fixes)
+        recorder.offer(fixes)
 
     gps = GpsReader(
         cfg.gps.device,
@@ -62,7 +64,7 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
     # Sensor samples go to the same inbox, stamped in GPS time through the reader's offset.
     # Not watchdog components: a dead strap must never get the GPS restarted.
     sensors = SensorManager(
-        cfg.sensors, inbox.put, stop, lambda: gps.clock_offset,
+        cfg.sensors, lambda samples: recorder.offer(samples), stop, lambda: gps.clock_offset,
         state_dir=cfg.storage.path.parent,
     )  # fmt: skip
 
@@ -79,7 +81,8 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
             "sensors": sensors.status(),
         }
 
-    recorder = Recorder(cfg, inbox, stop, sources=[gps_thread, *sensors.threads], runtime=runtime)
+    recorder = Recorder(cfg, inbox, stop, sources=sources, runtime=runtime)
+    sources += [gps_thread, *sensors.threads]
     recorder_thread = threading.Thread(target=recorder.run, name="recorder", daemon=True)
 
     log.info("tracker starting (config %s)", cfg.path or "built-in defaults")

@@ -25,6 +25,7 @@ import serial
 from tracker.fix import Fix
 from tracker.logutil import RateLimitedLog
 from tracker.nmea import Decoder
+from tracker.worker import run_loop
 
 log = logging.getLogger(__name__)
 
@@ -68,46 +69,55 @@ class GpsReader:
         self._limited = RateLimitedLog(log, 60.0)
 
     def run(self) -> None:
-        delay = 1.0
-        outage_started: float | None = None
-        while not self._stop.is_set():
-            self.heartbeat = time.monotonic()
-            try:
-                port = self._open_port(self.device, baudrate=self.baudrate, timeout=READ_TIMEOUT_S)
-            except (serial.SerialException, OSError, ValueError) as e:
-                self.tried.set()
-                if outage_started is None:
-                    outage_started = time.monotonic()
-                    log.warning(
-                        "GPS %s not available (%s); retrying every %g s at most until it is back",
-                        self.device, _reason(e), self._reconnect_max_s,
-                    )  # fmt: skip
-                self.state = "lost" if self.connects else "connecting"
-                self._stop.wait(delay)
-                delay = min(delay * 2, self._reconnect_max_s)
-                continue
-            self.connects += 1
-            self.state = "open"
-            self.tried.set()
-            if outage_started is None:
-                log.info("GPS %s open at %d baud", self.device, self.baudrate)
-            else:
-                log.info(
-                    "GPS %s back after %.0f s", self.device, time.monotonic() - outage_started
-                )
-            outage_started = None
-            delay = 1.0
-            try:
-                self._read(port)
-            except (serial.SerialException, OSError) as e:
-                outage_started = time.monotonic()
-                self.state = "lost"
-                log.warning("GPS %s lost (%s); reconnecting", self.device, _reason(e))
-            finally:
-                self._emit(self.decoder.flush())  # the last epoch before the line went away
-                with contextlib.suppress(serial.SerialException, OSError):
-                    port.close()
+        """The thread's body: the shared worker loop (tracker/worker.py) around one session,
+        open and read until the line fails, then wait (1 s, doubling up to reconnect_max_s)."""
+        self._delay = 1.0
+        self._outage_started: float | None = None
+        run_loop("GPS reader", self._session, self._stop, beat=self._beat,
+                 error_wait_s=1.0, max_wait_s=self._reconnect_max_s)  # fmt: skip
         self.state = "stopped"
+
+    def _beat(self, now: float) -> None:
+        self.heartbeat = now
+
+    def _session(self) -> float:
+        """Open the device and read it until it fails or stop is set; the wait before the
+        next attempt."""
+        try:
+            port = self._open_port(self.device, baudrate=self.baudrate, timeout=READ_TIMEOUT_S)
+        except (serial.SerialException, OSError, ValueError) as e:
+            self.tried.set()
+            if self._outage_started is None:
+                self._outage_started = time.monotonic()
+                log.warning(
+                    "GPS %s not available (%s); retrying every %g s at most until it is back",
+                    self.device, _reason(e), self._reconnect_max_s,
+                )  # fmt: skip
+            self.state = "lost" if self.connects else "connecting"
+            delay, self._delay = self._delay, min(self._delay * 2, self._reconnect_max_s)
+            return delay
+        self.connects += 1
+        self.state = "open"
+        self.tried.set()
+        if self._outage_started is None:
+            log.info("GPS %s open at %d baud", self.device, self.baudrate)
+        else:
+            log.info(
+                "GPS %s back after %.0f s", self.device, time.monotonic() - self._outage_started
+            )
+        self._outage_started = None
+        self._delay = 1.0
+        try:
+            self._read(port)
+        except (serial.SerialException, OSError) as e:
+            self._outage_started = time.monotonic()
+            self.state = "lost"
+            log.warning("GPS %s lost (%s); reconnecting", self.device, _reason(e))
+        finally:
+            self._emit(self.decoder.flush())  # the last epoch before the line went away
+            with contextlib.suppress(serial.SerialException, OSError):
+                port.close()
+        return 0.0
 
     def _read(self, port: serial.SerialBase) -> None:
         last_byte = last_sentence = time.monotonic()

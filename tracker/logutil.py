@@ -27,8 +27,11 @@ class RateLimitedLog:
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
 
-    def log(self, level: int, kind: str, msg: str, *args: object) -> bool:
-        """Log `msg` unless `kind` was logged within the interval; returns whether it logged."""
+    def log(
+        self, level: int, kind: str, msg: str, *args: object, exc_info: bool = False
+    ) -> bool:
+        """Log `msg` unless `kind` was logged within the interval; returns whether it logged.
+        `exc_info`: with the traceback of the exception being handled."""
         now = self._clock()
         last = self._last.get(kind)
         if last is not None and now - last < self._interval:
@@ -39,7 +42,7 @@ class RateLimitedLog:
         if held:
             msg = msg + " (%d more like this since the last report)"
             args = (*args, held)
-        self._logger.log(level, msg, *args)
+        self._logger.log(level, msg, *args, exc_info=exc_info)
         return True
 
     def warning(self, kind: str, msg: str, *args: object) -> bool:

@@ -31,10 +31,13 @@ from tracker.fix import Fix, Sample
 from tracker.gpstime import ASK_EVERY_S, TimeKeeper, default_setter, ntp_synchronized, server_now
 from tracker.logutil import RateLimitedLog
 from tracker.store import Activity, StorageUnavailable, Store, StoreError, open_store
+from tracker.worker import run_loop
 
 log = logging.getLogger(__name__)
 
 MAX_HELD = 100_000  # fixes held in memory while the store is unwritable: ~28 h at 1 Hz
+MAX_HELD_SAMPLES = 400_000  # sensor samples likewise: ~28 h of three sensors at 4 Hz
+INBOX_MAX = 10_000  # batches from the sources not yet taken by the recorder
 RUNTIME_EVERY_S = 5.0  # how often the live counters are written for `tracker status`
 TRUST_ASK_EVERY_S = 2.0  # a backend's clock is a cheap store read: ask often until one agrees
 PRUNE_EVERY_S = 60.0
@@ -47,6 +50,8 @@ class RecorderStats:
     commits: int = 0
     storage_errors: int = 0
     dropped_fixes: int = 0  # dropped from memory while the store was unwritable
+    dropped_samples: int = 0  # likewise, sensor samples
+    dropped_inbox: int = 0  # fixes and samples dropped at a full inbox (the recorder stuck)
     repeated_fixes: int = 0  # not stored: an epoch repeated, or GPS time a little behind
     held: int = 0  # fixes waiting in memory right now
     storage_error: str | None = None  # the current storage problem, None when writing works
@@ -108,23 +113,18 @@ class Recorder:
         self._limited = RateLimitedLog(log, 60.0)
         self._last_runtime = 0.0
         self._last_prune = time.monotonic()
+        self._next_commit: float | None = None
         self.started_wall = time.time()
 
     # --- the loop -------------------------------------------------------------------------
 
     def run(self) -> None:
-        interval = self.cfg.storage.commit_interval_s
-        next_commit = time.monotonic() + interval
+        """The thread's body (the shared worker loop around `step`); returns once stopped."""
         try:
             # Open before the first fixes arrive: their time correction asks the store for a
             # backend's clock (and READY=1 waits for it). A failure is retried at each commit.
             self._open()
-            while not self._stop.is_set():
-                self.heartbeat = time.monotonic()
-                self._receive(max(0.0, next_commit - time.monotonic()))
-                if time.monotonic() >= next_commit:
-                    self.commit()
-                    next_commit = time.monotonic() + interval
+            run_loop("recorder", self.step, self._stop, beat=self._beat)
             for source in self._sources:
                 source.join(timeout=5.0)
             self._receive(0.0)
@@ -137,6 +137,35 @@ class Recorder:
         finally:
             if self.store is not None:
                 self.store.close()
+
+    def _beat(self, now: float) -> None:
+        self.heartbeat = now
+
+    def step(self) -> float:
+        """Take what arrived until the next commit is due (waiting on the inbox, at most one
+        commit interval), then commit if it is. An unexpected error here is logged by the
+        worker loop, and the batch, still held, goes in the next commit."""
+        now = time.monotonic()
+        if self._next_commit is None:
+            self._next_commit = now + self.cfg.storage.commit_interval_s
+        self._receive(max(0.0, self._next_commit - now))
+        if time.monotonic() >= self._next_commit:
+            self._next_commit = time.monotonic() + self.cfg.storage.commit_interval_s
+            self.commit()
+        return 0.0
+
+    def offer(self, items: list[Any]) -> None:
+        """For the sources: hand over fixes or samples without ever blocking (the GPS must keep
+        reading). A full inbox means the recorder has been stuck for a long time: the items are
+        dropped, counted and logged, rather than growing memory until the OOM killer comes."""
+        try:
+            self._inbox.put_nowait(items)
+        except queue.Full:
+            self.stats.dropped_inbox += len(items)
+            self._limited.error(
+                "inbox", "recorder inbox full (%d batches): dropped %d items, %d so far",
+                self._inbox.maxsize, len(items), self.stats.dropped_inbox,
+            )  # fmt: skip
 
     def _receive(self, timeout: float) -> None:
         """Move what the sources sent into the pending batch, waiting up to `timeout`."""
@@ -166,6 +195,15 @@ class Recorder:
             self._limited.error(
                 "dropped",
                 "storage unwritable for too long: dropped the %d oldest fixes held in memory",
+                overflow,
+            )
+        overflow = len(self._samples) - MAX_HELD_SAMPLES
+        if overflow > 0:
+            del self._samples[:overflow]
+            self.stats.dropped_samples += overflow
+            self._limited.error(
+                "dropped-samples",
+                "storage unwritable for too long: dropped the %d oldest samples held in memory",
                 overflow,
             )
         self.stats.held = len(self._fixes)
@@ -410,6 +448,8 @@ class Recorder:
                 "storage_error": s.storage_error,
                 "dropped_fixes": s.dropped_fixes,
                 "repeated_fixes": s.repeated_fixes,
+                "dropped_samples": s.dropped_samples,
+                "dropped_inbox": s.dropped_inbox,
                 "held": s.held,
             },
             **self._runtime(),

@@ -25,6 +25,7 @@ from tracker.logutil import RateLimitedLog
 from tracker.senders.retry import RetryPolicy
 from tracker.senders.transport import AuthFailed, HttpTransport, SecretError, SendError
 from tracker.store import Store, StoreError
+from tracker.worker import run_loop
 
 log = logging.getLogger(__name__)
 
@@ -105,24 +106,26 @@ class Sender(ABC):
         """The thread's body; returns when `stop` is set."""
         log.info("%s sender started", self.name)
         try:
-            while not self.stop.is_set():
-                self.heartbeat = self.clock()
-                try:
-                    wait = self.step()
-                except StoreError as e:
-                    self._limited.error("store", "%s: store: %s", self.name, e)
-                    self._close_store()
-                    wait = STORE_RETRY_S
-                except Exception:  # a bug: log it at the loop boundary and keep the thread
-                    log.exception("%s: unexpected error; retrying in %g s", self.name, IDLE_S)
-                    wait = IDLE_S
-                self.stop.wait(min(max(wait, 0.0), HEARTBEAT_S))
+            # A bug is logged at the loop boundary and retried after IDLE_S (tracker/worker.py).
+            run_loop(f"sender {self.name}", self._guarded_step, self.stop, beat=self._beat,
+                     clock=self.clock, error_wait_s=IDLE_S, max_wait_s=HEARTBEAT_S)  # fmt: skip
         finally:
             try:
                 self.close()
             finally:
                 self._close_store()
             log.info("%s sender stopped", self.name)
+
+    def _beat(self, now: float) -> None:
+        self.heartbeat = now
+
+    def _guarded_step(self) -> float:
+        try:
+            return self.step()
+        except StoreError as e:
+            self._limited.error("store", "%s: store: %s", self.name, e)
+            self._close_store()
+            return STORE_RETRY_S
 
     def _close_store(self) -> None:
         if self.store is not None:
