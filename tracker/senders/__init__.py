@@ -19,13 +19,16 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracker.logutil import RateLimitedLog
 from tracker.senders.retry import RetryPolicy
-from tracker.senders.transport import AuthFailed, HttpTransport, SecretError, SendError
+from tracker.senders.transport import AuthFailed, SecretError, SendError
 from tracker.store import Store, StoreError
 from tracker.worker import run_loop
+
+if TYPE_CHECKING:
+    from tracker.senders.http import HttpTransport
 
 log = logging.getLogger(__name__)
 

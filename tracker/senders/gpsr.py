@@ -58,19 +58,21 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tracker.senders import Sender
 from tracker.senders.retry import RetryPolicy
 from tracker.senders.transport import (
     AuthFailed,
-    HttpTransport,
     Rejected,
     SendError,
     Transient,
     read_secret,
 )
 from tracker.store import Store, StoredFix
+
+if TYPE_CHECKING:
+    from tracker.senders.http import HttpTransport
 
 log = logging.getLogger(__name__)
 
@@ -412,6 +414,8 @@ class GpsrSender(Sender):
         if self.transport is not None:
             return
         o = self.options
+        from tracker.senders.http import HttpTransport  # requests: only for a running sender
+
         self.transport = HttpTransport(
             o.url,
             None,

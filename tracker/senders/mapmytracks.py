@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
@@ -49,7 +49,6 @@ from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.senders import Sender
 from tracker.senders.retry import RetryPolicy
 from tracker.senders.transport import (
-    HttpTransport,
     Rejected,
     Reply,
     SendError,
@@ -57,6 +56,9 @@ from tracker.senders.transport import (
     read_secret,
 )
 from tracker.store import Activity, Store, StoredFix
+
+if TYPE_CHECKING:
+    from tracker.senders.http import HttpTransport
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +321,8 @@ class MapMyTracksSender(Sender):
             return
         o = self.options
         secret = self._password() if self._password else ""
+        from tracker.senders.http import HttpTransport  # requests: only for a running sender
+
         self.transport = HttpTransport(
             o.url,
             o.username,
