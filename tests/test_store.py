@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import logging
 import os
 import shutil
@@ -19,6 +21,7 @@ from tracker.fix import Fix, Sample
 from tracker.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
+    Ledger,
     StorageFull,
     StorageUnavailable,
     Store,
@@ -26,6 +29,8 @@ from tracker.store import (
     StoreError,
     open_store,
 )
+from tracker.store import db as store_db
+from tracker.store import fixes as store_fixes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,7 +137,7 @@ def test_pending_migrations_run_in_order(db: Path, monkeypatch: pytest.MonkeyPat
         "CREATE TABLE later (x INTEGER);\nINSERT INTO later VALUES (2);",
         "-- a comment line\nUPDATE later SET x = x * 10;",
     ]
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [MIGRATIONS[0], *later])
+    monkeypatch.setattr(store_db, "MIGRATIONS", [MIGRATIONS[0], *later])
     with open_store(db) as s:
         assert s.pragma("user_version") == 3
         assert s._scalar("SELECT x FROM later") == 20
@@ -145,7 +150,7 @@ def test_a_failing_migration_leaves_the_previous_version_whole(
 ) -> None:
     _make_v1(db)
     broken = "CREATE TABLE later (x INTEGER);\nCREATE TABLE later (y INTEGER);"
-    monkeypatch.setattr(store_mod, "MIGRATIONS", [MIGRATIONS[0], broken])
+    monkeypatch.setattr(store_db, "MIGRATIONS", [MIGRATIONS[0], broken])
     with pytest.raises(StoreError, match="migrate to schema version 2"):
         open_store(db)
     conn = sqlite3.connect(db)
@@ -342,7 +347,7 @@ def test_activities(store: Store) -> None:
 
 
 def test_fixes_round_trip_and_stream(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(store_mod, "_PAGE", 7)  # several pages
+    monkeypatch.setattr(store_fixes, "_PAGE", 7)  # several pages
     a = start(store)
     store.add_fixes(None, [fix(-1, alt=None, quality=None)])
     store.add_fixes(a.id, [fix(i) for i in range(20)])
@@ -580,6 +585,70 @@ def test_backend_state(store: Store) -> None:
     assert store.get_state("mmt") == {}
     store.set_state("mmt", {"activity_id": 7, "server_id": "abc"})
     assert store.get_state("mmt") == {"activity_id": 7, "server_id": "abc"}
+
+
+# The senders get their store as a Ledger: Store must satisfy it, and the senders must call
+# nothing on their store that Ledger lacks (else the interface is not their real contract).
+SENDERS = REPO / "tracker" / "senders"
+SENDER_MODULES = [SENDERS / n for n in ("__init__.py", "gpsr.py", "mapmytracks.py")]
+
+
+def _ledger_members() -> set[str]:
+    return {n for n in vars(Ledger) if not n.startswith("_")}
+
+
+def _deliver_one(ledger: Ledger, backend: str) -> list[int]:
+    """A sender's round through the Ledger alone; typed so a checker rejects a Store that
+    stops satisfying it."""
+    ledger.register_backend(backend)
+    batch = ledger.next_batch(backend, 10)
+    with ledger.transaction():
+        ledger.acknowledge(backend, [f.id for f in batch[:1]])
+        ledger.set_state(backend, {"sent": len(batch[:1])})
+    ledger.put_runtime(f"backend:{backend}", {"ok": True})
+    return [f.id for f in ledger.next_batch(backend, 10)]
+
+
+def test_store_satisfies_the_ledger_protocol(store: Store) -> None:
+    members = _ledger_members()
+    assert {"next_batch", "acknowledge", "quarantine", "get_state", "set_state"} <= members
+    for name in sorted(members):
+        assert callable(getattr(Store, name, None)), f"Store has no {name}()"
+        # Same parameters (names, kinds, which have defaults): keyword calls work on both.
+        want = inspect.signature(getattr(Ledger, name))
+        got = inspect.signature(getattr(Store, name))
+        shape = [(p.name, p.kind, p.default is p.empty) for p in want.parameters.values()]
+        assert [(p.name, p.kind, p.default is p.empty) for p in got.parameters.values()] == shape, (
+            f"Store.{name}{got} does not match Ledger.{name}{want}"
+        )
+    a = start(store)
+    store.add_fixes(a.id, [fix(0), fix(1)])
+    assert _deliver_one(store, "proto") == [2]
+    assert store.get_state("proto") == {"sent": 1}
+
+
+def _store_attributes(source: str) -> set[str]:
+    """Every attribute taken of `self.store` in a module's source."""
+    return {
+        node.attr
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "store"
+        and isinstance(node.value.value, ast.Name)
+        and node.value.value.id == "self"
+    }
+
+
+def test_the_senders_use_their_store_only_through_the_ledger() -> None:
+    members = _ledger_members()
+    used: set[str] = set()
+    for path in SENDER_MODULES:
+        mine = _store_attributes(path.read_text())
+        assert mine <= members, f"{path.name} calls {sorted(mine - members)} not in Ledger"
+        used |= mine
+    # Not vacuous: the senders are found using their store (and each member has a user).
+    assert used == members, f"Ledger members no sender uses: {sorted(members - used)}"
 
 
 # -- control requests and runtime --------------------------------------------------------------

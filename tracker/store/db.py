@@ -1,0 +1,590 @@
+"""The database file and the connection every part of the store builds on.
+
+Opening: create, check (`PRAGMA quick_check`), move a corrupt file aside, apply the schema
+migrations; translate SQLite's errors into StoreError and its subclasses; `StoreBase`, the
+connection wrapper with its pragmas, nested transactions and reads.
+
+Fix ids
+-------
+Fix ids are monotonic and never reused: pruning never deletes the newest fix, so SQLite's
+max(rowid) + 1 never goes back (cheaper than AUTOINCREMENT, which writes one more page per
+commit; and a reused id below a cursor would count as delivered without being sent).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+from tracker.logutil import RateLimitedLog
+
+# One logger for the whole package, named as before the split: log lines keep "tracker.store"
+# and any level set on it still applies.
+log = logging.getLogger("tracker.store")
+
+BUSY_TIMEOUT_S = 5.0
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_WAL_LIMIT_BYTES = 4 * 1024 * 1024  # keep the WAL file at most this big after a checkpoint
+
+
+class StoreError(Exception):
+    """Anything the store cannot do; the message names the database file."""
+
+
+class StorageUnavailable(StoreError):
+    """A write failed for a reason outside the program (full disk, read-only file or file
+    system, I/O error, database locked). The transaction was rolled back; retry later."""
+
+
+class StoreBusy(StorageUnavailable):
+    """Another connection held the write lock for longer than BUSY_TIMEOUT_S."""
+
+
+class StorageFull(StorageUnavailable):
+    """prune="drop_newest" and the size limit is reached with nothing delivered to delete:
+    the fixes were not stored. A StorageUnavailable, so a writer that holds its batch and
+    retries on StorageUnavailable does so here too (until acknowledgements make room); it
+    can count these apart with isinstance."""
+
+
+# Schema migrations: MIGRATIONS[n] takes a database from `PRAGMA user_version` n to n + 1, in
+# one transaction. Append, never edit a released entry: files in the field are at every version.
+MIGRATIONS: list[str] = [
+    # 1: the first schema.
+    """
+    CREATE TABLE activities (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,  -- senders key their state by it: never reused
+        uuid TEXT NOT NULL UNIQUE,             -- made once; Map My Tracks' unique_token
+        title TEXT NOT NULL DEFAULT '',
+        type TEXT NOT NULL DEFAULT '',
+        privacy TEXT NOT NULL DEFAULT '',
+        tags TEXT NOT NULL DEFAULT '',         -- comma-joined (tags cannot contain commas)
+        started_at REAL NOT NULL,              -- GPS unix time of the first fix
+        ended_at REAL,                         -- NULL: the current activity
+        end_reason TEXT
+    );
+    -- At most one current activity.
+    CREATE UNIQUE INDEX activities_one_current ON activities ((ended_at IS NULL))
+        WHERE ended_at IS NULL;
+
+    CREATE TABLE fixes (
+        id INTEGER PRIMARY KEY,                -- monotonic, see the module docstring
+        activity_id INTEGER REFERENCES activities (id),  -- NULL: outside any activity, never sent
+        time REAL NOT NULL,                    -- UTC unix seconds from the receiver
+        lat REAL NOT NULL,
+        lon REAL NOT NULL,
+        alt REAL,
+        speed REAL,
+        course REAL,
+        quality INTEGER,
+        sats INTEGER,
+        hdop REAL,
+        vdop REAL,
+        pdop REAL,
+        err_lat REAL,
+        err_lon REAL,
+        err_alt REAL,
+        poi TEXT
+    );
+    CREATE INDEX fixes_activity ON fixes (activity_id, id);
+    -- Delivery reads "the next fixes above a cursor that belong to an activity". Without this
+    -- index those reads would step over every fix stored outside an activity (hours of them
+    -- after `tracker activity stop`) on every poll.
+    CREATE INDEX fixes_deliverable ON fixes (id) WHERE activity_id IS NOT NULL;
+
+    CREATE TABLE samples (
+        id INTEGER PRIMARY KEY,
+        time REAL NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('hr', 'cad', 'pwr')),
+        value REAL NOT NULL,
+        sensor TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX samples_time ON samples (time);
+
+    CREATE TABLE backends (
+        name TEXT PRIMARY KEY,
+        cursor INTEGER NOT NULL DEFAULT 0,     -- every fix with id <= cursor is settled
+        state TEXT NOT NULL DEFAULT '{}'       -- JSON, the sender's own
+    );
+
+    CREATE TABLE marks (
+        backend TEXT NOT NULL REFERENCES backends (name) ON DELETE CASCADE,
+        fix_id INTEGER NOT NULL,               -- no foreign key: pruning deletes fixes first
+        state TEXT NOT NULL CHECK (state IN ('acked', 'quarantined')),
+        reason TEXT,
+        PRIMARY KEY (backend, fix_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX marks_fix ON marks (fix_id);
+
+    -- Control requests from the CLI to the running daemon. No CHECK on command: SQLite cannot
+    -- change a CHECK without rebuilding the table; the store validates it.
+    CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        created_at REAL NOT NULL,              -- wall clock
+        command TEXT NOT NULL,
+        arg TEXT,
+        done_at REAL,
+        result TEXT
+    );
+    CREATE INDEX requests_open ON requests (id) WHERE done_at IS NULL;
+
+    CREATE TABLE runtime (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,                   -- JSON object
+        updated_at REAL NOT NULL               -- wall clock
+    );
+
+    -- Persistent counters the store keeps itself (fixes pruned or dropped).
+    CREATE TABLE counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL
+    );
+    """,
+    # 2: paused fixes kept on the unit (tracker/activity.py, paused_points): in their activity
+    # (exports, distance, moving time) but never offered to a backend.
+    """
+    ALTER TABLE fixes ADD COLUMN local INTEGER NOT NULL DEFAULT 0;
+    DROP INDEX fixes_deliverable;
+    CREATE INDEX fixes_deliverable ON fixes (id) WHERE activity_id IS NOT NULL AND local = 0;
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# A fix some backend is to be sent: in an activity, and not a paused fix kept on the unit. The
+# same words as the fixes_deliverable index, so that SQLite uses it.
+_DELIVERABLE = "f.activity_id IS NOT NULL AND f.local = 0"
+
+# SQLite primary result codes (the low byte of an extended code).
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED = 3, 5, 6
+_SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT = 8, 10, 11
+_SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 13, 14, 26
+_UNAVAILABLE = {_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN}
+_BUSY = {_SQLITE_BUSY, _SQLITE_LOCKED}
+_BROKEN = {_SQLITE_CORRUPT, _SQLITE_NOTADB}
+
+
+def connect(
+    path: Path, *, readonly: bool, check: bool, clock: Callable[[], float]
+) -> sqlite3.Connection:
+    """Open the file as `open_store()` describes and apply pending migrations; the caller
+    holds `_open_here_lock` until the connection is wrapped in a StoreBase (and so counted in
+    `_open_here`)."""
+    conn = _connect_readonly(path) if readonly else _open_readwrite(path, check=check, clock=clock)
+    try:
+        _migrate(conn, path, readonly=readonly)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    if not path.exists():
+        raise StoreError(f"{path}: no database there (is the daemon's storage.path another one?)")
+    uri = path.resolve().as_uri() + "?mode=ro"
+    conn = None
+    try:
+        conn = _connect(uri)
+        conn.execute("PRAGMA user_version").fetchone()
+        return conn
+    except sqlite3.Error as e:
+        if conn is not None:
+            conn.close()
+        # With the daemon stopped there is no -wal and no -shm, and a reader that may not
+        # write the directory cannot create the -shm a WAL database needs. No -wal means all
+        # the data is in the file: read it as immutable (no locks, no -shm).
+        if Path(str(path) + "-wal").exists() or _code(e) not in (
+            _SQLITE_READONLY,
+            _SQLITE_CANTOPEN,
+        ):
+            raise StoreError(f"{path}: cannot open read-only: {e} ({_name(e)})") from e
+    try:
+        return _connect(uri + "&immutable=1")
+    except sqlite3.Error as e:
+        raise StoreError(f"{path}: cannot open read-only: {e} ({_name(e)})") from e
+
+
+def _connect(database: str | Path) -> sqlite3.Connection:
+    return sqlite3.connect(
+        database,
+        uri=isinstance(database, str),
+        timeout=BUSY_TIMEOUT_S,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+
+
+def _open_readwrite(path: Path, *, check: bool, clock: Callable[[], float]) -> sqlite3.Connection:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StorageUnavailable(f"{path}: cannot create its directory: {e}") from e
+    for attempt in (1, 2):
+        created = not path.exists()
+        conn, problem = _try_open(path, check=check)
+        if conn is not None:
+            if created:
+                _match_owner(path)
+            return conn
+        if attempt == 2:
+            raise StoreError(f"{path}: a freshly created database fails its check: {problem}")
+        aside = _move_aside(path, clock)
+        log.error(
+            "database %s is corrupt (%s): moved it to %s and started an empty one",
+            path,
+            problem,
+            aside,
+        )
+    raise AssertionError("unreachable")
+
+
+# Database files this process has open through a Store, by (device, inode), with a count.
+# Closing ANY descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+# locks of its other connections included; another process (a CLI command) would then think
+# the database unused, checkpoint and delete the -wal under the daemon's feet, and every later
+# commit of the daemon would go to a deleted file. So Python never opens a file this process
+# already has open through SQLite.
+_open_here: dict[tuple[int, int], int] = {}
+_open_here_lock = threading.RLock()
+
+
+def _file_key(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _read_header(path: Path) -> bytes:
+    """The first 16 bytes, or those of a valid database when this process has it open."""
+    key = _file_key(path)
+    with _open_here_lock:
+        if key is not None and _open_here.get(key):
+            return _SQLITE_HEADER  # checked when this process first opened it
+    try:
+        with open(path, "rb") as f:
+            return f.read(16)
+    except FileNotFoundError:
+        return b""
+    except OSError as e:
+        raise StorageUnavailable(f"{path}: cannot read: {e}") from e
+
+
+def _try_open(path: Path, *, check: bool) -> tuple[sqlite3.Connection | None, str]:
+    """(connection, "") or (None, what is wrong with the file)."""
+    # Look at the header before SQLite does: on a file that is no database, SQLite's close
+    # deletes the -wal and -shm beside it, and they are part of what gets moved aside.
+    header = _read_header(path)
+    if header and header != _SQLITE_HEADER:
+        return None, f"not an SQLite database: starts with {header!r}"
+    conn = None
+    try:
+        conn = _connect(path)
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            log.warning("%s: journal_mode is %s, not wal (file system without mmap?)", path, mode)
+        if check:
+            rows = [r[0] for r in conn.execute("PRAGMA quick_check")]
+            if rows != ["ok"]:
+                # Closing checkpoints the committed WAL frames into the file that is moved
+                # aside: they belong to it.
+                conn.close()
+                return None, "quick_check: " + "; ".join(rows[:3])
+        return conn, ""
+    except sqlite3.Error as e:
+        if conn is not None:
+            conn.close()
+        if _code(e) not in _BROKEN:
+            raise _translate(e, path, "open") from e
+        return None, f"{e} ({_name(e)})"
+
+
+def _move_aside(path: Path, clock: Callable[[], float]) -> Path:
+    stamp = datetime.fromtimestamp(clock(), UTC).strftime("%Y%m%dT%H%M%SZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}.{n}")
+    try:
+        # The -wal and -shm keep their suffixes so that `sqlite3 <aside>` reads the pair.
+        for suffix in ("-wal", "-shm", ""):
+            src = Path(str(path) + suffix)
+            if src.exists():
+                src.rename(str(aside) + suffix)
+    except OSError as e:
+        raise StoreError(f"{path} is corrupt and cannot be moved aside: {e}") from e
+    return aside
+
+
+def _match_owner(path: Path) -> None:
+    """A file root creates (the CLI run with sudo before the daemon ever ran) goes to the
+    owner of its directory, or the daemon's user could not write it. SQLite does the same for
+    the -wal and -shm files it creates as root."""
+    if os.geteuid() != 0:
+        return
+    try:
+        st = path.parent.stat()
+        if st.st_uid != 0 or st.st_gid != 0:
+            os.chown(path, st.st_uid, st.st_gid)
+    except OSError as e:
+        log.warning("%s: cannot give it to the owner of its directory: %s", path, e)
+
+
+def _migrate(conn: sqlite3.Connection, path: Path, *, readonly: bool) -> None:
+    latest = len(MIGRATIONS)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as e:
+        raise _translate(e, path, "read the schema version") from e
+    if version > latest:
+        raise StoreError(
+            f"{path}: schema version {version} is newer than this tracker's ({latest}); "
+            "upgrade tracker"
+        )
+    if readonly:
+        if version != latest:
+            raise StoreError(
+                f"{path}: schema version {version}, this tracker reads {latest}; "
+                "start the daemon once to migrate it"
+            )
+        return
+    while version < latest:
+        try:
+            # IMMEDIATE, then read the version again: another process may have migrated while
+            # we waited for the lock.
+            conn.execute("BEGIN IMMEDIATE")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version < latest:
+                for statement in _statements(MIGRATIONS[version]):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version + 1}")
+                conn.execute("COMMIT")
+                version += 1
+                log.info("%s: schema migrated to version %d", path, version)
+            else:
+                conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise _translate(e, path, f"migrate to schema version {version + 1}") from e
+
+
+def _statements(script: str) -> Iterator[str]:
+    # executescript() would COMMIT first; a migration must run inside its own transaction.
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                yield buf
+            buf = ""
+    if buf.strip() and not buf.strip().startswith("--"):
+        yield buf
+
+
+def _code(e: sqlite3.Error) -> int:
+    return (getattr(e, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
+def _name(e: sqlite3.Error) -> str:
+    return getattr(e, "sqlite_errorname", None) or type(e).__name__
+
+
+def _disk_problem(path: Path) -> str:
+    """What the file system says, for SQLite errors that do not (CANTOPEN on a read-only one)."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return ""
+    if st.f_flag & os.ST_RDONLY:
+        return "; the file system is read-only"
+    if st.f_bavail * st.f_frsize < 64 * 1024:
+        return "; the file system is full"
+    return ""
+
+
+def _translate(e: sqlite3.Error, path: Path, action: str) -> StoreError:
+    code = _code(e)
+    msg = f"{path}: cannot {action}: {e} ({_name(e)}){_disk_problem(path)}"
+    if code in _BUSY:
+        return StoreBusy(msg)
+    if code in _UNAVAILABLE:
+        return StorageUnavailable(msg)
+    return StoreError(msg)
+
+
+class StoreBase:
+    """One connection to the tracker database: its configuration, transactions and reads.
+    Every concern's mixin builds on it; `Store` (tracker.store.facade) is them all together.
+
+    Not thread-safe: one Store per thread (see the package docstring). Write methods run in
+    their own transaction, or in the caller's when called inside `transaction()`.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        max_mb: float | None = None,
+        prune: str = "drop_oldest",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """Wrap an open connection (open_store does; tests wrap special ones).
+
+        Also holds the size-limit settings: the WAL allowance below depends on them.
+        """
+        self.path = Path(path)
+        self.readonly = readonly
+        self.max_mb = max_mb
+        self.prune_mode = prune
+        self._max_bytes = None if max_mb is None else int(max_mb * 1024 * 1024)
+        self._clock = clock
+        self._conn = conn
+        self._file_key = _file_key(self.path)
+        if self._file_key is not None:
+            with _open_here_lock:
+                _open_here[self._file_key] = _open_here.get(self._file_key, 0) + 1
+        self._depth = 0  # transaction() nesting
+        self._aborted = False  # an error inside a nested transaction rolled it all back
+        self._full_log = RateLimitedLog(log)  # drop_newest refusals (PruneMixin._admit)
+        conn.isolation_level = None  # we send BEGIN and COMMIT ourselves
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            # In WAL mode NORMAL may lose committed transactions on a power cut; FULL does not.
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            # The default here (SECURE_DELETE builds) zeroes every freed page: extra writes to
+            # an SD card on every prune. FAST zeroes only what is written anyway.
+            conn.execute("PRAGMA secure_delete = FAST")
+            # Without a limit the WAL file keeps the size of its biggest burst (a prune, a
+            # long export holding back checkpoints) for good.
+            wal_limit = _WAL_LIMIT_BYTES
+            if self._max_bytes is not None:
+                wal_limit = max(64 * 1024, min(wal_limit, self._max_bytes // 20))
+            self._wal_limit = wal_limit
+            conn.execute(f"PRAGMA journal_size_limit = {wal_limit}")
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            conn.execute(
+                f"PRAGMA wal_autocheckpoint = {max(16, min(1000, wal_limit // page_size))}"
+            )
+        except sqlite3.Error as e:
+            raise _translate(e, self.path, "configure the connection") from e
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection (idempotent). The last one to close checkpoints the WAL."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None  # type: ignore[assignment]
+            if self._file_key is not None:
+                with _open_here_lock:
+                    left = _open_here.pop(self._file_key, 1) - 1
+                    if left:
+                        _open_here[self._file_key] = left
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Store {self.path}{' readonly' if self.readonly else ''}>"
+
+    @contextmanager
+    def transaction(self) -> Iterator[Self]:
+        """BEGIN IMMEDIATE ... COMMIT; ROLLBACK on any error, then the error is raised.
+
+        Nested calls join the outer transaction. A SQLite error at any depth rolls back the
+        whole transaction at once (SQLite may already have) and raises a StoreError; if the
+        caller swallows it, the outer block raises StoreError instead of committing. Errors
+        from SQLite come out as StorageUnavailable / StoreBusy / StoreError.
+        """
+        self._writable()
+        if self._depth:
+            if self._aborted:
+                # Running on would write outside any transaction, committing piecemeal.
+                raise StoreError(f"{self.path}: the transaction was rolled back after an error")
+            self._depth += 1
+            try:
+                yield self
+            except sqlite3.Error as e:
+                self._abort()
+                raise _translate(e, self.path, "write") from e
+            finally:
+                self._depth -= 1
+            return
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise _translate(e, self.path, "begin a transaction") from e
+        self._depth, self._aborted = 1, False
+        try:
+            yield self
+            if self._aborted:
+                raise StoreError(f"{self.path}: the transaction was rolled back after an error")
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            self._abort()
+            raise _translate(e, self.path, "write") from e
+        except BaseException:
+            self._abort()
+            raise
+        finally:
+            self._depth, self._aborted = 0, False
+
+    def _abort(self) -> None:
+        self._aborted = True
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error as e:  # SQLite rolls back itself on some errors
+                log.debug("%s: rollback: %s", self.path, e)
+
+    def _writable(self) -> None:
+        if self.readonly:
+            raise StoreError(f"{self.path}: opened read-only")
+        if self._conn is None:
+            raise StoreError(f"{self.path}: store is closed")
+
+    def _all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as e:
+            raise _translate(e, self.path, "read") from e
+        except AttributeError:
+            if self._conn is None:
+                raise StoreError(f"{self.path}: store is closed") from None
+            raise
+
+    def _one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> tuple[Any, ...] | None:
+        rows = self._all(sql, params)
+        return rows[0] if rows else None
+
+    def _scalar(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
+        row = self._one(sql, params)
+        return None if row is None else row[0]
+
+    def pragma(self, name: str) -> Any:
+        """The value of a read-only PRAGMA (journal_mode, synchronous, user_version, ...)."""
+        if not name.replace("_", "").isalnum():
+            raise ValueError(name)
+        return self._scalar(f"PRAGMA {name}")
+
+    def integrity_check(self) -> str:
+        """`PRAGMA integrity_check`: "ok", or the problems found, one a line. Slow on big files."""
+        return "\n".join(r[0] for r in self._all("PRAGMA integrity_check"))

@@ -1,0 +1,252 @@
+"""The delivery ledger: per backend, which fixes are settled, and the sender's own state.
+
+Senders see only `Ledger`, the part of a Store they may use (tests/test_store.py holds it to
+what the senders call); `LedgerMixin` implements the delivery part of it.
+
+Delivery state
+--------------
+Per backend, `backends.cursor` says every fix with id <= cursor is settled for that backend:
+acknowledged, or quarantined (and then a 'quarantined' row in `marks` says so). Above the
+cursor, `marks` holds the sparse per-fix state: 'acked' (json-gpsr acknowledges single fixes
+out of order) or 'quarantined' (the server refused a batch for good; it is not offered again
+but stays counted). When the settled fixes above the cursor become contiguous the cursor moves
+up and their 'acked' marks are deleted. Quarantined fixes let the cursor pass and keep their
+mark below it; that keeps `marks` sparse even when a backend quarantines a batch early in a long
+ride and acknowledges everything after it (if quarantined fixes blocked the cursor, every later
+acknowledgement would stay a row in `marks`).
+
+Fix ids never go back (see tracker.store.db), so a cursor never covers a fix not yet stored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from tracker.fix import Sample
+from tracker.store.db import _DELIVERABLE, StoreBase, StoreError
+from tracker.store.fixes import _FIX_SELECT, Activity, StoredFix, _stored_fix
+
+# One logger for the whole package, named as before the split: log lines keep "tracker.store"
+# and any level set on it still applies.
+log = logging.getLogger("tracker.store")
+
+_NOT_MARKED = "NOT EXISTS (SELECT 1 FROM marks m WHERE m.backend = :b AND m.fix_id = f.id)"
+_CURSOR = "(SELECT cursor FROM backends WHERE name = :b)"
+
+
+class Ledger(Protocol):
+    """What a sender calls on its store, and nothing more: its backend's ledger, the reads of
+    activities, fixes and samples its protocol sends, its runtime row, and close.
+
+    Each member's contract is the Store method's of the same name. Store satisfies it
+    structurally; a fake for a sender test needs only these.
+    """
+
+    # -- the backend's ledger
+    def transaction(self) -> AbstractContextManager[object]: ...
+
+    def register_backend(self, name: str) -> None: ...
+
+    def next_batch(
+        self, backend: str, limit: int, activity_id: int | None = None
+    ) -> list[StoredFix]: ...
+
+    def acknowledge(self, backend: str, fix_ids: Iterable[int]) -> None: ...
+
+    def quarantine(self, backend: str, fix_ids: Iterable[int], reason: str) -> None: ...
+
+    def get_state(self, backend: str) -> dict[str, Any]: ...
+
+    def set_state(self, backend: str, state: dict[str, Any]) -> None: ...
+
+    # -- what the protocols send besides batches of fixes (write_gpx, which the Map My Tracks
+    # upload calls with its store, reads activities, iter_fixes and samples_between)
+    def activity(self, activity_id: int) -> Activity | None: ...
+
+    def activities(self) -> list[Activity]: ...
+
+    def last_fix(self, activity_id: int | None = None) -> StoredFix | None: ...
+
+    def iter_fixes(self, activity_id: int | None = None) -> Iterator[StoredFix]: ...
+
+    def samples_between(self, t0: float, t1: float, kind: str | None = None) -> list[Sample]: ...
+
+    # -- the sender's status for `tracker status`, and its end
+    def put_runtime(self, key: str, value: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LedgerMixin(StoreBase):
+    """Delivery state of a Store: backends, cursors, marks, sender state. Each write is one
+    transaction, or part of the caller's inside `transaction()`."""
+
+    def register_backend(self, name: str) -> None:
+        """Make `name` a delivery target (idempotent). A new backend starts at cursor 0: it
+        is offered every stored fix that belongs to an activity."""
+        with self.transaction():
+            self._conn.execute("INSERT OR IGNORE INTO backends (name) VALUES (?)", (name,))
+
+    def backends(self) -> list[str]:
+        return [r[0] for r in self._all("SELECT name FROM backends ORDER BY name")]
+
+    def next_batch(
+        self, backend: str, limit: int, activity_id: int | None = None
+    ) -> list[StoredFix]:
+        """Up to `limit` fixes for `backend`, ascending id: fixes that belong to an activity
+        (or to `activity_id`), neither acknowledged nor quarantined by this backend.
+
+        Reading does not claim anything: the same fixes come back until acknowledged or
+        quarantined. A batch may span two activities; a sender whose protocol works per
+        activity cuts it at the first change of activity_id (or passes activity_id).
+        """
+        sql, params = self._next_batch_query(backend, limit, activity_id)
+        rows = self._all(sql, params)
+        if not rows:
+            self._cursor(backend)  # an unknown backend is an error, not an empty queue
+        return [_stored_fix(r) for r in rows]
+
+    def _next_batch_query(
+        self, backend: str, limit: int, activity_id: int | None
+    ) -> tuple[str, dict[str, Any]]:
+        # One query, and indexed either way: fixes_deliverable or fixes_activity give the ids
+        # above the cursor in order, marks' primary key answers each NOT EXISTS.
+        where = _DELIVERABLE if activity_id is None else "f.activity_id = :a AND f.local = 0"
+        sql = (
+            f"SELECT {_FIX_SELECT} FROM fixes f "
+            f"WHERE {where} AND f.id > {_CURSOR} AND {_NOT_MARKED} "
+            "ORDER BY f.id LIMIT :n"
+        )
+        return sql, {"b": backend, "a": activity_id, "n": limit}
+
+    def acknowledge(self, backend: str, fix_ids: Iterable[int]) -> None:
+        """Record that `backend`'s server accepted these fixes, in one transaction.
+
+        Ids already settled, or no longer stored, are ignored (a retried request acknowledges
+        twice). A late acknowledgement of a quarantined fix lifts the quarantine.
+        """
+        ids = sorted(set(fix_ids))
+        if not ids:
+            return
+        with self.transaction():
+            cursor = self._cursor(backend)
+            # Move the cursor first, counting these ids as settled: acknowledgements in order
+            # (the usual case) then write no mark at all, only the cursor.
+            new = self._advance(backend, cursor, frozenset(i for i in ids if i > cursor))
+            settled = [(backend, i) for i in ids if i <= new]
+            rest = [(backend, i) for i in ids if i > new]
+            # A quarantine these ids had is lifted (no-op lookups when there was none).
+            self._conn.executemany("DELETE FROM marks WHERE backend = ? AND fix_id = ?", settled)
+            if rest:
+                # Only ids of stored fixes: a mark for an id not yet used would count that
+                # future fix as delivered.
+                self._conn.executemany(
+                    "INSERT INTO marks (backend, fix_id, state) "
+                    "SELECT ?1, id, 'acked' FROM fixes WHERE id = ?2 "
+                    "ON CONFLICT (backend, fix_id) DO UPDATE SET state = 'acked', reason = NULL",
+                    rest,
+                )
+
+    def quarantine(self, backend: str, fix_ids: Iterable[int], reason: str) -> None:
+        """Record that `backend`'s server refused these fixes for good: they are not offered
+        again but stay counted in `quarantined()`. Acknowledged fixes stay acknowledged."""
+        ids = sorted(set(fix_ids))
+        with self.transaction():
+            cursor = self._cursor(backend)
+            rows = [(backend, i, reason) for i in ids if i > cursor]
+            if rows:
+                self._conn.executemany(
+                    "INSERT INTO marks (backend, fix_id, state, reason) "
+                    "SELECT ?1, id, 'quarantined', ?3 FROM fixes WHERE id = ?2 "
+                    "ON CONFLICT (backend, fix_id) DO UPDATE SET reason = excluded.reason "
+                    "WHERE state = 'quarantined'",
+                    rows,
+                )
+            self._advance(backend, cursor)
+        if ids:
+            log.warning(
+                "%s quarantined %d fixes (ids %d-%d): %s",
+                backend,
+                len(ids),
+                ids[0],
+                ids[-1],
+                reason,
+            )
+
+    def _cursor(self, backend: str) -> int:
+        cursor = self._scalar("SELECT cursor FROM backends WHERE name = ?", (backend,))
+        if cursor is None:
+            raise StoreError(f"{self.path}: backend {backend!r} is not registered")
+        return cursor
+
+    def _advance(self, backend: str, cursor: int, acked: frozenset[int] = frozenset()) -> int:
+        """Move `backend`'s cursor up to just below the first fix it still has to settle
+        (counting `acked` as settled), or to the newest fix; returns the new cursor.
+
+        Inside the write transaction, so no fix can appear below the new cursor afterwards.
+        Reads the unsettled fixes above the cursor one by one and stops at the first not in
+        `acked`: as many rows as the cursor moves, plus one.
+        """
+        rows = self._conn.execute(
+            f"SELECT f.id FROM fixes f WHERE {_DELIVERABLE} AND f.id > :c "
+            f"AND {_NOT_MARKED} ORDER BY f.id",
+            {"b": backend, "c": cursor},
+        )
+        blocker = None
+        try:
+            for (fix_id,) in rows:
+                if fix_id not in acked:
+                    blocker = fix_id
+                    break
+        finally:
+            rows.close()
+        # Never past the newest deliverable fix: fixes stored outside an activity after it may
+        # still be adopted by one (a lead-in), and must then be above the cursor.
+        newest = f"SELECT max(f.id) FROM fixes f WHERE {_DELIVERABLE}"
+        new = (self._scalar(newest) or 0) if blocker is None else blocker - 1
+        if new <= cursor:
+            return cursor
+        self._conn.execute("UPDATE backends SET cursor = ? WHERE name = ?", (new, backend))
+        self._conn.execute(
+            "DELETE FROM marks WHERE backend = ? AND fix_id <= ? AND state = 'acked'",
+            (backend, new),
+        )
+        return new
+
+    def pending(self) -> dict[str, int]:
+        """Backend -> fixes still to send (in an activity, neither acknowledged nor
+        quarantined). Not acknowledged = pending + quarantined. {} with no backend."""
+        return dict(
+            self._all(
+                f"SELECT b.name, (SELECT count(*) FROM fixes f WHERE {_DELIVERABLE} "
+                "AND f.id > b.cursor AND NOT EXISTS (SELECT 1 FROM marks m "
+                "WHERE m.backend = b.name AND m.fix_id = f.id)) FROM backends b ORDER BY b.name"
+            )
+        )
+
+    def quarantined(self) -> dict[str, int]:
+        """Backend -> fixes its server refused for good and that are still stored."""
+        return dict(
+            self._all(
+                "SELECT b.name, (SELECT count(*) FROM marks m WHERE m.backend = b.name "
+                "AND m.state = 'quarantined') FROM backends b ORDER BY b.name"
+            )
+        )
+
+    def get_state(self, backend: str) -> dict[str, Any]:
+        """The sender's own JSON state ({} until set)."""
+        raw = self._scalar("SELECT state FROM backends WHERE name = ?", (backend,))
+        if raw is None:
+            raise StoreError(f"{self.path}: backend {backend!r} is not registered")
+        return json.loads(raw)
+
+    def set_state(self, backend: str, state: dict[str, Any]) -> None:
+        raw = json.dumps(state, separators=(",", ":"), sort_keys=True)
+        with self.transaction():
+            cur = self._conn.execute("UPDATE backends SET state = ? WHERE name = ?", (raw, backend))
+            if cur.rowcount == 0:
+                raise StoreError(f"{self.path}: backend {backend!r} is not registered")
