@@ -71,7 +71,7 @@ def prepared(d: Daemon) -> Daemon:
     The daemon's threads open a fresh database concurrently, and two connections switching a
     new file to WAL at once get SQLITE_BUSY immediately (SQLite calls no busy handler there;
     reproduced in-process with three threads and open_store, ~4% of tries): the loser logs
-    an ERROR and waits STORE_RETRY_S. That is the store's to fix (tracker/store.py, _try_open);
+    an ERROR and waits STORE_RETRY_S. That is the store's to fix (tracker/store/db.py, _try_open);
     these tests look at sending, so they start from a database that exists.
     """
     open_store(d.db).close()

@@ -15,13 +15,16 @@ from support import ROOT, wait_for
 from tracker.cli import MODULE_COMMANDS, build_parser
 
 
+def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
 def test_every_command_is_there_and_module_commands_call_their_main():
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     names = {"run", "status", "activity", "poi", "export"} | {n for n, _, _ in MODULE_COMMANDS}
-    assert set(sub.choices) == names
-    for name, module_name, _ in MODULE_COMMANDS:
-        assert sub.choices[name].get_default("func") is importlib.import_module(module_name).main
+    assert set(subcommands(build_parser())) == names
+    for name, module_name, _ in MODULE_COMMANDS:  # wired when it is the command asked for
+        sub = subcommands(build_parser(name))[name]
+        assert sub.get_default("func") is importlib.import_module(module_name).main
 
 
 def test_serve_mapmytracks_runs_the_test_server():

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tracker.fix import Fix
-from tracker.senders import IDLE_S
+from tracker.senders.base import IDLE_S
 from tracker.senders.gpsr import NAME, GpsrSender, Options
 from tracker.store import Store, open_store
 from tracker.testing.faults import Faults
@@ -433,7 +433,7 @@ def test_status_shows_each_backend_state_error_and_backlog_never_the_token(serve
 _CHILD = """
 import sys, threading
 from tracker.config import load
-from tracker.senders import make_senders
+from tracker.backends import make_senders
 stop = threading.Event()
 senders = make_senders(load(sys.argv[1]), stop)
 threads = [threading.Thread(target=s.run) for s in senders]

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from tracker.fix import Fix, Sample
-from tracker.senders import IDLE_S
+from tracker.senders.base import IDLE_S
+from tracker.senders.http import HttpTransport
 from tracker.senders.mapmytracks import NAME, MapMyTracksSender, Options
-from tracker.senders.transport import HttpTransport
 from tracker.store import Store, open_store
 from tracker.testing.faults import Faults
 from tracker.testing.mapmytracks import MapMyTracksServer

@@ -2,24 +2,31 @@
 
 Exit codes: 0 success, 1 a runtime failure (database unreadable, daemon not answering),
 2 a bad configuration or bad arguments (one line naming the key or the argument).
+
+Start-up is paid by every command (a status from a cron job, each daemon restart on a Pi Zero),
+so the top of this module imports argparse and nothing of tracker but the version: each command
+imports what it needs when it runs, and a module command's module only when that command is the
+one asked for (tests/test_imports.py checks what `tracker --help` and `tracker run` load).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
-import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tracker import __version__
-from tracker.config import DEFAULT_PATH, Config, ConfigError, load
 
-log = logging.getLogger("tracker")
+if TYPE_CHECKING:
+    from tracker.config import Config
 
 REQUEST_WAIT_S = 10.0
+
+# tracker.config.DEFAULT_PATH, spelled out so that building the parser does not import the
+# config module (tests/test_imports.py keeps the two equal).
+DEFAULT_CONFIG = "/etc/tracker/tracker.toml"
 
 # Commands whose module brings its own `add_arguments(parser)` and `main(args) -> int`.
 MODULE_COMMANDS = (
@@ -33,6 +40,8 @@ MODULE_COMMANDS = (
 
 
 def _config(args: argparse.Namespace) -> Config:
+    from tracker.config import load
+
     return load(args.config)
 
 
@@ -51,6 +60,8 @@ def _open_readonly(cfg: Config):
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
     from tracker import status
 
     cfg = _config(args)
@@ -125,7 +136,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser. Every command is listed with its one-line help; a module
+    command's own options (and its module) are loaded only if it is `command`, the one
+    `main` found in the arguments: the others are never parsed."""
     parser = argparse.ArgumentParser(
         prog="tracker",
         description="Serial GPS and fitness sensors into a durable queue, pushed to live tracking.",
@@ -135,8 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument(
-            "-c", "--config", type=Path, default=DEFAULT_PATH,
-            help=f"TOML configuration (default {DEFAULT_PATH})",
+            "-c", "--config", type=Path, default=DEFAULT_CONFIG,
+            help=f"TOML configuration (default {DEFAULT_CONFIG})",
         )  # fmt: skip
         return p
 
@@ -168,23 +182,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_export)
 
     for name, module_name, help_text in MODULE_COMMANDS:
-        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text)
-        module.add_arguments(p)
-        p.set_defaults(func=module.main)
+        if name == command:
+            import importlib
+
+            module = importlib.import_module(module_name)
+            module.add_arguments(p)
+            p.set_defaults(func=module.main)
     return parser
 
 
+def _command_in(argv: list[str]) -> str | None:
+    """The command word: the first argument that is not an option (the top level has no option
+    that takes a value, so no option's value can come first)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_in(argv)).parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as e:
-        print(f"tracker: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
-    except Exception as e:  # the store's and the OS's errors, as one line for the rider
+    except Exception as e:  # a bad config, the store's and the OS's errors: one line each
+        # Imported here, not at the top: only a failing command pays for them.
+        from tracker.validate import ConfigError
+
+        if isinstance(e, ConfigError):
+            print(f"tracker: {e}", file=sys.stderr)
+            return 2
         from tracker.store import StoreError
 
         if isinstance(e, StoreError | OSError):

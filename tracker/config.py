@@ -16,6 +16,17 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+# ConfigError and validate are re-exported: the rest of tracker imports them from here. The
+# validators keep the short private names the SCHEMA below is written with.
+from tracker.validate import ConfigError, validate
+from tracker.validate import boolean as _bool
+from tracker.validate import bounded as _bounded
+from tracker.validate import nonempty_str as _str
+from tracker.validate import one_of as _one_of
+from tracker.validate import pos_float as _pos_float
+from tracker.validate import pos_int as _pos_int
+from tracker.validate import user_path as _path
+
 if TYPE_CHECKING:
     from tracker.activity import Rules
     from tracker.sensors.config import SensorConfig
@@ -35,10 +46,6 @@ ACTIVITY_TYPES = (
 PRIVACY = ("public", "private")
 TITLE_MAX = 100
 TAG_MAX = 50
-
-
-class ConfigError(Exception):
-    """A configuration problem, worded as one line for the rider."""
 
 
 @dataclass(frozen=True)
@@ -229,37 +236,7 @@ class Config:
 
 
 # --- validators: each takes the raw TOML value and returns the typed one or raises ValueError ---
-
-
-def _str(v: Any) -> str:
-    if not isinstance(v, str) or not v:
-        raise ValueError(f"expected a non-empty string, got {v!r}")
-    return v
-
-
-def _pos_int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-        raise ValueError(f"expected a positive whole number, got {v!r}")
-    return v
-
-
-def _pos_float(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
-        raise ValueError(f"expected a positive number, got {v!r}")
-    return float(v)
-
-
-def _one_of(*allowed: str) -> Callable[[Any], str]:
-    def check(v: Any) -> str:
-        if v not in allowed:
-            raise ValueError(f"{v!r} is not one of: {', '.join(allowed)}")
-        return v
-
-    return check
-
-
-def _path(v: Any) -> Path:
-    return Path(_str(v)).expanduser()
+# (the generic ones are in tracker/validate.py; these know this file's sections)
 
 
 def _title(v: Any) -> str:
@@ -288,18 +265,6 @@ def _timezone(v: Any) -> str:
     return name
 
 
-def _bounded(low: float, high: float, why: str) -> Callable[[Any], float]:
-    """A positive number from `low` to `high`; `why` says what the bounds protect."""
-
-    def check(v: Any) -> float:
-        x = _pos_float(v)
-        if not low <= x <= high:
-            raise ValueError(f"expected {low:g} to {high:g} ({why}), got {v!r}")
-        return x
-
-    return check
-
-
 def _tags(v: Any) -> tuple[str, ...]:
     if not isinstance(v, list) or not all(isinstance(t, str) for t in v):
         raise ValueError(f"expected a list of strings, got {v!r}")
@@ -307,12 +272,6 @@ def _tags(v: Any) -> tuple[str, ...]:
         if not tag.strip() or "," in tag or len(tag) > TAG_MAX:
             raise ValueError(f"tag {tag!r} must be 1 to {TAG_MAX} characters without a comma")
     return tuple(t.strip() for t in v)
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, got {v!r}")
-    return v
 
 
 def _url(v: Any) -> str:
@@ -414,25 +373,6 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
         },
     ),
 }
-
-
-def validate(
-    body: dict[str, Any], keys: dict[str, Callable[[Any], Any]], at: str, unknown: str = ""
-) -> dict[str, Any]:
-    """Each key of a table through its validator; ConfigError naming `at` and the key.
-
-    `unknown` words the unknown-key error's context (e.g. ' for type = "ble"').
-    """
-    values = {}
-    for key, raw in body.items():
-        if key not in keys:
-            known = ", ".join(keys)
-            raise ConfigError(f"{at} {key}: unknown key{unknown} (known: {known})")
-        try:
-            values[key] = keys[key](raw)
-        except ValueError as e:
-            raise ConfigError(f"{at} {key}: {e}") from None
-    return values
 
 
 def parse(data: dict[str, Any], path: Path | None = None) -> Config:

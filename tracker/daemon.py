@@ -24,10 +24,10 @@ import time
 from typing import Any
 
 from tracker import systemd as sd
+from tracker.backends import make_senders
 from tracker.config import Config
 from tracker.gps import GpsReader
 from tracker.recorder import INBOX_MAX, Recorder
-from tracker.senders import make_senders
 from tracker.sensors.manager import SensorManager
 from tracker.ubx_i2c import open_gps_port
 

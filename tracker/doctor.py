@@ -288,9 +288,9 @@ def check_mapmytracks(ctx: Context) -> list[Check]:
     if m is None or not m.enabled:
         return []
     from tracker.senders import mapmytracks as mmt
+    from tracker.senders.http import HttpTransport
     from tracker.senders.transport import (
         AuthFailed,
-        HttpTransport,
         SecretError,
         SendError,
         Unreachable,
@@ -356,8 +356,8 @@ def check_gpsr(ctx: Context) -> list[Check]:
     if g is None or not g.enabled:
         return []
     from tracker.senders import gpsr
+    from tracker.senders.http import HttpTransport
     from tracker.senders.transport import (
-        HttpTransport,
         SecretError,
         SendError,
         Unreachable,

@@ -60,7 +60,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from tracker.senders import Sender
+from tracker.senders.base import Sender
 from tracker.senders.retry import RetryPolicy
 from tracker.senders.transport import (
     AuthFailed,

@@ -46,7 +46,7 @@ from defusedxml.ElementTree import ParseError, fromstring
 
 from tracker import __version__
 from tracker.fix import SAMPLE_KINDS, Sample
-from tracker.senders import Sender
+from tracker.senders.base import Sender
 from tracker.senders.retry import RetryPolicy
 from tracker.senders.transport import (
     Rejected,

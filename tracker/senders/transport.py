@@ -25,7 +25,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 MAX_REPLY_BYTES = 1024 * 1024
 
@@ -131,13 +130,3 @@ def _read_secret_file(path: Path, what: str = "password") -> str:
     if not secret:
         raise SecretError(f"the {what} file {path} is empty")
     return secret
-
-
-def __getattr__(name: str) -> Any:
-    # HttpTransport lives in tracker/senders/http.py with requests; importing it from here
-    # still works, and only then loads requests (`tracker status` never needs it).
-    if name == "HttpTransport":
-        from tracker.senders.http import HttpTransport
-
-        return HttpTransport
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,7 @@ def main(args: argparse.Namespace) -> int:
     import asyncio
 
     from tracker.sensors.ble import render_scan, scan
-    from tracker.sensors.manager import SensorError
+    from tracker.sensors.link import SensorError
 
     try:
         devices = asyncio.run(scan(args.timeout, args.adapter))

@@ -42,7 +42,7 @@ from tracker.logutil import RateLimitedLog
 from tracker.sensors.clock import Reading
 from tracker.sensors.config import SensorConfig
 from tracker.sensors.gatt import CrankCadence, CrankData, MalformedPacket
-from tracker.sensors.manager import LinkContext, MissingLibrary, SensorError
+from tracker.sensors.link import LinkContext, MissingLibrary, SensorError
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from tracker.sensors.gatt import (
     decode_cycling_power,
     decode_heart_rate,
 )
-from tracker.sensors.manager import LinkContext, MissingLibrary, SensorError
+from tracker.sensors.link import LinkContext, MissingLibrary, SensorError
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tracker.config import ConfigError, validate
 from tracker.fix import SAMPLE_KINDS
+from tracker.validate import (
+    ConfigError,
+    boolean,
+    int_in,
+    nonempty_str,
+    one_of,
+    pos_float,
+    validate,
+)
 
 TYPES = ("ble", "ant", "i2c", "simulated")
 ANT_PROFILES = ("hr", "power", "speed_cadence", "cadence")
@@ -62,29 +70,11 @@ class SensorConfig:
     seed: int = 1
 
 
-def _str(v: Any) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise ValueError(f"expected a non-empty string, got {v!r}")
-    return v.strip()
-
-
-def _int_in(lo: int, hi: int) -> Callable[[Any], int]:
-    def check(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-            raise ValueError(f"expected a whole number from {lo} to {hi} (0x{hi:x}), got {v!r}")
-        return v
-
-    return check
-
-
-def _pos_float(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
-        raise ValueError(f"expected a positive number, got {v!r}")
-    return float(v)
+# The generic validators are in tracker/validate.py; these know sensors.
 
 
 def _rate(v: Any) -> float:
-    rate = _pos_float(v)
+    rate = pos_float(v)
     if rate > 50:
         raise ValueError(f"at most 50 readings a second, got {v!r}")
     return rate
@@ -96,21 +86,6 @@ def _nonzero_float(v: Any) -> float:
     return float(v)
 
 
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, got {v!r}")
-    return v
-
-
-def _one_of(*allowed: Any) -> Callable[[Any], Any]:
-    def check(v: Any) -> Any:
-        if isinstance(v, bool) or v not in allowed:
-            raise ValueError(f"{v!r} is not one of: {', '.join(map(str, allowed))}")
-        return v
-
-    return check
-
-
 def _kinds(v: Any) -> tuple[str, ...]:
     if not isinstance(v, list) or not v or not all(k in SAMPLE_KINDS for k in v):
         raise ValueError(f"expected a list of {', '.join(SAMPLE_KINDS)}, got {v!r}")
@@ -118,7 +93,7 @@ def _kinds(v: Any) -> tuple[str, ...]:
 
 
 def _ble_address(v: Any) -> str:
-    text = _str(v)
+    text = nonempty_str(v)
     parts = text.split(":")
     hexdigits = set("0123456789abcdefABCDEF")
     is_mac = len(parts) == 6 and all(len(p) == 2 and set(p) <= hexdigits for p in parts)
@@ -129,37 +104,37 @@ def _ble_address(v: Any) -> str:
 
 
 COMMON: dict[str, Callable[[Any], Any]] = {
-    "type": _one_of(*TYPES),
-    "label": _str,
+    "type": one_of(*TYPES),
+    "label": nonempty_str,
     "kinds": _kinds,
-    "reconnect_max_s": _pos_float,
+    "reconnect_max_s": pos_float,
 }
 BY_TYPE: dict[str, dict[str, Callable[[Any], Any]]] = {
     "ble": {
         "address": _ble_address,
-        "name": _str,
-        "adapter": _str,
-        "silence_s": _pos_float,
-        "scan_timeout_s": _pos_float,
-        "connect_timeout_s": _pos_float,
+        "name": nonempty_str,
+        "adapter": nonempty_str,
+        "silence_s": pos_float,
+        "scan_timeout_s": pos_float,
+        "connect_timeout_s": pos_float,
     },
     "ant": {
-        "profile": _one_of(*ANT_PROFILES),
-        "device": _int_in(0, 0xFFFF),
-        "silence_s": _pos_float,
+        "profile": one_of(*ANT_PROFILES),
+        "device": int_in(0, 0xFFFF),
+        "silence_s": pos_float,
     },
     "i2c": {
-        "bus": _int_in(0, 255),
-        "address": _int_in(0x03, 0x77),
-        "register": _int_in(0, 0xFF),
-        "kind": _one_of(*SAMPLE_KINDS),
-        "width": _one_of(1, 2, 4),
-        "endian": _one_of("big", "little"),
-        "signed": _bool,
+        "bus": int_in(0, 255),
+        "address": int_in(0x03, 0x77),
+        "register": int_in(0, 0xFF),
+        "kind": one_of(*SAMPLE_KINDS),
+        "width": one_of(1, 2, 4),
+        "endian": one_of("big", "little"),
+        "signed": boolean,
         "scale": _nonzero_float,
         "rate_hz": _rate,
     },
-    "simulated": {"rate_hz": _rate, "seed": _int_in(0, 2**31 - 1)},
+    "simulated": {"rate_hz": _rate, "seed": int_in(0, 2**31 - 1)},
 }
 REQUIRED = {
     "ble": (),

@@ -15,7 +15,7 @@ from typing import Any
 
 from tracker.sensors.clock import Reading
 from tracker.sensors.config import SensorConfig
-from tracker.sensors.manager import LinkContext, Pacer, SensorError
+from tracker.sensors.link import LinkContext, Pacer, SensorError
 
 
 def _smbus(bus: int) -> Any:

@@ -23,105 +23,31 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tracker.fix import Sample
 from tracker.logutil import RateLimitedLog
 from tracker.sensors.clock import Reading, SensorClock
 from tracker.sensors.config import SensorConfig
 
+# The link contract moved to tracker/sensors/link.py (the links import it without importing
+# this module); its names stay importable from here for code written against the manager.
+from tracker.sensors.link import (  # noqa: F401
+    AsyncLink,
+    Link,
+    LinkContext,
+    MissingLibrary,
+    Pacer,
+    SensorError,
+    SensorStatus,
+)
+
 log = logging.getLogger(__name__)
 
 POLL_S = 0.25  # longest a poll blocks: bounds how long a stop takes to be seen
 FIRST_RETRY_S = 1.0
 CLOSE_TIMEOUT_S = 3.0  # longest a link's close may take (a BLE disconnect)
-
-
-class SensorError(Exception):
-    """A link could not be opened or was lost. The message is the reason, in a few words."""
-
-
-class MissingLibrary(SensorError):
-    """The library this sensor type needs is not installed (an optional extra)."""
-
-
-@dataclass
-class SensorStatus:
-    """One sensor's state as other threads see it. Counters only grow."""
-
-    label: str
-    type: str
-    state: str = "connecting"  # connecting, connected, lost, unavailable, stopped
-    heartbeat: float = field(default_factory=time.monotonic)
-    connects: int = 0
-    readings: int = 0
-    malformed: int = 0  # packets the decoders refused
-    error: str | None = None  # the current outage's reason
-    last: dict[str, float] = field(default_factory=dict)  # kind -> last value
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "type": self.type,
-            "state": self.state,
-            "heartbeat_age_s": round(time.monotonic() - self.heartbeat, 1),
-            "connects": self.connects,
-            "readings": self.readings,
-            "malformed": self.malformed,
-            "error": self.error,
-            "last": dict(self.last),
-        }
-
-
-class Pacer:
-    """Polling at `rate_hz` without drift: `due()` waits (on `stop`, at most `timeout`) for the
-    next slot and returns its monotonic time, or None when the slot has not come yet."""
-
-    def __init__(self, rate_hz: float, stop: threading.Event) -> None:
-        self.period = 1 / rate_hz
-        self.stop = stop
-        self.next = 0.0
-
-    def start(self) -> None:
-        self.next = time.monotonic()
-
-    def due(self, timeout: float) -> float | None:
-        wait = self.next - time.monotonic()
-        if wait > 0:
-            self.stop.wait(min(wait, timeout))
-            if time.monotonic() < self.next:
-                return None
-        now = time.monotonic()
-        self.next = max(self.next + self.period, now)  # a late poll does not make a burst
-        return now
-
-
-class Link(Protocol):
-    """A blocking sensor link (i2c, ant, simulated). `poll` raises SensorError when lost."""
-
-    def open(self) -> None: ...
-    def poll(self, timeout: float) -> list[Reading]: ...
-    def close(self) -> None: ...
-
-
-class AsyncLink(Protocol):
-    """An asyncio sensor link (ble). Same contract as Link."""
-
-    async def open(self) -> None: ...
-    async def poll(self, timeout: float) -> list[Reading]: ...
-    async def close(self) -> None: ...
-
-
-@dataclass
-class LinkContext:
-    """What a link may need besides its config: its status, the clock, a place to remember."""
-
-    status: SensorStatus
-    clock: SensorClock
-    stop: threading.Event = field(default_factory=threading.Event)  # wait on this, never sleep
-    state_dir: Path | None = None
 
 
 def default_link(cfg: SensorConfig, ctx: LinkContext) -> Link | AsyncLink:

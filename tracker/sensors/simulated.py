@@ -17,7 +17,7 @@ import random
 from tracker.fix import SAMPLE_KINDS
 from tracker.sensors.clock import Reading
 from tracker.sensors.config import SensorConfig
-from tracker.sensors.manager import LinkContext, Pacer
+from tracker.sensors.link import LinkContext, Pacer
 
 TAU = 2 * math.pi
 

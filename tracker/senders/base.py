@@ -1,0 +1,201 @@
+"""The sender core: the loop every backend's sender thread runs.
+
+Every sender is a `Sender`: the loop, the backoff, the status and the permanent-failure handling
+live here, the HTTP in `transport`, the retry policy in `retry`. A protocol module adds only its
+encoding, its acknowledgement rule and its protocol calls, in `work()`.
+
+Threads: a sender opens its own Store in its own thread (`open_db` is called there) and reads
+only from it; it never touches the GPS or the recorder, so a slow or dead network cannot hold up
+ingest. It stops when the shared stop event is set; every wait is `stop.wait()`, and every
+blocking network call has a timeout, so shutdown waits at most one request.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from tracker.logutil import RateLimitedLog
+from tracker.senders.retry import RetryPolicy
+from tracker.senders.transport import AuthFailed, SecretError, SendError
+from tracker.store import Store, StoreError
+from tracker.worker import run_loop
+
+if TYPE_CHECKING:
+    from tracker.senders.http import HttpTransport
+
+log = logging.getLogger(__name__)
+
+IDLE_S = 60.0  # a disabled backend wakes up this often (heartbeat only)
+HEARTBEAT_S = 5.0  # the longest single wait, so `heartbeat` stays fresh
+STORE_RETRY_S = 5.0
+STATUS_EVERY_S = 30.0  # an unchanged status is written at most this often
+
+
+class Sender(ABC):
+    """The loop shared by every backend: `while not stop.is_set(): step()`.
+
+    Subclasses set `name` and implement `open_transport()`, `work()` (one unit of protocol
+    work; returns the seconds until the next step, raises SendError when the network or the
+    server failed) and may call `succeeded()` after each good reply (resets the backoff).
+
+    `heartbeat` (monotonic) is updated at every pass of the loop, at least every HEARTBEAT_S.
+    `status` is published as the store runtime row `backend:<name>` for `tracker status`; it
+    never holds a secret.
+    """
+
+    name = "sender"
+    # What the rider should do when the server refuses the credentials (AuthFailed).
+    auth_hint = "check username and password, then restart tracker"
+
+    def __init__(
+        self,
+        stop: threading.Event,
+        open_db: Callable[[], Store],
+        *,
+        retry: RetryPolicy,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.stop = stop
+        self.store: Store | None = None
+        self.transport: HttpTransport | None = None  # made by open_transport()
+        self.retry = retry
+        self.heartbeat = clock()
+        self.disabled: str | None = None  # why this backend stopped for good (until restart)
+        self.status: dict[str, Any] = {"state": "starting"}
+        self.clock = clock
+        self.wall = wall
+        self._open_db = open_db
+        self._rand = rand
+        self._next_attempt = 0.0
+        self._transport_ready = False
+        self._limited = RateLimitedLog(log, 60.0, clock)
+        self._published: tuple[dict[str, Any], float] | None = None
+
+    # -- for subclasses -----------------------------------------------------------------
+
+    @abstractmethod
+    def open_transport(self) -> None:
+        """Make `self.transport` (reads the secret: SecretError disables the backend)."""
+
+    @abstractmethod
+    def work(self) -> float:
+        """One unit of protocol work; the seconds until the next, or SendError."""
+
+    def close(self) -> None:
+        """Release the transport (the store is closed by run())."""
+        if self.transport is not None:
+            self.transport.close()
+
+    def succeeded(self) -> None:
+        if self.retry.failures:
+            log.info("%s: server reachable again after %d failures", self.name,
+                     self.retry.failures)  # fmt: skip
+        self.retry = self.retry.succeeded()
+        self.status.update(state="ok", last_success_at=self.wall(), failures=0,
+                           next_retry_at=None)  # fmt: skip
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The thread's body; returns when `stop` is set."""
+        log.info("%s sender started", self.name)
+        try:
+            # A bug is logged at the loop boundary and retried after IDLE_S (tracker/worker.py).
+            run_loop(f"sender {self.name}", self._guarded_step, self.stop, beat=self._beat,
+                     clock=self.clock, error_wait_s=IDLE_S, max_wait_s=HEARTBEAT_S)  # fmt: skip
+        finally:
+            try:
+                self.close()
+            finally:
+                self._close_store()
+            log.info("%s sender stopped", self.name)
+
+    def _beat(self, now: float) -> None:
+        self.heartbeat = now
+
+    def _guarded_step(self) -> float:
+        try:
+            return self.step()
+        except StoreError as e:
+            self._limited.error("store", "%s: store: %s", self.name, e)
+            self._close_store()
+            return STORE_RETRY_S
+
+    def _close_store(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def step(self) -> float:
+        """One pass: at most one protocol request (or one check) unless waiting."""
+        if self.store is None:
+            self.store = self._open_db()
+            self.store.register_backend(self.name)
+            self._published = None
+        if self.disabled:
+            self._publish()
+            return IDLE_S
+        now = self.clock()
+        if now < self._next_attempt:
+            return self._next_attempt - now
+        if not self._transport_ready:
+            try:
+                self.open_transport()
+            except (SecretError, ValueError) as e:
+                self._disable(f"{e}: fix the config and restart tracker", auth=False)
+                return IDLE_S
+            self._transport_ready = True
+        try:
+            wait = self.work()
+        except AuthFailed as e:
+            self._disable(f"{e}: {self.auth_hint}", auth=True)
+            return IDLE_S
+        except SendError as e:
+            self.retry = self.retry.failed(e.retry_after_s, self._rand)
+            delay = self.retry.delay_s
+            self._next_attempt = self.clock() + delay
+            # Once a minute per kind: the error's type, or the server's own error text.
+            kind = f"{type(e).__name__}:{getattr(e, 'kind', '')}"
+            self._limited.warning(
+                kind, "%s (failure %d, next try in %.1f s)",
+                e, self.retry.failures, delay,
+            )  # fmt: skip
+            self.status.update(state="retrying", last_error=str(e), last_error_at=self.wall(),
+                               failures=self.retry.failures,
+                               next_retry_at=self.wall() + delay)  # fmt: skip
+            self._publish()
+            return delay
+        self._publish()
+        return wait
+
+    def _disable(self, reason: str, *, auth: bool) -> None:
+        self.disabled = reason
+        log.error("%s: %s. Sending to %s is stopped; the data stays stored and is sent once "
+                  "this is fixed", self.name, reason, self.name)  # fmt: skip
+        self.status.update(state="disabled", last_error=reason, last_error_at=self.wall(),
+                           auth_failed=auth,
+                           next_retry_at=None)  # fmt: skip
+        self._publish(force=True)
+
+    def _publish(self, force: bool = False) -> None:
+        if self.store is None:
+            return
+        now = self.clock()
+        snapshot = dict(self.status)
+        if (
+            not force
+            and self._published is not None
+            and self._published[0] == snapshot
+            and now - self._published[1] < STATUS_EVERY_S
+        ):
+            return
+        self.store.put_runtime(f"backend:{self.name}", snapshot)
+        self._published = (snapshot, now)

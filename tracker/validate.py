@@ -1,0 +1,104 @@
+"""Value validators for the configuration: tracker/config.py and tracker/sensors/config.py.
+
+A leaf module (it imports nothing of tracker), so both configs can use it without importing each
+other, and one copy means one behaviour: a string key is stripped the same way and a boolean is
+never taken for a number, whichever section it is in.
+
+A validator takes the raw TOML value and returns the typed one, or raises ValueError with the
+reason in a few words; `validate()` runs a table through them and words the ConfigError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A configuration problem, worded as one line for the rider."""
+
+
+def nonempty_str(v: Any) -> str:
+    """A string with something besides whitespace, stripped (a stray space in a device name or
+    a label is a typo, never meant)."""
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"expected a non-empty string, got {v!r}")
+    return v.strip()
+
+
+def pos_int(v: Any) -> int:
+    # bool is an int in Python: `baudrate = true` must not become 1.
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ValueError(f"expected a positive whole number, got {v!r}")
+    return v
+
+
+def pos_float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+        raise ValueError(f"expected a positive number, got {v!r}")
+    return float(v)
+
+
+def boolean(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
+def one_of(*allowed: Any) -> Callable[[Any], Any]:
+    """One of `allowed`, as given. A boolean never matches (True == 1 would pass `width`)."""
+
+    def check(v: Any) -> Any:
+        if isinstance(v, bool) or v not in allowed:
+            raise ValueError(f"{v!r} is not one of: {', '.join(map(str, allowed))}")
+        return v
+
+    return check
+
+
+def int_in(lo: int, hi: int) -> Callable[[Any], int]:
+    """A whole number from `lo` to `hi` (register and bus numbers: the bound is shown in hex)."""
+
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ValueError(f"expected a whole number from {lo} to {hi} (0x{hi:x}), got {v!r}")
+        return v
+
+    return check
+
+
+def bounded(low: float, high: float, why: str) -> Callable[[Any], float]:
+    """A positive number from `low` to `high`; `why` says what the bounds protect."""
+
+    def check(v: Any) -> float:
+        x = pos_float(v)
+        if not low <= x <= high:
+            raise ValueError(f"expected {low:g} to {high:g} ({why}), got {v!r}")
+        return x
+
+    return check
+
+
+def user_path(v: Any) -> Path:
+    """A file path; `~` is the home of the user running the daemon."""
+    return Path(nonempty_str(v)).expanduser()
+
+
+def validate(
+    body: dict[str, Any], keys: dict[str, Callable[[Any], Any]], at: str, unknown: str = ""
+) -> dict[str, Any]:
+    """Each key of a table through its validator; ConfigError naming `at` and the key.
+
+    `unknown` words the unknown-key error's context (e.g. ' for type = "ble"').
+    """
+    values = {}
+    for key, raw in body.items():
+        if key not in keys:
+            known = ", ".join(keys)
+            raise ConfigError(f"{at} {key}: unknown key{unknown} (known: {known})")
+        try:
+            values[key] = keys[key](raw)
+        except ValueError as e:
+            raise ConfigError(f"{at} {key}: {e}") from None
+    return values
