@@ -210,7 +210,10 @@ class Daemon:
         from the store directly: cheap enough to poll."""
         if not self.db.exists():
             return {}
-        store = open_store(self.db, readonly=True)
+        try:
+            store = open_store(self.db, readonly=True)
+        except StoreError:  # the daemon is still creating it
+            return {}
         try:
             row = store.get_runtime(f"backend:{name}")
         finally:

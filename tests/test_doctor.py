@@ -233,7 +233,7 @@ def mapmytracks_ctx(tmp_path: Path, url: str, password: str) -> doctor.Context:
 def test_mapmytracks_answers_and_accepts_the_credentials(tmp_path):
     with mmt_server.MapMyTracksServer(users={"rider": "secret"}) as server:
         ctx = mapmytracks_ctx(tmp_path, server.url, "secret")
-        checks = doctor.check_mapmytracks(ctx)
+        checks = doctor.check_backend(ctx, "mapmytracks")
     assert [(c.name, c.result) for c in checks] == [
         ("mapmytracks", doctor.OK),
         ("mapmytracks credentials", doctor.OK),
@@ -244,7 +244,8 @@ def test_mapmytracks_answers_and_accepts_the_credentials(tmp_path):
 
 def test_wrong_mapmytracks_credentials_fail_with_a_fix(tmp_path):
     with mmt_server.MapMyTracksServer(users={"rider": "secret"}) as server:
-        checks = doctor.check_mapmytracks(mapmytracks_ctx(tmp_path, server.url, "wrong"))
+        ctx = mapmytracks_ctx(tmp_path, server.url, "wrong")
+        checks = doctor.check_backend(ctx, "mapmytracks")
     assert [(c.name, c.result) for c in checks] == [
         ("mapmytracks", doctor.OK),
         ("mapmytracks credentials", doctor.FAIL),
@@ -258,15 +259,15 @@ def test_an_unreachable_backend_and_a_wrong_clock_fail_with_fixes(tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    checks = doctor.check_mapmytracks(
-        mapmytracks_ctx(tmp_path, f"http://127.0.0.1:{port}/api/", "x")
+    checks = doctor.check_backend(
+        mapmytracks_ctx(tmp_path, f"http://127.0.0.1:{port}/api/", "x"), "mapmytracks"
     )
     assert checks[0].result == doctor.FAIL and "unreachable" in checks[0].detail
     assert "check the network" in (checks[0].fix or "")
 
     with mmt_server.MapMyTracksServer(clock=lambda: time.time() + 3600) as server:
         ctx = mapmytracks_ctx(tmp_path, server.url, "secret")
-        doctor.check_mapmytracks(ctx)
+        doctor.check_backend(ctx, "mapmytracks")
     clock = doctor.check_clock(ctx)[0]
     assert clock.result == doctor.FAIL and "behind mapmytracks server time" in clock.detail
     assert "timedatectl set-ntp true" in (clock.fix or "")
@@ -283,13 +284,16 @@ def gpsr_config(tmp_path: Path, url: str, token: str = GPSR_TOKEN) -> Path:
 
 
 def gpsr_checks(tmp_path: Path, url: str, token: str = GPSR_TOKEN) -> list[doctor.Check]:
-    return doctor.check_gpsr(doctor.Context(doctor.load(gpsr_config(tmp_path, url, token)), me()))
+    ctx = doctor.Context(doctor.load(gpsr_config(tmp_path, url, token)), me())
+    return doctor.check_backend(ctx, "gpsr")
 
 
-def test_gpsr_is_a_backend_check_and_absent_without_a_section(tmp_path):
-    assert doctor.check_gpsr in doctor.BACKEND_CHECKS
+def test_gpsr_is_a_registered_backend_and_absent_without_a_section(tmp_path):
+    from tracker.backends import REGISTRY
+
+    assert "gpsr" in REGISTRY
     ctx = doctor.Context(doctor.load(write_config(tmp_path, "/dev/null", 9600)), me())
-    assert doctor.check_gpsr(ctx) == []
+    assert doctor.check_backend(ctx, "gpsr") == []
 
 
 def test_gpsr_answers_and_accepts_a_valid_token(tmp_path):
@@ -306,7 +310,7 @@ def test_an_expired_gpsr_token_fails_with_a_fix_and_is_never_shown(tmp_path):
     with gpsr_server.GpsrServer() as server:
         server.make_token("rider", "post", now - 7200, now - 3600, key=GPSR_TOKEN)
         config = gpsr_config(tmp_path, server.url)
-        checks = doctor.check_gpsr(doctor.Context(doctor.load(config), me()))
+        checks = doctor.check_backend(doctor.Context(doctor.load(config), me()), "gpsr")
         done = doctor_cli(config)  # the whole command, as a user runs it
     assert [(c.name, c.result) for c in checks] == [
         ("gpsr", doctor.OK),
@@ -343,6 +347,6 @@ def test_a_gpsr_url_that_is_not_a_gpsr_server_fails_with_a_fix(tmp_path):
 def test_a_missing_gpsr_token_file_fails_with_a_fix(tmp_path):
     extra = f'[gpsr]\nurl = "http://127.0.0.1:9/"\ntoken_file = "{tmp_path / "nope"}"\n'
     ctx = doctor.Context(doctor.load(write_config(tmp_path, "/dev/null", 9600, extra)), me())
-    (check,) = doctor.check_gpsr(ctx)
+    (check,) = doctor.check_backend(ctx, "gpsr")
     assert (check.name, check.result) == ("gpsr token", doctor.FAIL)
     assert "token_file" in (check.fix or "")

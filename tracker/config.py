@@ -8,9 +8,8 @@ silently ignored on a unit that then runs at the wrong speed for a whole ride).
 
 from __future__ import annotations
 
-import os
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -150,77 +149,6 @@ class LogConfig:
     level: str = "info"
 
 
-MAPMYTRACKS_CREDENTIAL = "mapmytracks-password"
-GPSR_CREDENTIAL = "gpsr-token"
-
-
-@dataclass(frozen=True)
-class SenderConfig:
-    """What every backend section has: on or off, where, how much a request, how patient.
-
-    A section that is present (and enabled) means its sender runs. Secrets are read by the
-    sender (the inline key, else the file, else the systemd credential); never in a repr.
-    """
-
-    enabled: bool = True
-    url: str = ""
-    batch_max_points: int = 100
-    interval_s: float = 5.0
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 30.0
-    backoff_max_s: float = 300.0
-
-
-def _require_secret(value: str, file: Path | None, credential: str, key: str) -> None:
-    """ValueError naming `key` unless the secret comes inline, from a file or a credential."""
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if value or file or (creds and (Path(creds) / credential).exists()):
-        return
-    raise ValueError(
-        f"{key}: missing (set {key} or {key}_file, or pass the systemd credential {credential})"
-    )
-
-
-@dataclass(frozen=True)
-class MapMyTracksConfig(SenderConfig):
-    """[mapmytracks] (docs/mapmytracks.md)."""
-
-    url: str = "https://www.mapmytracks.com/api/"
-    username: str = ""
-    password: str = field(default="", repr=False)
-    password_file: Path | None = None
-    offline_upload: str = "gpx"
-    min_point_interval_s: float = 1.0
-
-    def check(self) -> None:
-        """Cross-key checks; ValueError("<key>: ...")."""
-        if not self.enabled:
-            return
-        if not self.username:
-            raise ValueError("username: missing (the Map My Tracks account name)")
-        _require_secret(self.password, self.password_file, MAPMYTRACKS_CREDENTIAL, "password")
-
-
-@dataclass(frozen=True)
-class GpsrConfig(SenderConfig):
-    """[gpsr]: a json-gpsr server (docs/gpsr.md). `tag` None: each activity's title; "": none."""
-
-    token: str = field(default="", repr=False)
-    token_file: Path | None = None
-    millis: bool = False
-    compress_stationary: bool = False
-    tag: str | None = None
-    uere_m: float = 5.0
-
-    def check(self) -> None:
-        """Cross-key checks; ValueError("<key>: ...")."""
-        if not self.enabled:
-            return
-        if not self.url:
-            raise ValueError("url: missing (the json-gpsr server, e.g. https://gpsr.example/)")
-        _require_secret(self.token, self.token_file, GPSR_CREDENTIAL, "token")
-
-
 @dataclass(frozen=True)
 class Config:
     path: Path | None = None
@@ -230,9 +158,17 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     time: TimeConfig = field(default_factory=TimeConfig)
     button: ButtonConfig | None = None  # None: no [button] section
-    mapmytracks: MapMyTracksConfig | None = None  # None: no [mapmytracks] section
-    gpsr: GpsrConfig | None = None  # None: no [gpsr] section
     sensors: tuple[SensorConfig, ...] = ()  # the [[sensors]] array of tables
+    # Backend section -> its Settings (tracker/backends.py), only those present in the file.
+    backends: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        # cfg.mapmytracks, cfg.gpsr, ...: a backend's settings, None when its section is absent.
+        from tracker.backends import REGISTRY
+
+        if name in REGISTRY:
+            return self.backends.get(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 # --- validators: each takes the raw TOML value and returns the typed one or raises ValueError ---
@@ -274,19 +210,6 @@ def _tags(v: Any) -> tuple[str, ...]:
     return tuple(t.strip() for t in v)
 
 
-def _url(v: Any) -> str:
-    url = _str(v)
-    if not url.startswith(("https://", "http://")) or len(url.split("/")[2]) == 0:
-        raise ValueError(f"expected an https:// (or http://) URL, got {url!r}")
-    return url
-
-
-def _gpsr_tag(v: Any) -> str:
-    if not isinstance(v, str) or len(v) > TITLE_MAX:
-        raise ValueError(f"expected a string of at most {TITLE_MAX} characters, got {v!r}")
-    return v.strip()
-
-
 def _gpio(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 27:
         raise ValueError(f"expected a BCM GPIO number from 0 to 27, got {v!r}")
@@ -296,17 +219,6 @@ def _gpio(v: Any) -> int:
 def _level(v: Any) -> str:
     return _one_of("debug", "info", "warning", "error")(str(v).lower())
 
-
-# The keys of SenderConfig, shared by every backend section.
-_SENDER_KEYS: dict[str, Callable[[Any], Any]] = {
-    "enabled": _bool,
-    "url": _url,
-    "batch_max_points": _pos_int,
-    "interval_s": _pos_float,
-    "connect_timeout_s": _pos_float,
-    "read_timeout_s": _pos_float,
-    "backoff_max_s": _pos_float,
-}
 
 SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "gps": (
@@ -349,55 +261,40 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
             "pull_up": _bool,
         },
     ),
-    "mapmytracks": (
-        MapMyTracksConfig,
-        {
-            **_SENDER_KEYS,
-            "username": _str,
-            "password": _str,
-            "password_file": _path,
-            "offline_upload": _one_of("gpx", "off"),
-            "min_point_interval_s": _bounded(1, 3600, "point times are whole seconds"),
-        },
-    ),
-    "gpsr": (
-        GpsrConfig,
-        {
-            **_SENDER_KEYS,
-            "token": _str,
-            "token_file": _path,
-            "millis": _bool,
-            "compress_stationary": _bool,
-            "tag": _gpsr_tag,
-            "uere_m": _pos_float,
-        },
-    ),
 }
 
 
 def parse(data: dict[str, Any], path: Path | None = None) -> Config:
     """Validate a parsed TOML document; raise ConfigError naming the first bad key."""
+    from tracker.backends import REGISTRY, settings_class
+
     where = f"{path}: " if path else ""
     sections: dict[str, Any] = {}
+    backends: dict[str, Any] = {}
     for name, body in data.items():
         if name == "sensors":  # an array of tables, validated entry by entry
             from tracker.sensors.config import parse_sensors
 
             sections["sensors"] = tuple(parse_sensors(body, where))
             continue
-        if name not in SCHEMA:
-            raise ConfigError(f"{where}unknown section [{name}] (known: {', '.join(SCHEMA)})")
+        if name not in SCHEMA and name not in REGISTRY:
+            known = ", ".join([*SCHEMA, *REGISTRY, "sensors"])
+            raise ConfigError(f"{where}unknown section [{name}] (known: {known})")
         if not isinstance(body, dict):
             raise ConfigError(f"{where}[{name}] must be a table")
-        cls, keys = SCHEMA[name]
+        if name in REGISTRY:
+            cls = settings_class(name)
+            keys = cls.keys()
+        else:
+            cls, keys = SCHEMA[name]
         section = cls(**validate(body, keys, f"{where}[{name}]"))
         if hasattr(section, "check"):
             try:
                 section.check()
             except ValueError as e:
                 raise ConfigError(f"{where}[{name}] {e}") from None
-        sections[name] = section
-    return Config(path=path, **sections)
+        (backends if name in REGISTRY else sections)[name] = section
+    return Config(path=path, backends=backends, **sections)
 
 
 def load(path: Path | str) -> Config:

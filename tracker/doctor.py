@@ -15,8 +15,8 @@ backend, is shown as "skip" and does not fail).
 The GPS checks read the device for a few seconds: stop the service first
 (`systemctl stop tracker`) or they compete with it for the bytes.
 
-Backends plug in through BACKEND_CHECKS: one function per backend, taking the Config and
-returning its Checks (none when the backend is not configured).
+Each backend carries its own probe (`probe(settings)` in its module, tracker/backends.py);
+doctor runs those of the backends configured.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tracker.checks import FAIL, OK, SKIP, Check
 from tracker.config import DEFAULT_PATH, Config, ConfigError, load
 
 COMMON_BAUDRATES = (4800, 9600, 19200, 38400, 57600, 115200)
@@ -40,15 +41,6 @@ PROBE_S = 2.0  # how long to read at each other rate
 MIN_FREE_MB = 64.0
 CLOCK_TOLERANCE_S = 60.0
 
-OK, FAIL, SKIP = "ok", "FAIL", "skip"
-
-
-@dataclass
-class Check:
-    name: str
-    result: str  # OK, FAIL or SKIP
-    detail: str
-    fix: str | None = None
 
 
 @dataclass
@@ -283,139 +275,20 @@ def check_nmea(ctx: Context, *, listen_fn: Callable[..., Listening] = listen) ->
 # --- backends -------------------------------------------------------------------------------------
 
 
-def check_mapmytracks(ctx: Context) -> list[Check]:
-    m = getattr(ctx.cfg, "mapmytracks", None)
-    if m is None or not m.enabled:
+def check_backend(ctx: Context, section: str) -> list[Check]:
+    """One backend's own probe (in its module); [] when its section is absent or disabled."""
+    from tracker.backends import module
+
+    settings = ctx.cfg.backends.get(section)
+    if settings is None or not settings.enabled:
         return []
-    from tracker.senders import mapmytracks as mmt
-    from tracker.senders.http import HttpTransport
-    from tracker.senders.transport import (
-        AuthFailed,
-        SecretError,
-        SendError,
-        Unreachable,
-        read_secret,
-    )
-
-    name = "mapmytracks"
     try:
-        password = read_secret(m.password or None, m.password_file, mmt.CREDENTIAL)
-    except SecretError as e:
-        return [
-            Check(
-                name, FAIL, str(e),
-                f"set password_file, or put the password in /etc/credstore/{mmt.CREDENTIAL} "
-                "(mode 600) for the unit's LoadCredential=",
-            )
-        ]  # fmt: skip
-    transport = HttpTransport(
-        m.url, m.username, password,
-        connect_timeout_s=min(m.connect_timeout_s, 10.0),
-        read_timeout_s=min(m.read_timeout_s, 15.0), name=name,
-    )  # fmt: skip
-    try:
-        sent_at = time.time()
-        reply = transport.post({"request": "get_time"})
-        server = mmt.parse_server_time(mmt.parse_reply(reply.body, "get_time"))
-        ctx.server_time_offset_s[name] = server - (sent_at + time.time()) / 2
-    except AuthFailed as e:
-        return [
-            Check(name, OK, f"{m.url} answers"),
-            Check(
-                f"{name} credentials", FAIL, f"{e}",
-                f"check [mapmytracks] username ({m.username!r}) and the password",
-            ),
-        ]  # fmt: skip
-    except Unreachable as e:
-        return [
-            Check(
-                name, FAIL, f"{m.url} unreachable: {e}",
-                "check the network (ping the host), DNS and the url in [mapmytracks]",
-            )
-        ]  # fmt: skip
-    except SendError as e:
-        return [Check(name, FAIL, f"{m.url}: {e}", "check the url in [mapmytracks]")]
-    finally:
-        transport.close()
-    return [
-        Check(name, OK, f"{m.url} answers get_time"),
-        Check(f"{name} credentials", OK, f"accepted for {m.username}"),
-    ]
-
-
-GPSR_TOKEN_FIX = (
-    'create a "post" token on the json-gpsr server\'s user page (valid from now, for as long '
-    "as you ride) and set [gpsr] token or token_file (or the credential {credential}), then "
-    "systemctl restart tracker"
-)
-
-
-def check_gpsr(ctx: Context) -> list[Check]:
-    """[gpsr]: the server answers `/tt` and says the token is valid now (never shows it)."""
-    g = getattr(ctx.cfg, "gpsr", None)
-    if g is None or not g.enabled:
-        return []
-    from tracker.senders import gpsr
-    from tracker.senders.http import HttpTransport
-    from tracker.senders.transport import (
-        SecretError,
-        SendError,
-        Unreachable,
-        read_secret,
-    )
-
-    name = gpsr.NAME
-    token_fix = GPSR_TOKEN_FIX.format(credential=gpsr.CREDENTIAL)
-    try:
-        token = read_secret(g.token or None, g.token_file, gpsr.CREDENTIAL, what="token")
-    except SecretError as e:
-        return [Check(f"{name} token", FAIL, str(e), token_fix)]
-
-    def scrub(text: str) -> str:  # the token travels in the /tt URL: keep it out of messages
-        return text.replace(token, "<token>")
-
-    transport = HttpTransport(
-        g.url, None, None,
-        connect_timeout_s=min(g.connect_timeout_s, 10.0),
-        read_timeout_s=min(g.read_timeout_s, 15.0), name=name,
-    )  # fmt: skip
-    try:
-        valid = gpsr.parse_token_test(transport.get({"token": token}, path="tt", what="/tt").body,
-                                      f"{name} /tt")  # fmt: skip
-    except Unreachable as e:
-        return [
-            Check(
-                name, FAIL, f"{g.url} unreachable: {scrub(str(e))}",
-                "check the network (ping the host), DNS and the url in [gpsr]",
-            )
-        ]  # fmt: skip
-    except SendError as e:
-        return [
-            Check(
-                name, FAIL, f"{g.url}: {scrub(str(e))}",
-                "check the url in [gpsr]: it is the server's base URL (the one whose /tt and "
-                "/input answer)",
-            )
-        ]  # fmt: skip
-    finally:
-        transport.close()
-    answers = Check(name, OK, f"{g.url} answers /tt")
-    if not valid:
-        return [
-            answers,
-            Check(
-                f"{name} token", FAIL,
-                "the server says the token is unknown, expired or not valid yet (/tt)",
-                token_fix,
-            ),
-        ]  # fmt: skip
-    # /tt says "valid now" for a token of any type; only a "post" token may send.
-    return [answers, Check(f"{name} token", OK, 'valid now (/tt; it must be a "post" token)')]
-
-
-# One function per backend: Context -> its Checks ([] when not configured). A new backend
-# appends its own here.
-BACKEND_CHECKS: list[Callable[[Context], list[Check]]] = [check_mapmytracks, check_gpsr]
+        probe = module(section).probe(settings)
+    except Exception as e:  # a bug in one probe must not hide the other checks
+        return [Check(section, FAIL, repr(e), None)]
+    if probe.server_offset_s is not None:
+        ctx.server_time_offset_s[section] = probe.server_offset_s
+    return probe.checks
 
 
 # --- disk and clock -------------------------------------------------------------------------------
@@ -479,11 +352,10 @@ def run_checks(ctx: Context, config_check: Check) -> list[Check]:
     checks += device
     if not any(c.result == FAIL and c.name == "gps device" for c in device):
         checks += check_nmea(ctx)
-    for backend in BACKEND_CHECKS:
-        try:
-            checks += backend(ctx)
-        except Exception as e:  # a bug in one check must not hide the others
-            checks.append(Check(getattr(backend, "__name__", "backend"), FAIL, repr(e), None))
+    from tracker.backends import REGISTRY
+
+    for section in REGISTRY:
+        checks += check_backend(ctx, section)
     checks += check_disk(ctx)
     checks += check_clock(ctx)
     return checks

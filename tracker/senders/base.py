@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from tracker.logutil import RateLimitedLog
 from tracker.senders.retry import RetryPolicy
+from tracker.senders.settings import SenderSettings
 from tracker.senders.transport import AuthFailed, SecretError, SendError
 from tracker.store import Store, StoreError
 from tracker.worker import run_loop
@@ -55,18 +56,25 @@ class Sender(ABC):
 
     def __init__(
         self,
+        options: SenderSettings,
         stop: threading.Event,
         open_db: Callable[[], Store],
         *,
-        retry: RetryPolicy,
+        secret: Callable[[], str] | None = None,
+        transport: HttpTransport | None = None,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
+        """`options`: the backend's Settings. `secret` reads its password or token (in the
+        thread, when the transport is made). `transport` is made from them unless given (tests
+        give an HttpTransport to a test server, or a fake subclass)."""
+        self.options = options
         self.stop = stop
         self.store: Store | None = None
-        self.transport: HttpTransport | None = None  # made by open_transport()
-        self.retry = retry
+        self.transport = transport  # else made by open_transport()
+        self._secret = secret
+        self.retry = RetryPolicy(base_s=1.0, cap_s=options.backoff_max_s)
         self.heartbeat = clock()
         self.disabled: str | None = None  # why this backend stopped for good (until restart)
         self.status: dict[str, Any] = {"state": "starting"}

@@ -53,15 +53,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, ClassVar
 
+from tracker.checks import FAIL, OK, Check, Probe
 from tracker.senders.base import Sender
-from tracker.senders.retry import RetryPolicy
+from tracker.senders.settings import SenderSettings, require_secret, secret
 from tracker.senders.transport import (
     AuthFailed,
     Rejected,
@@ -70,15 +70,14 @@ from tracker.senders.transport import (
     read_secret,
 )
 from tracker.store import Store, StoredFix
-
-if TYPE_CHECKING:
-    from tracker.senders.http import HttpTransport
+from tracker.validate import boolean, pos_float, user_path
 
 log = logging.getLogger(__name__)
 
 NAME = "gpsr"
 CREDENTIAL = "gpsr-token"
 DEFAULT_UERE_M = 5.0
+TAG_MAX = 100  # [gpsr] tag: as long as an activity title may be
 STATIONARY_SPEED_MS = 0.5
 EARTH_RADIUS_M = 6_371_008.8
 RECENT_TIMES = 256  # acknowledged times remembered for stragglers of an already-sent second
@@ -343,24 +342,43 @@ def parse_fix_page(body: bytes, where: str = "f") -> FixPage:
 # --- the sender ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Options:
-    """What the sender needs from [gpsr] (built from GpsrConfig)."""
+def _tag(v: Any) -> str:
+    if not isinstance(v, str) or len(v) > TAG_MAX:
+        raise ValueError(f"expected a string of at most {TAG_MAX} characters, got {v!r}")
+    return v.strip()
 
-    url: str = ""
+
+@dataclass(frozen=True)
+class Settings(SenderSettings):
+    """[gpsr] (docs/gpsr.md): the config section, and the sender's options. `tag` None: each
+    activity's title; "": none."""
+
+    KEYS: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "token": secret,
+        "token_file": user_path,
+        "millis": boolean,
+        "compress_stationary": boolean,
+        "tag": _tag,
+        "uere_m": pos_float,
+    }
+
+    token: str = field(default="", repr=False)
+    token_file: Path | None = None
     millis: bool = False
     compress_stationary: bool = False
-    tag: str | None = None  # None: the activity's title; "": no tag
+    tag: str | None = None
     uere_m: float = DEFAULT_UERE_M
-    batch_max_points: int = 100
-    interval_s: float = 5.0
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 30.0
-    backoff_max_s: float = 300.0
 
-    @classmethod
-    def from_config(cls, c: Any) -> Options:
-        return cls(**{k: getattr(c, k) for k in cls.__dataclass_fields__})
+    def check(self) -> None:
+        """Cross-key checks; ValueError("<key>: ...")."""
+        if not self.enabled:
+            return
+        if not self.url:
+            raise ValueError("url: missing (the json-gpsr server, e.g. https://gpsr.example/)")
+        require_secret(self.token, self.token_file, CREDENTIAL, "token")
+
+
+Options = Settings  # the name the tests know the sender's options by
 
 
 class GpsrSender(Sender):
@@ -376,29 +394,18 @@ class GpsrSender(Sender):
         "then restart tracker"
     )
 
+    options: Settings
+
     def __init__(
         self,
-        options: Options,
+        options: Settings,
         stop: threading.Event,
         open_db: Callable[[], Store],
         *,
         token: Callable[[], str],
-        transport: HttpTransport | None = None,
-        rand: Callable[[], float] = random.random,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
+        **kw: Any,
     ) -> None:
-        super().__init__(
-            stop,
-            open_db,
-            retry=RetryPolicy(base_s=1.0, cap_s=options.backoff_max_s),
-            rand=rand,
-            clock=clock,
-            wall=wall,
-        )
-        self.options = options
-        self.transport = transport
-        self._get_token = token
+        super().__init__(options, stop, open_db, secret=token, **kw)
         self._token = ""
         self._token_ok = False
         self._last_post = -math.inf
@@ -410,7 +417,8 @@ class GpsrSender(Sender):
     # -- plumbing -------------------------------------------------------------------------
 
     def open_transport(self) -> None:
-        self._token = self._get_token()
+        assert self._secret is not None
+        self._token = self._secret()
         if self.transport is not None:
             return
         o = self.options
@@ -641,18 +649,78 @@ class GpsrSender(Sender):
         return times
 
 
-def make_sender(cfg: Any, db_path: Any, stop: threading.Event) -> GpsrSender:
-    """The sender for a Config's [gpsr] section, opening `db_path` in its thread."""
+def make_sender(settings: Settings, db_path: Any, stop: threading.Event) -> GpsrSender:
+    """The sender for a [gpsr] section, opening `db_path` in its thread."""
     from tracker.store import open_store
 
-    g = cfg.gpsr
-
     def token() -> str:
-        return read_secret(g.token or None, g.token_file, CREDENTIAL, what="token")
+        return read_secret(settings.token or None, settings.token_file, CREDENTIAL, what="token")
 
     return GpsrSender(
-        Options.from_config(g),
+        settings,
         stop,
         lambda: open_store(db_path, check=False),
         token=token,
     )
+
+
+TOKEN_FIX = (
+    'create a "post" token on the json-gpsr server\'s user page (valid from now, for as long '
+    f"as you ride) and set [gpsr] token or token_file (or the credential {CREDENTIAL}), then "
+    "systemctl restart tracker"
+)
+
+
+def probe(settings: Settings) -> Probe:
+    """`tracker doctor`: the server answers `/tt` and says the token is valid now (never
+    shows it)."""
+    from tracker.senders.http import HttpTransport
+    from tracker.senders.transport import SecretError, Unreachable
+
+    g = settings
+    try:
+        token = read_secret(g.token or None, g.token_file, CREDENTIAL, what="token")
+    except SecretError as e:
+        return Probe([Check(f"{NAME} token", FAIL, str(e), TOKEN_FIX)])
+
+    def scrub(text: str) -> str:  # the token travels in the /tt URL: keep it out of messages
+        return text.replace(token, "<token>")
+
+    transport = HttpTransport(
+        g.url, None, None,
+        connect_timeout_s=min(g.connect_timeout_s, 10.0),
+        read_timeout_s=min(g.read_timeout_s, 15.0), name=NAME,
+    )  # fmt: skip
+    try:
+        valid = parse_token_test(transport.get({"token": token}, path="tt", what="/tt").body,
+                                 f"{NAME} /tt")  # fmt: skip
+    except Unreachable as e:
+        return Probe([
+            Check(
+                NAME, FAIL, f"{g.url} unreachable: {scrub(str(e))}",
+                "check the network (ping the host), DNS and the url in [gpsr]",
+            )
+        ])  # fmt: skip
+    except SendError as e:
+        return Probe([
+            Check(
+                NAME, FAIL, f"{g.url}: {scrub(str(e))}",
+                "check the url in [gpsr]: it is the server's base URL (the one whose /tt and "
+                "/input answer)",
+            )
+        ])  # fmt: skip
+    finally:
+        transport.close()
+    answers = Check(NAME, OK, f"{g.url} answers /tt")
+    if not valid:
+        return Probe([
+            answers,
+            Check(
+                f"{NAME} token", FAIL,
+                "the server says the token is unknown, expired or not valid yet (/tt)",
+                TOKEN_FIX,
+            ),
+        ])  # fmt: skip
+    # /tt says "valid now" for a token of any type; only a "post" token may send.
+    valid_now = Check(f"{NAME} token", OK, 'valid now (/tt; it must be a "post" token)')
+    return Probe([answers, valid_now])

@@ -1,18 +1,8 @@
 """HttpTransport: one requests session per sender, timeouts, TLS, a size cap.
 
 Whatever requests and urllib3 raise is wrapped here, where it enters, into the SendError family
-of tracker/senders/transport.py, so the senders handle five cases and nothing else:
-
-- Unreachable: the connection was never made (DNS, refused, connect timeout, TLS handshake).
-  The server surely did not see the request: resending is safe.
-- LostReply: the request went out and no complete reply came back (read timeout, reset,
-  a body cut short). The server may have applied it: the sender must find out before resending.
-- Transient: the server answered, but not usefully (500, 502, 503, 429, a redirect, an HTML
-  page from a captive portal, an empty or oversized reply). `retry_after_s` carries a
-  Retry-After; `maybe_applied` says whether the server may still have applied the request
-  (True for a 500 or an unreadable 200, False for 429/503, which refuse before doing anything).
-- AuthFailed: 401/403. Retrying cannot help until the configuration changes.
-- Rejected: the server understood and refused the data for good (its XML error, 400, 413).
+of tracker/senders/transport.py (whose docstring lists the five cases and what each means for a
+resend).
 
 Thread safety: one HttpTransport per sender thread (a requests.Session is not shared).
 Secrets: the password goes into the session's auth and nowhere else; it is in no message,

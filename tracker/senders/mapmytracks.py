@@ -34,20 +34,21 @@ from __future__ import annotations
 import io
 import logging
 import math
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 
 from tracker import __version__
+from tracker.checks import FAIL, OK, Check, Probe
 from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.senders.base import Sender
-from tracker.senders.retry import RetryPolicy
+from tracker.senders.settings import SenderSettings, require_secret, secret
 from tracker.senders.transport import (
     Rejected,
     Reply,
@@ -56,9 +57,7 @@ from tracker.senders.transport import (
     read_secret,
 )
 from tracker.store import Activity, Store, StoredFix
-
-if TYPE_CHECKING:
-    from tracker.senders.http import HttpTransport
+from tracker.validate import bounded, nonempty_str, one_of, user_path
 
 log = logging.getLogger(__name__)
 
@@ -260,22 +259,34 @@ def parse_points(text: str) -> list[tuple[int, float, float, float]]:
 
 
 @dataclass(frozen=True)
-class Options:
-    """What the sender needs from [mapmytracks] (built from MapMyTracksConfig)."""
+class Settings(SenderSettings):
+    """[mapmytracks] (docs/mapmytracks.md): the config section, and the sender's options."""
+
+    KEYS: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "username": nonempty_str,
+        "password": secret,
+        "password_file": user_path,
+        "offline_upload": one_of("gpx", "off"),
+        "min_point_interval_s": bounded(1, 3600, "point times are whole seconds"),
+    }
 
     url: str = "https://www.mapmytracks.com/api/"
     username: str = ""
-    batch_max_points: int = 100
-    interval_s: float = 5.0
+    password: str = field(default="", repr=False)
+    password_file: Path | None = None
     offline_upload: str = "gpx"
-    connect_timeout_s: float = 10.0
-    read_timeout_s: float = 30.0
-    backoff_max_s: float = 300.0
     min_point_interval_s: float = 1.0
 
-    @classmethod
-    def from_config(cls, c: Any) -> Options:
-        return cls(**{k: getattr(c, k) for k in cls.__dataclass_fields__})
+    def check(self) -> None:
+        """Cross-key checks; ValueError("<key>: ...")."""
+        if not self.enabled:
+            return
+        if not self.username:
+            raise ValueError("username: missing (the Map My Tracks account name)")
+        require_secret(self.password, self.password_file, CREDENTIAL, "password")
+
+
+Options = Settings  # the name the tests and benchmarks know the sender's options by
 
 
 class MapMyTracksSender(Sender):
@@ -287,29 +298,18 @@ class MapMyTracksSender(Sender):
 
     name = NAME
 
+    options: Settings
+
     def __init__(
         self,
-        options: Options,
+        options: Settings,
         stop: threading.Event,
         open_db: Callable[[], Store],
         *,
         password: Callable[[], str] | None = None,
-        transport: HttpTransport | None = None,
-        rand: Callable[[], float] = random.random,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
+        **kw: Any,
     ) -> None:
-        super().__init__(
-            stop,
-            open_db,
-            retry=RetryPolicy(base_s=1.0, cap_s=options.backoff_max_s),
-            rand=rand,
-            clock=clock,
-            wall=wall,
-        )
-        self.options = options
-        self._password = password
-        self.transport = transport
+        super().__init__(options, stop, open_db, secret=password, **kw)
         self._next_time_check = 0.0
         self._last_update = -math.inf
         self.status.update(url=options.url, user=options.username)
@@ -320,7 +320,7 @@ class MapMyTracksSender(Sender):
         if self.transport is not None:
             return
         o = self.options
-        secret = self._password() if self._password else ""
+        secret = self._secret() if self._secret else ""
         from tracker.senders.http import HttpTransport  # requests: only for a running sender
 
         self.transport = HttpTransport(
@@ -660,18 +660,70 @@ class MapMyTracksSender(Sender):
             )  # fmt: skip
 
 
-def make_sender(cfg: Any, db_path: Any, stop: threading.Event) -> MapMyTracksSender:
-    """The sender for a Config's [mapmytracks] section, opening `db_path` in its thread."""
+def make_sender(settings: Settings, db_path: Any, stop: threading.Event) -> MapMyTracksSender:
+    """The sender for a [mapmytracks] section, opening `db_path` in its thread."""
     from tracker.store import open_store
 
-    m = cfg.mapmytracks
-
     def password() -> str:
-        return read_secret(m.password or None, m.password_file, CREDENTIAL)
+        return read_secret(settings.password or None, settings.password_file, CREDENTIAL)
 
     return MapMyTracksSender(
-        Options.from_config(m),
+        settings,
         stop,
         lambda: open_store(db_path, check=False),
         password=password,
+    )
+
+
+def probe(settings: Settings) -> Probe:
+    """`tracker doctor`: the server answers get_time and accepts the credentials."""
+    from tracker.senders.http import HttpTransport
+    from tracker.senders.transport import AuthFailed, SecretError, Unreachable
+
+    m = settings
+    try:
+        password = read_secret(m.password or None, m.password_file, CREDENTIAL)
+    except SecretError as e:
+        return Probe([
+            Check(
+                NAME, FAIL, str(e),
+                f"set password_file, or put the password in /etc/credstore/{CREDENTIAL} "
+                "(mode 600) for the unit's LoadCredential=",
+            )
+        ])  # fmt: skip
+    transport = HttpTransport(
+        m.url, m.username, password,
+        connect_timeout_s=min(m.connect_timeout_s, 10.0),
+        read_timeout_s=min(m.read_timeout_s, 15.0), name=NAME,
+    )  # fmt: skip
+    try:
+        sent_at = time.time()
+        reply = transport.post({"request": "get_time"})
+        server = parse_server_time(parse_reply(reply.body, "get_time"))
+        offset = server - (sent_at + time.time()) / 2
+    except AuthFailed as e:
+        return Probe([
+            Check(NAME, OK, f"{m.url} answers"),
+            Check(
+                f"{NAME} credentials", FAIL, f"{e}",
+                f"check [mapmytracks] username ({m.username!r}) and the password",
+            ),
+        ])  # fmt: skip
+    except Unreachable as e:
+        return Probe([
+            Check(
+                NAME, FAIL, f"{m.url} unreachable: {e}",
+                "check the network (ping the host), DNS and the url in [mapmytracks]",
+            )
+        ])  # fmt: skip
+    except SendError as e:
+        return Probe([Check(NAME, FAIL, f"{m.url}: {e}", "check the url in [mapmytracks]")])
+    finally:
+        transport.close()
+    return Probe(
+        [
+            Check(NAME, OK, f"{m.url} answers get_time"),
+            Check(f"{NAME} credentials", OK, f"accepted for {m.username}"),
+        ],
+        server_offset_s=offset,
     )

@@ -1,0 +1,81 @@
+"""What every backend's config section has, and how a backend module declares its own keys.
+
+A backend's `Settings` is a frozen dataclass deriving from `SenderSettings`: the parsed config
+section and, unchanged, its sender's options (no copy to keep in step). Its class attribute
+`KEYS` maps each key it adds to a validator (tracker/validate.py); `keys()` merges them with the
+shared ones. `check()` does the cross-key checks and raises ValueError("<key>: ...").
+
+Light on purpose: `tracker status` parses the config, and must not pay for an HTTP stack.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from tracker.validate import boolean, nonempty_str, pos_float, pos_int
+
+
+def url(v: Any) -> str:
+    text = nonempty_str(v)
+    if not text.startswith(("https://", "http://")) or len(text.split("/")[2]) == 0:
+        raise ValueError(f"expected an https:// (or http://) URL, got {text!r}")
+    return text
+
+
+def secret(v: Any) -> str:
+    """A password or token as written: not stripped (the secret file reader keeps spaces)."""
+    if not isinstance(v, str) or not v:
+        raise ValueError("expected a non-empty string")
+    return v
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    """On or off, where, how much a request, how patient.
+
+    A section that is present (and enabled) means its sender runs. Secrets are read by the
+    sender (the inline key, else the file, else the systemd credential); never in a repr.
+    """
+
+    KEYS: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "enabled": boolean,
+        "url": url,
+        "batch_max_points": pos_int,
+        "interval_s": pos_float,
+        "connect_timeout_s": pos_float,
+        "read_timeout_s": pos_float,
+        "backoff_max_s": pos_float,
+    }
+
+    enabled: bool = True
+    url: str = ""
+    batch_max_points: int = 100
+    interval_s: float = 5.0
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 30.0
+    backoff_max_s: float = 300.0
+
+    @classmethod
+    def keys(cls) -> dict[str, Callable[[Any], Any]]:
+        """Every key of the section: the shared ones and the backend's own."""
+        merged: dict[str, Callable[[Any], Any]] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("KEYS", {}))
+        return merged
+
+    def check(self) -> None:
+        """Cross-key checks; ValueError("<key>: ..."). Nothing to check here."""
+
+
+def require_secret(value: str, file: Path | None, credential: str, key: str) -> None:
+    """ValueError naming `key` unless the secret comes inline, from a file or a credential."""
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if value or file or (creds and (Path(creds) / credential).exists()):
+        return
+    raise ValueError(
+        f"{key}: missing (set {key} or {key}_file, or pass the systemd credential {credential})"
+    )
