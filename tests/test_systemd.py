@@ -222,9 +222,9 @@ def test_stderr_lines_carry_level_component_and_backend(tmp_path):
     out = io.StringIO()
     try:
         where = sd.setup_logging("info", environ={}, stream=out)
-        sd.component_logger("tracker.senders.mapmytracks", backend="mapmytracks").bind(
-            activity=7
-        ).warning("server said %s", "no")
+        logging.getLogger("tracker.senders.mapmytracks").warning(
+            "server said %s", "no", extra=sd.fields(backend="mapmytracks", activity=7)
+        )
         logging.getLogger("tracker.gps").debug("hidden at info")
     finally:
         sd.setup_logging("warning", environ={}, stream=sys.stderr)
@@ -274,8 +274,8 @@ import logging
 from tracker import systemd as sd
 where = sd.setup_logging("info")
 assert where == "journal", where
-sd.component_logger("tracker.senders.mapmytracks", backend="mapmytracks").bind(
-    activity=42).warning("server refused: %s", "bad point")
+logging.getLogger("tracker.senders.mapmytracks").warning(
+    "server refused: %s", "bad point", extra=sd.fields(backend="mapmytracks", activity=42))
 logging.getLogger("tracker.gps").info("GPS open")
 import threading
 t = threading.Thread(name="sender-gpsr",

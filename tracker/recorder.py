@@ -31,6 +31,7 @@ from tracker.fix import Fix, Sample
 from tracker.gpstime import ASK_EVERY_S, TimeKeeper, default_setter, ntp_synchronized, server_now
 from tracker.logutil import RateLimitedLog
 from tracker.store import Activity, StorageUnavailable, Store, StoreError, open_store
+from tracker.store.control import RUNTIME_EVERY_S
 from tracker.worker import run_loop
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 MAX_HELD = 100_000  # fixes held in memory while the store is unwritable: ~28 h at 1 Hz
 MAX_HELD_SAMPLES = 400_000  # sensor samples likewise: ~28 h of three sensors at 4 Hz
 INBOX_MAX = 10_000  # batches from the sources not yet taken by the recorder
-RUNTIME_EVERY_S = 5.0  # how often the live counters are written for `tracker status`
 TRUST_ASK_EVERY_S = 2.0  # a backend's clock is a cheap store read: ask often until one agrees
 PRUNE_EVERY_S = 60.0
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from tracker.config import Config
 from tracker.fix import QUALITY_NAMES
-from tracker.recorder import RUNTIME_EVERY_S
 from tracker.store import Store
+from tracker.store.control import RUNTIME_EVERY_S
 
 
 def _iso(t: float | None) -> str | None:

@@ -16,7 +16,7 @@ container and as a unit.
   thread is stale: a hung sender or GPS thread therefore gets the service restarted by
   `WatchdogSec=`. A thread that goes stale is one warning line (and one when it recovers).
 - `setup_logging()` sends records to the journal under systemd, with structured fields: pass
-  `extra=fields(backend=..., activity=...)` or use `component_logger()`, and
+  `extra=fields(backend=..., activity=...)`, and
   `journalctl -u tracker TRACKER_BACKEND=mapmytracks` finds them.
 
 Thread safety: a Notifier may be used from any thread (each send is one datagram). A Supervisor
@@ -30,7 +30,7 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -359,23 +359,6 @@ def fields(*, backend: str | None = None, activity: int | str | None = None, **m
     for key, value in more.items():
         out["TRACKER_" + key.upper()] = value
     return out
-
-
-class ComponentLogger(logging.LoggerAdapter):
-    """A logger that adds fixed journal fields to every record, merged with a call's `extra`."""
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
-        return msg, kwargs
-
-    def bind(self, **kw: Any) -> ComponentLogger:
-        """A copy with more fields, e.g. `.bind(activity=12)` once an activity is known."""
-        return ComponentLogger(self.logger, {**(self.extra or {}), **fields(**kw)})
-
-
-def component_logger(name: str, **kw: Any) -> ComponentLogger:
-    """`component_logger(__name__, backend="mapmytracks")`: every line carries the fields."""
-    return ComponentLogger(logging.getLogger(name), fields(**kw))
 
 
 class _ComponentFilter(logging.Filter):

@@ -21,7 +21,6 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC
-from email.utils import parsedate_to_datetime
 
 RETRY_AFTER_MAX_S = 3600.0
 
@@ -74,6 +73,8 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     if value.isdigit():
         return float(value)
     try:
+        from email.utils import parsedate_to_datetime  # only for an HTTP-date Retry-After
+
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None

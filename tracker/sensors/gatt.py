@@ -41,12 +41,6 @@ SERVICE_NAMES = {
     CSC_SERVICE: "speed and cadence",
     CYCLING_POWER_SERVICE: "cycling power",
 }
-# What each measurement can give, for choosing the characteristics to subscribe to.
-MEASUREMENT_KINDS = {
-    HEART_RATE_MEASUREMENT: ("hr",),
-    CSC_MEASUREMENT: ("cad",),
-    CYCLING_POWER_MEASUREMENT: ("pwr", "cad"),
-}
 
 MAX_CADENCE_RPM = 250.0  # above this a computed cadence is a glitch, not a rider
 CRANK_STOPPED_S = 3.0  # no new crank event for this long (monotonic): cadence is zero

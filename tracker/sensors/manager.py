@@ -42,6 +42,7 @@ from tracker.sensors.link import (  # noqa: F401
     SensorError,
     SensorStatus,
 )
+from tracker.worker import run_loop
 
 log = logging.getLogger(__name__)
 
@@ -183,15 +184,16 @@ class SensorManager:
     # --- the blocking links: one thread each ------------------------------------------------
 
     def _run_sync(self, cfg: SensorConfig, status: SensorStatus, link: Link) -> None:
+        """The shared worker loop (tracker/worker.py) around one session: open the link and
+        poll it until it fails, then wait as long as the outage's backoff says."""
         outage = Outage(cfg, status)
-        while not self._stop.is_set():
-            status.heartbeat = time.monotonic()
+
+        def session() -> float:
             try:
                 link.open()
             except Exception as e:  # a driver's own failures, or a bug: never the thread's end
                 self._close(cfg, link.close)
-                self._stop.wait(outage.failed(self._reason(cfg, e)))
-                continue
+                return outage.failed(self._reason(cfg, e))
             outage.connected()
             try:
                 while not self._stop.is_set():
@@ -201,6 +203,14 @@ class SensorManager:
                 outage.failed(self._reason(cfg, e), lost=True)
             finally:
                 self._close(cfg, link.close)
+            return 0.0
+
+        def beat(now: float) -> None:
+            status.heartbeat = now
+
+        # Not a watchdog component (a dead strap must not restart the GPS): the backoff may
+        # wait longer than the usual cap.
+        run_loop(f"sensor {cfg.label}", session, self._stop, beat=beat, max_wait_s=3600.0)
         self.emit(status, [])  # release held samples if the offset is known by now
         status.state = "stopped"
 

@@ -14,6 +14,9 @@ from typing import Any
 from tracker.store.db import StoreBase, StoreError
 
 REQUEST_COMMANDS = ("activity_start", "activity_stop", "poi")
+# The daemon writes its runtime row at least this often; a reader takes a row older than a few
+# of these as a daemon that is gone.
+RUNTIME_EVERY_S = 5.0
 _REQUEST_COLUMNS = "id, created_at, command, arg, done_at, result"
 
 

@@ -46,10 +46,8 @@ log = logging.getLogger(__name__)
 
 #: Fault kinds in the fixed order in which the single per-request draw is matched against them.
 KINDS = ("reset", "fail_500", "retry_after", "html", "drop_reply", "truncate", "slow")
-#: Kinds that strike before the request is processed.
+#: Kinds that strike before the request is processed (the others strike after it).
 BEFORE = frozenset({"reset", "fail_500", "retry_after", "html"})
-#: Kinds that strike after the request was processed.
-AFTER = frozenset({"drop_reply", "truncate", "slow"})
 OFFLINE = "offline"
 
 #: Upper bound for a slow reply, whatever was configured.
