@@ -20,6 +20,7 @@ from tracker.fix import Fix, Sample
 from tracker.senders.base import IDLE_S
 from tracker.senders.http import HttpTransport
 from tracker.senders.mapmytracks import NAME, MapMyTracksSender, Options
+from tracker.senders.state import STATE_VERSION
 from tracker.store import Store, open_store
 from tracker.testing.faults import Faults
 from tracker.testing.mapmytracks import MapMyTracksServer
@@ -443,3 +444,39 @@ def test_transport_tells_connect_failed_from_lost_reply():
                 assert err.value.maybe_applied, name
         finally:
             srv.close()
+
+
+# --- typed state (tracker/senders/state.py) --------------------------------------------
+
+
+def test_upgraded_mid_ride_the_pending_marker_is_reconciled_not_resent(server, store, db):
+    """An old release sent an update and died before the reply; the state it left is version
+    0. The new sender asks the server (get_activity) and sends none of those points again."""
+    ride(store, 150)
+    first = make_sender(server, db)
+    drive(first, lambda: server.count("start_activity") == 1)
+    server.faults.set(drop_reply=1.0, only=["update_activity"])
+    drive(first, lambda: server.count("update_activity") == 1)
+    first.close()
+    first.store.close()
+    server.faults.clear()
+    state = store.get_state(NAME)
+    del state["v"]  # as the old release wrote it
+    store.set_state(NAME, state)
+    second = make_sender(server, db)
+    drive(second, lambda: pending(store) == 0)
+    (a,) = remote_activities(server)
+    assert len(a.points) == 150 and server.duplicate_points(a.id) == []
+    assert server.count("update_activity") == 1 and server.count("get_activity") >= 1
+    assert store.get_state(NAME)["v"] == STATE_VERSION
+
+
+def test_a_newer_state_in_the_store_stops_only_that_backend_and_keeps_the_data(
+    server, store, db
+):
+    ride(store, 20)
+    store.set_state(NAME, {"v": STATE_VERSION + 1, "whatever": 1})
+    sender = make_sender(server, db)
+    sender.step()
+    assert sender.disabled and "newer than this tracker reads" in sender.disabled
+    assert server.count("start_activity") == 0 and pending(store) == 20

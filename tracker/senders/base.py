@@ -17,12 +17,13 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tracker.logutil import RateLimitedLog
 from tracker.senders.retry import RetryPolicy
 from tracker.senders.settings import SenderSettings
+from tracker.senders.state import Pending, StateError
 from tracker.senders.transport import AuthFailed, SecretError, SendError
 from tracker.store import Store, StoreError
 from tracker.worker import run_loop
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from tracker.senders.http import HttpTransport
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S")
+R = TypeVar("R")
 
 IDLE_S = 60.0  # a disabled backend wakes up this often (heartbeat only)
 HEARTBEAT_S = 5.0  # the longest single wait, so `heartbeat` stays fresh
@@ -102,6 +106,40 @@ class Sender(ABC):
         if self.transport is not None:
             self.transport.close()
 
+    # -- the exactly-once step (tracker/senders/state.py) ------------------------------
+
+    def load_state(self, cls: type[S]) -> S:
+        """This backend's delivery state from the store, as its typed `cls`."""
+        assert self.store is not None
+        return cls.from_json(self.store.get_state(self.name))
+
+    def save_state(self, st: Any) -> None:
+        assert self.store is not None
+        self.store.set_state(self.name, st.to_json())
+
+    def send_marked(self, st: Any, holder: Any, pending: Pending, send: Callable[[], R]) -> R:
+        """Commit `pending` (on `holder`, part of `st`) before the request goes out, then
+        `send()`. If it fails where the server surely did not apply it (no connection,
+        429/503), the marker is cleared again; otherwise it stays, until `settle` clears it
+        with the acknowledgement or the next step reconciles with the server."""
+        holder.pending = pending
+        self.save_state(st)
+        try:
+            return send()
+        except SendError as e:
+            if not e.maybe_applied:
+                holder.pending = None
+                self.save_state(st)
+            raise
+
+    def settle(self, st: Any, ack: Iterable[int]) -> None:
+        """Acknowledge `ack` and store `st` (its marker cleared by the caller) in ONE
+        transaction: what the server confirmed and the state that says so land together."""
+        assert self.store is not None
+        with self.store.transaction():
+            self.store.acknowledge(self.name, ack)
+            self.save_state(st)
+
     def succeeded(self) -> None:
         if self.retry.failures:
             log.info("%s: server reachable again after %d failures", self.name,
@@ -165,6 +203,9 @@ class Sender(ABC):
             wait = self.work()
         except AuthFailed as e:
             self._disable(f"{e}: {self.auth_hint}", auth=True)
+            return IDLE_S
+        except StateError as e:  # a ledger from a newer release: keep the data, send nothing
+            self._disable(str(e), auth=False)
             return IDLE_S
         except SendError as e:
             self.retry = self.retry.failed(e.retry_after_s, self._rand)

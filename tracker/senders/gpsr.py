@@ -62,6 +62,7 @@ from typing import Any, ClassVar
 from tracker.checks import FAIL, OK, Check, Probe
 from tracker.senders.base import Sender
 from tracker.senders.settings import SenderSettings, require_secret, secret
+from tracker.senders.state import STATE_VERSION, Pending, check_version
 from tracker.senders.transport import (
     AuthFailed,
     Rejected,
@@ -381,6 +382,25 @@ class Settings(SenderSettings):
 Options = Settings  # the name the tests know the sender's options by
 
 
+@dataclass
+class State:
+    """[gpsr] delivery state (tracker/senders/state.py): the post in flight, and the newest
+    times the server acknowledged (a stationary fix is compressed against them)."""
+
+    pending: Pending | None = None
+    recent: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": STATE_VERSION, "recent": self.recent,
+                "pending": self.pending.to_json() if self.pending else None}  # fmt: skip
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> State:
+        check_version(d, NAME)  # version 0 (no "v") has the same keys
+        return cls(Pending.from_json(d.get("pending"), "post"),
+                   [int(t) for t in d.get("recent") or []])  # fmt: skip
+
+
 class GpsrSender(Sender):
     """Delivers every fix in the store to a json-gpsr server (see the module docstring).
 
@@ -455,28 +475,13 @@ class GpsrSender(Sender):
         except SendError as e:
             raise self._scrub(e) from None
 
-    def _state(self) -> dict[str, Any]:
-        assert self.store is not None
-        st = self.store.get_state(NAME)
-        st.setdefault("pending", None)
-        st.setdefault("recent", [])
-        return st
-
-    def _save(self, st: dict[str, Any]) -> None:
-        assert self.store is not None
-        self.store.set_state(NAME, st)
-
-    def _settle(self, st: dict[str, Any], ids: Iterable[int], times: Iterable[int] = (),
-                **changes: Any) -> None:  # fmt: skip
-        """Acknowledge fixes and remember their times, in one transaction with the state."""
-        assert self.store is not None
-        st.update(changes)
+    def _settle(self, st: State, ids: Iterable[int], times: Iterable[int] = ()) -> None:
+        """Acknowledge fixes, clear the marker and remember their times, in one transaction."""
         new = set(times)
         if new:
-            st["recent"] = sorted(set(st["recent"]) | new)[-RECENT_TIMES:]
-        with self.store.transaction():
-            self.store.acknowledge(NAME, ids)
-            self._save(st)
+            st.recent = sorted(set(st.recent) | new)[-RECENT_TIMES:]
+        st.pending = None
+        self.settle(st, ids)
 
     def _tag_map(self, fixes: Sequence[StoredFix]) -> dict[int | None, str | None]:
         """Activity id -> tag: `[gpsr] tag`, else the activity's title (cached)."""
@@ -489,11 +494,11 @@ class GpsrSender(Sender):
                 self._tags[aid] = (a.title or None) if a is not None else None
         return self._tags
 
-    def _encode(self, st: dict[str, Any], fixes: Sequence[StoredFix]) -> Batch:
+    def _encode(self, st: State, fixes: Sequence[StoredFix]) -> Batch:
         o = self.options
         return encode_batch(fixes, tags=self._tag_map(fixes), millis=o.millis, uere_m=o.uere_m,
                             compress=o.compress_stationary,
-                            acked_times=st["recent"])  # fmt: skip
+                            acked_times=st.recent)  # fmt: skip
 
     # -- one step -------------------------------------------------------------------------
 
@@ -501,9 +506,9 @@ class GpsrSender(Sender):
         assert self.store is not None
         if not self._token_ok and not self._check_token():
             return self.options.interval_s
-        st = self._state()
-        if st["pending"]:
-            return self._reconcile(st)
+        st = self.load_state(State)
+        if st.pending:
+            return self._reconcile(st, st.pending)
         batch = self.store.next_batch(NAME, self._limit)
         self.status["phase"] = "idle" if not batch else "sending"
         if not batch:
@@ -516,22 +521,17 @@ class GpsrSender(Sender):
             self._settle(st, enc.covered)
             return 0.0
         times = enc.times
-        st["pending"] = {"first_time": times[0], "last_time": times[-1],
-                         "last_id": batch[-1].id}  # fmt: skip
-        self._save(st)
         try:
-            reply = parse_input_reply(self._post_input(enc.objects), f"{NAME} /input")
+            reply = self.send_marked(
+                st, st, Pending("post", times[0], times[-1], batch[-1].id),
+                lambda: parse_input_reply(self._post_input(enc.objects), f"{NAME} /input"),
+            )  # fmt: skip
         except Rejected as e:
             self._refused(st, batch, str(e))
             return 0.0
-        except SendError as e:
-            if not e.maybe_applied:  # the server surely did not take it: no check needed
-                st["pending"] = None
-                self._save(st)
-            raise
         self._last_post = self.clock()
         acked = sorted(reply.times & set(times))
-        self._settle(st, enc.covered + enc.acknowledged(acked), acked, pending=None)
+        self._settle(st, enc.covered + enc.acknowledged(acked), acked)
         self.status["fixes_sent"] = self.status.get("fixes_sent", 0) + len(acked)
         for t in acked:
             self._strikes.pop(t, None)
@@ -565,28 +565,26 @@ class GpsrSender(Sender):
         log.info("%s: token accepted by %s", NAME, self.options.url)
         return True
 
-    def _refused(self, st: dict[str, Any], batch: Sequence[StoredFix], reason: str) -> None:
+    def _refused(self, st: State, batch: Sequence[StoredFix], reason: str) -> None:
         """400/413: halve the batch until the one refused fix is found; quarantine that."""
         assert self.store is not None
         self.succeeded()  # the server answered: the network is fine
         if len(batch) > 1:
             self._limit = max(1, len(batch) // 2)
-            st["pending"] = None
-            self._save(st)
+            st.pending = None
+            self.save_state(st)
             log.warning("%s: %s; retrying with %d fixes to find the one refused", NAME, reason,
                         self._limit)  # fmt: skip
             return
-        st["pending"] = None
+        st.pending = None
         with self.store.transaction():
             self.store.quarantine(NAME, [f.id for f in batch], reason)
-            self._save(st)
+            self.save_state(st)
         self.status["last_rejected"] = reason
         log.error("%s: fix %d (time %s) refused for good and quarantined: %s", NAME,
                   batch[0].id, batch[0].time, reason)  # fmt: skip
 
-    def _server_refused(
-        self, st: dict[str, Any], enc: Batch, missing: list[int], error: str
-    ) -> None:
+    def _server_refused(self, st: State, enc: Batch, missing: list[int], error: str) -> None:
         """An `error` reply left `missing` unacknowledged: narrow down, then quarantine."""
         assert self.store is not None
         if len(missing) > 1:
@@ -602,29 +600,29 @@ class GpsrSender(Sender):
         reason = f"{NAME} /input: time {t} refused {MAX_STRIKES} times: {error}"
         with self.store.transaction():
             self.store.quarantine(NAME, enc.acknowledged([t]), reason)
-            self._save(st)
+            self.save_state(st)
         self.status["last_rejected"] = reason
         log.error("%s: quarantined the fixes of time %d: %s", NAME, t, reason)
 
-    def _reconcile(self, st: dict[str, Any]) -> float:
+    def _reconcile(self, st: State, pending: Pending) -> float:
         """The last post's reply never came: ask /f what of it arrived, acknowledge that."""
         assert self.store is not None
-        pending = st["pending"]
+        assert pending.first_time is not None and pending.last_time is not None
         batch = [f for f in self.store.next_batch(NAME, self.options.batch_max_points)
-                 if f.id <= pending["last_id"]]  # fmt: skip
+                 if f.id <= (pending.last_id or 0)]  # fmt: skip
         if not batch:
-            st["pending"] = None
-            self._save(st)
+            st.pending = None
+            self.save_state(st)
             return 0.0
         enc = self._encode(st, batch)
         try:
-            have = self._server_times(pending["first_time"], pending["last_time"])
+            have = self._server_times(pending.first_time, pending.last_time)
         except (AuthFailed, Rejected) as e:
             self._limited.warning("check", "%s: cannot check what arrived (%s); resending",
                                   NAME, e)  # fmt: skip
             have = set()
         acked = sorted(have & set(enc.times))
-        self._settle(st, enc.covered + enc.acknowledged(acked), acked, pending=None)
+        self._settle(st, enc.covered + enc.acknowledged(acked), acked)
         log.info("%s: the unanswered post had %d of its %d times on the server; the rest are "
                  "sent again", NAME, len(acked), len(enc.times))  # fmt: skip
         return 0.0

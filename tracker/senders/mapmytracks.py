@@ -49,6 +49,7 @@ from tracker.checks import FAIL, OK, Check, Probe
 from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.senders.base import Sender
 from tracker.senders.settings import SenderSettings, require_secret, secret
+from tracker.senders.state import STATE_VERSION, Pending, check_version
 from tracker.senders.transport import (
     Rejected,
     Reply,
@@ -289,6 +290,50 @@ class Settings(SenderSettings):
 Options = Settings  # the name the tests and benchmarks know the sender's options by
 
 
+@dataclass
+class ActivityState:
+    """One activity on its way: its token (the activity's uuid, stored before the first
+    attempt), how far it got, and the request in flight."""
+
+    token: str
+    phase: str = "new"  # new, started (live), uploaded
+    remote_id: int | None = None
+    last_time: int | None = None  # the newest point time on the server
+    pending: Pending | None = None
+    start_sent: bool = False  # a start may have reached the server: never upload it whole
+
+    def to_json(self) -> dict[str, Any]:
+        return {"token": self.token, "phase": self.phase, "remote_id": self.remote_id,
+                "last_time": self.last_time, "start_sent": self.start_sent,
+                "pending": self.pending.to_json() if self.pending else None}  # fmt: skip
+
+
+@dataclass
+class State:
+    """[mapmytracks] delivery state (tracker/senders/state.py): every activity up to
+    `done_through` is finished; those in `activities` are on their way, oldest first."""
+
+    done_through: int = 0
+    activities: dict[int, ActivityState] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        acts = {str(k): a.to_json() for k, a in self.activities.items()}
+        return {"v": STATE_VERSION, "done_through": self.done_through, "activities": acts}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> State:
+        check_version(d, NAME)  # version 0 (no "v") has the same keys
+        acts = {}
+        for key, a in (d.get("activities") or {}).items():
+            acts[int(key)] = ActivityState(
+                token=str(a["token"]), phase=str(a.get("phase", "new")),
+                remote_id=a.get("remote_id"), last_time=a.get("last_time"),
+                pending=Pending.from_json(a.get("pending"), "update"),
+                start_sent=bool(a.get("start_sent", False)),
+            )  # fmt: skip
+        return cls(done_through=int(d.get("done_through", 0)), activities=acts)
+
+
 class MapMyTracksSender(Sender):
     """Delivers every activity in the store to Map My Tracks (see the module docstring).
 
@@ -341,64 +386,48 @@ class MapMyTracksSender(Sender):
         self.succeeded()
         return msg
 
-    def _state(self) -> dict[str, Any]:
-        assert self.store is not None
-        st = self.store.get_state(NAME)
-        st.setdefault("done_through", 0)
-        st.setdefault("activities", {})
-        return st
-
-    def _save(self, st: dict[str, Any]) -> None:
-        assert self.store is not None
-        self.store.set_state(NAME, st)
-
     # -- one step -------------------------------------------------------------------------
 
     def work(self) -> float:
         assert self.store is not None
         if self.clock() >= self._next_time_check:
             self._check_time()
-        st = self._state()
+        st = self.load_state(State)
         aid = self._next_activity(st)
         if aid is None:
             self.status.update(activity_id=None, remote_activity_id=None, phase="idle")
             return self.options.interval_s
         a = self.store.activity(aid)
-        key = str(aid)
-        ast = st["activities"].get(key)
+        ast = st.activities.get(aid)
         if ast is None:
             if a is None:  # pruned before we ever got to it
                 return self._finish(st, aid, "pruned before it was sent")
-            ast = {"token": a.uuid, "phase": "new", "remote_id": None, "last_time": None,
-                   "pending": None, "start_sent": False}  # fmt: skip
-            st["activities"][key] = ast
-            self._save(st)  # the token is stored before the first attempt
-        self.status.update(
-            activity_id=aid, remote_activity_id=ast["remote_id"], phase=ast["phase"]
-        )
+            ast = st.activities[aid] = ActivityState(token=a.uuid)
+            self.save_state(st)  # the token is stored before the first attempt
+        self.status.update(activity_id=aid, remote_activity_id=ast.remote_id, phase=ast.phase)
         ended = a is None or not a.current
-        if ast["phase"] == "new":
+        if ast.phase == "new":
             if a is None:
                 return self._finish(st, aid, "pruned before it was started")
-            upload = self.options.offline_upload == "gpx" and not ast["start_sent"]
+            upload = self.options.offline_upload == "gpx" and not ast.start_sent
             if ended and upload:
                 return self._upload(st, ast, a)
             return self._start(st, ast, a)
         return self._update(st, ast, aid, ended)
 
-    def _next_activity(self, st: dict[str, Any]) -> int | None:
-        if st["activities"]:
-            return min(int(k) for k in st["activities"])
+    def _next_activity(self, st: State) -> int | None:
+        if st.activities:
+            return min(st.activities)
         assert self.store is not None
         for a in self.store.activities():
-            if a.id > st["done_through"]:
+            if a.id > st.done_through:
                 return a.id
         return None
 
-    def _finish(self, st: dict[str, Any], aid: int, how: str) -> float:
-        st["activities"].pop(str(aid), None)
-        st["done_through"] = max(st["done_through"], aid)
-        self._save(st)
+    def _finish(self, st: State, aid: int, how: str) -> float:
+        st.activities.pop(aid, None)
+        st.done_through = max(st.done_through, aid)
+        self.save_state(st)
         log.info("%s: activity %d done (%s)", NAME, aid, how)
         self.status.update(activity_id=None, remote_activity_id=None, phase="idle")
         return 0.0
@@ -412,40 +441,28 @@ class MapMyTracksSender(Sender):
         assert self.store is not None
         return self.store.samples_between(t0, t1 + 1 - 1e-6)
 
-    def _settle(
-        self, st: dict[str, Any], ast: dict[str, Any], ack: Iterable[int], **changes: Any
-    ) -> None:
-        """Acknowledge fixes and update the activity's state in one transaction."""
-        assert self.store is not None
-        ast.update(changes)
-        with self.store.transaction():
-            self.store.acknowledge(NAME, ack)
-            self._save(st)
-
     # -- start ----------------------------------------------------------------------------
 
-    def _start(self, st: dict[str, Any], ast: dict[str, Any], a: Activity) -> float:
+    def _start(self, st: State, ast: ActivityState, a: Activity) -> float:
         batch = self._batch(a.id)
-        pending = ast["pending"]
-        if pending and pending.get("kind") == "start":
+        pending = ast.pending
+        if pending and pending.kind == "start" and pending.last_id is not None:
             # Resend exactly what the unanswered start carried: a token repeat adds nothing.
-            batch = [f for f in batch if f.id <= pending["last_id"]] or batch
+            batch = [f for f in batch if f.id <= pending.last_id] or batch
         if not batch:
             if not a.current:
                 return self._finish(st, a.id, "nothing left to send")
             return self.options.interval_s
         kept = thin(batch, None, self.options.min_point_interval_s)
         t0, t1 = point_time(kept[0].time), point_time(kept[-1].time)
-        fields = start_fields(
-            a, ast["token"], kept, self._samples(point_time(a.started_at), t1)
-        )
-        sent_before = ast["start_sent"]
-        ast["pending"] = {"kind": "start", "first_time": t0, "last_time": t1,
-                          "last_id": batch[-1].id}  # fmt: skip
-        ast["start_sent"] = True
-        self._save(st)
+        fields = start_fields(a, ast.token, kept, self._samples(point_time(a.started_at), t1))
+        sent_before = ast.start_sent
+        ast.start_sent = True
         try:
-            remote_id = parse_activity_id(self._call(fields), f"{NAME} start_activity")
+            remote_id = self.send_marked(
+                st, ast, Pending("start", t0, t1, batch[-1].id),
+                lambda: parse_activity_id(self._call(fields), f"{NAME} start_activity"),
+            )  # fmt: skip
         except Rejected as e:
             self._quarantine(st, ast, batch, str(e))
             return 0.0
@@ -453,11 +470,11 @@ class MapMyTracksSender(Sender):
             if not e.maybe_applied and not sent_before:
                 # The server surely never saw it (refused connection, 429/503): the ride has
                 # still never been online, so if it ends so, it goes as one upload.
-                ast.update(start_sent=False, pending=None)
-                self._save(st)
+                ast.start_sent = False
+                self.save_state(st)
             raise
-        self._settle(st, ast, [f.id for f in batch], phase="started", remote_id=remote_id,
-                     last_time=t1, pending=None)  # fmt: skip
+        ast.phase, ast.remote_id, ast.last_time, ast.pending = "started", remote_id, t1, None
+        self.settle(st, [f.id for f in batch])
         self._last_update = self.clock()
         self.status.update(remote_activity_id=remote_id, phase="started")
         log.info(
@@ -466,21 +483,21 @@ class MapMyTracksSender(Sender):
         return 0.0
 
     def _quarantine(
-        self, st: dict[str, Any], ast: dict[str, Any], batch: Sequence[StoredFix], reason: str
+        self, st: State, ast: ActivityState, batch: Sequence[StoredFix], reason: str
     ) -> None:
         assert self.store is not None
-        ast["pending"] = None
+        ast.pending = None
         with self.store.transaction():
             self.store.quarantine(NAME, [f.id for f in batch], reason)
-            self._save(st)
+            self.save_state(st)
         self.status["last_rejected"] = reason
         self.succeeded()  # the server answered: the network is fine
 
     # -- update ---------------------------------------------------------------------------
 
-    def _update(self, st: dict[str, Any], ast: dict[str, Any], aid: int, ended: bool) -> float:
-        pending = ast["pending"]
-        if pending and pending.get("kind") == "update":
+    def _update(self, st: State, ast: ActivityState, aid: int, ended: bool) -> float:
+        pending = ast.pending
+        if pending and pending.kind == "update":
             return self._reconcile(st, ast, aid, pending)
         batch = self._batch(aid)
         if not batch:
@@ -490,56 +507,54 @@ class MapMyTracksSender(Sender):
         wait = self._last_update + self.options.interval_s - self.clock()
         if not ended and len(batch) < self.options.batch_max_points and wait > 0:
             return wait  # live: one update per interval, unless there is a backlog
-        kept = thin(batch, ast["last_time"], self.options.min_point_interval_s)
+        kept = thin(batch, ast.last_time, self.options.min_point_interval_s)
         ids = [f.id for f in batch]
         if not kept:  # all within the last interval sent: covered by it
-            self._settle(st, ast, ids)
+            self.settle(st, ids)
             return 0.0
         t0, t1 = point_time(kept[0].time), point_time(kept[-1].time)
-        window_start = t0 if ast["last_time"] is None else ast["last_time"] + 1
-        fields = update_fields(ast["remote_id"], kept, self._samples(window_start, t1))
-        ast["pending"] = {"kind": "update", "first_time": t0, "last_time": t1,
-                          "last_id": batch[-1].id}  # fmt: skip
-        self._save(st)
+        window_start = t0 if ast.last_time is None else ast.last_time + 1
+        fields = update_fields(ast.remote_id, kept, self._samples(window_start, t1))
         try:
-            expect_type(self._call(fields), "activity_updated", f"{NAME} update_activity")
+            self.send_marked(
+                st, ast, Pending("update", t0, t1, batch[-1].id),
+                lambda: expect_type(self._call(fields), "activity_updated",
+                                    f"{NAME} update_activity"),
+            )  # fmt: skip
         except Rejected as e:
             self._quarantine(st, ast, batch, str(e))
             return 0.0
-        except SendError as e:
-            if not e.maybe_applied:  # the server surely did not take it: no check needed
-                ast["pending"] = None
-                self._save(st)
-            raise
-        self._settle(st, ast, ids, last_time=t1, pending=None)
+        ast.last_time, ast.pending = t1, None
+        self.settle(st, ids)
         self._last_update = self.clock()
         self.status["points_sent"] = self.status.get("points_sent", 0) + len(kept)
         return 0.0
 
-    def _reconcile(
-        self, st: dict[str, Any], ast: dict[str, Any], aid: int, pending: dict[str, Any]
-    ) -> float:
+    def _reconcile(self, st: State, ast: ActivityState, aid: int, pending: Pending) -> float:
         """The last update's reply never came: ask the server what of it arrived."""
-        t0, t1 = pending["first_time"], pending["last_time"]
+        assert pending.first_time is not None and pending.last_time is not None
+        assert ast.remote_id is not None
+        t0, t1, last_id = pending.first_time, pending.last_time, pending.last_id or 0
         try:
-            have = self._server_times(ast["remote_id"], t0, t1)
+            have = self._server_times(ast.remote_id, t0, t1)
         except Rejected as e:
-            log.warning("%s: cannot check activity %s (%s); resending", NAME, ast["remote_id"], e)
+            log.warning("%s: cannot check activity %s (%s); resending", NAME, ast.remote_id, e)
             have = []
-        batch = [f for f in self._batch(aid) if f.id <= pending["last_id"]]
+        batch = [f for f in self._batch(aid) if f.id <= last_id]
         if have:
             newest = max(have)
             done = [f.id for f in batch if point_time(f.time) <= newest]
-            last = newest if ast["last_time"] is None else max(ast["last_time"], newest)
-            self._settle(st, ast, done, last_time=last, pending=None)
+            ast.last_time = newest if ast.last_time is None else max(ast.last_time, newest)
+            ast.pending = None
+            self.settle(st, done)
             self._last_update = self.clock()
             log.info(
                 "%s: the unanswered update had arrived (%d of %d fixes); not resending them",
                 NAME, len(done), len(batch),
             )  # fmt: skip
         else:
-            ast["pending"] = None
-            self._save(st)
+            ast.pending = None
+            self.save_state(st)
             log.info("%s: the unanswered update had not arrived; sending it again", NAME)
         return 0.0
 
@@ -564,7 +579,7 @@ class MapMyTracksSender(Sender):
 
     # -- stop -----------------------------------------------------------------------------
 
-    def _stop(self, st: dict[str, Any], ast: dict[str, Any], aid: int) -> float:
+    def _stop(self, st: State, ast: ActivityState, aid: int) -> float:
         try:
             expect_type(self._call({"request": "stop_activity"}), "activity_stopped",
                         f"{NAME} stop_activity")  # fmt: skip
@@ -572,11 +587,11 @@ class MapMyTracksSender(Sender):
             # Nothing live: our earlier stop went through and its reply was lost.
             log.info("%s: stop_activity answered %s; taking it as stopped", NAME, e)
             self.succeeded()
-        return self._finish(st, aid, f"stopped as {ast['remote_id']}")
+        return self._finish(st, aid, f"stopped as {ast.remote_id}")
 
     # -- upload ---------------------------------------------------------------------------
 
-    def _upload(self, st: dict[str, Any], ast: dict[str, Any], a: Activity) -> float:
+    def _upload(self, st: State, ast: ActivityState, a: Activity) -> float:
         from tracker.export import write_gpx
 
         assert self.store is not None
@@ -584,10 +599,11 @@ class MapMyTracksSender(Sender):
         ids = [f.id for f in self.store.iter_fixes(a.id) if not f.local]
         if not ids or not self._batch(a.id):
             return self._finish(st, a.id, "nothing left to upload")
-        if ast["pending"] and ast["pending"].get("kind") == "upload":
+        if ast.pending and ast.pending.kind == "upload":
             remote = self._find_uploaded(a)
             if remote is not None:
-                self._settle(st, ast, ids, phase="uploaded", remote_id=remote, pending=None)
+                ast.phase, ast.remote_id, ast.pending = "uploaded", remote, None
+                self.settle(st, ids)
                 return self._finish(st, a.id, f"the unanswered upload had arrived as {remote}")
         buf = io.StringIO()
         write_gpx(self.store, buf, [a.id], sent_only=True)
@@ -598,19 +614,19 @@ class MapMyTracksSender(Sender):
             "description": a.title[:TITLE_MAX],
             "activity": a.type or "cycling",
         }
-        ast["pending"] = {"kind": "upload"}
-        self._save(st)
+        gpx_file = {"gpx_file": (f"{a.uuid}.gpx", gpx, "application/gpx+xml")}
         try:
-            msg = expect_type(
-                self._call(fields, {"gpx_file": (f"{a.uuid}.gpx", gpx, "application/gpx+xml")}),
-                "success", where,
+            msg = self.send_marked(
+                st, ast, Pending("upload"),
+                lambda: expect_type(self._call(fields, gpx_file), "success", where),
             )  # fmt: skip
         except Rejected as e:
             self._quarantine(st, ast, self.store.next_batch(NAME, len(ids) + 1, a.id), str(e))
             return self._finish(st, a.id, "upload refused; quarantined")
         raw = msg.fields.get("activity_id", "")
         remote = int(raw) if raw.isdigit() else None
-        self._settle(st, ast, ids, phase="uploaded", remote_id=remote, pending=None)
+        ast.phase, ast.remote_id, ast.pending = "uploaded", remote, None
+        self.settle(st, ids)
         log.info("%s: activity %d uploaded whole (%d fixes, %d bytes of GPX)",
                  NAME, a.id, len(ids), len(gpx))  # fmt: skip
         return self._finish(st, a.id, f"uploaded as {remote}")
