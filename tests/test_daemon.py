@@ -43,6 +43,8 @@ def test_a_ride_is_stored_reported_and_the_daemon_stops_cleanly(daemon, gps):
     assert set(times) <= possible, "nothing stored from an epoch without a fix"
     assert report["pending"] == {}
     assert report["activity"]["id"] == 1
+    assert report["lifecycle"]["mode"] == "auto"  # the default, as the daemon reports it
+    assert report["activity"]["state"] in ("moving", "paused")
     assert report["last_fix"]["satellites"] is not None
     assert report["database"]["size_bytes"] > 0
     wait_for(lambda: json.loads(d.cli("status", "--json").stdout)["rejected"]["total"] > 0,

@@ -212,7 +212,7 @@ def test_sender_uploads_a_ride_whose_live_start_never_reached_the_server(tmp_pat
         store.add_fixes(a.id, [Fix(t0 + i, 51.0 + i * 1e-5, 1.0, 5.0) for i in range(30)])
         for _ in range(3):
             sender.step()
-        assert sender.status["state"] == "retrying" and sender.retry.failures == 3
+        assert sender.status.state == "retrying" and sender.retry.failures == 3
         store.end_activity(a.id, t0 + 30, "test")
         server.start()  # back, same port and state
         for _ in range(20):

@@ -190,7 +190,7 @@ def test_server_not_listening_is_retried_without_a_check(server, store, db, toke
     sender.transport.close()  # and the kept-alive connection to the old server is gone
     for _ in range(3):
         sender.step()
-    assert sender.status["state"] == "retrying" and store.get_state(NAME)["pending"] is None
+    assert sender.status.state == "retrying" and store.get_state(NAME)["pending"] is None
     again = GpsrServer(port=server.port, state=server.state).start()  # same port, same data
     try:
         drive(sender, lambda: pending(store) == 0)
@@ -325,7 +325,7 @@ def test_one_backend_down_never_holds_the_other_back(server, store, db, token):
         _wait(lambda: store.pending().get(NAME) == 0)
         assert times(server) == [int(T0) + i for i in range(250)]
         assert store.pending()[MMT] == 250 and mmt.activities == {}
-        assert senders[1].status["state"] == "retrying"
+        assert senders[1].status.state == "retrying"
         mmt.faults.offline = False  # back: it catches up on its own
         _wait(lambda: store.pending().get(MMT) == 0)
         (remote,) = mmt.activities.values()

@@ -206,7 +206,7 @@ def test_offline_ride_is_uploaded_whole(server, store, db):
     sender = make_sender(server, db)
     for _ in range(3):
         sender.step()
-    assert sender.status["state"] == "retrying"
+    assert sender.status.state == "retrying"
     server.faults.offline = False
     drive(sender, lambda: not store.get_state(NAME).get("activities") and pending(store) == 0)
     (a,) = remote_activities(server)
@@ -285,7 +285,7 @@ def test_retry_after_is_honoured(server, store, db):
     ride(store, 5)
     sender = make_sender(server, db)
     wait = sender.step()
-    assert 6.9 <= wait <= 7.1 and sender.status["state"] == "retrying"
+    assert 6.9 <= wait <= 7.1 and sender.status.state == "retrying"
     n = len(server.requests)
     assert sender.step() > 6 and len(server.requests) == n  # not before the time
 
@@ -296,7 +296,7 @@ def test_html_and_reset_are_transient(server, store, db):
     for fault in ("html", "reset", "fail_500"):
         server.faults.set(**{fault: 1.0})
         sender.step()
-        assert sender.status["state"] == "retrying", fault
+        assert sender.status.state == "retrying", fault
         server.faults.clear()
     drive(sender, lambda: pending(store) == 0)
     assert len(remote_activities(server)) == 1

@@ -101,5 +101,5 @@ def test_a_full_inbox_drops_counts_and_never_blocks_a_source(tmp_path, caplog):
         rec.offer(batch)  # the recorder is not running: nothing takes them
     assert inbox.qsize() == 3
     assert rec.stats.dropped_inbox == 4
-    assert rec.runtime()["recorder"]["dropped_inbox"] == 4
+    assert rec.runtime().recorder.dropped_inbox == 4
     assert any("inbox full" in r.getMessage() for r in caplog.records)

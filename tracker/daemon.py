@@ -28,6 +28,7 @@ from tracker.backends import make_senders
 from tracker.config import Config
 from tracker.gps import GpsReader
 from tracker.recorder import INBOX_MAX, Recorder
+from tracker.runtime import GpsStatus
 from tracker.sensors.manager import SensorManager
 from tracker.ubx_i2c import open_gps_port
 
@@ -69,17 +70,15 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
     )  # fmt: skip
 
     def runtime() -> dict[str, Any]:
+        """The sources' part of the daemon's runtime row (tracker/runtime.py DaemonStatus)."""
         return {
-            "gps": {
-                "device": gps.device,
-                "baudrate": gps.baudrate,
-                "state": gps.state,
-                "bytes_read": gps.bytes_read,
-                "connects": gps.connects,
-                **gps.decoder.stats.as_dict(),
-            },
+            "gps": GpsStatus(
+                device=gps.device, baudrate=gps.baudrate, state=gps.state,
+                bytes_read=gps.bytes_read, connects=gps.connects,
+                **gps.decoder.stats.as_dict(),  # type: ignore[arg-type]
+            ),
             "sensors": sensors.status(),
-        }
+        }  # fmt: skip
 
     recorder = Recorder(cfg, inbox, stop, sources=sources, runtime=runtime)
     sources += [gps_thread, *sensors.threads]

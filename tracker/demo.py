@@ -30,6 +30,7 @@ from typing import Any
 from tracker import simulate
 from tracker.export import write_gpx
 from tracker.pty import PtyWriter
+from tracker.runtime import DAEMON_KEY, DaemonStatus
 from tracker.store import Store, StoreError, open_store
 from tracker.testing.faults import Faults
 from tracker.testing.gpsr import GpsrServer
@@ -156,9 +157,9 @@ class Watch:
             try:
                 snap["stored"] = store.fix_count()
                 snap["backlog"] = store.pending()
-                runtime = store.get_runtime("daemon")
+                runtime = store.get_runtime(DAEMON_KEY)
                 if runtime:
-                    snap["rejected"] = runtime[0].get("gps", {}).get("rejected", 0)
+                    snap["rejected"] = DaemonStatus.from_json(runtime[0]).gps.rejected
             except StoreError:
                 pass
         activities = list(self.mmt.activities.values())
@@ -307,7 +308,7 @@ def _summary(ride, summary, cfg_path, watch: Watch, drained, code, stop_s) -> in
         fixes = list(store.iter_fixes())
         activities = store.activities()
         samples = len(store.samples_between(0, float("inf")))
-        runtime = (store.get_runtime("daemon") or ({}, 0))[0]
+        runtime = DaemonStatus.from_json((store.get_runtime(DAEMON_KEY) or ({}, 0))[0])
         gpx_path = workdir / "ride.gpx"
         with gpx_path.open("w", encoding="utf-8") as out:
             write_gpx(store, out)
@@ -338,7 +339,7 @@ def _summary(ride, summary, cfg_path, watch: Watch, drained, code, stop_s) -> in
     ended = len(activities) == 1 and activities[0].end_reason == "idle"
     ok = (not missing and not duplicates and not impossible and code == 0 and drained
           and mmt_ok and gpsr_ok and ended)  # fmt: skip
-    rejected = runtime.get("gps", {}).get("rejected_by", {})
+    rejected = runtime.gps.rejected_by
     gps_faults = ", ".join(f"{k} {v}" for k, v in summary.faults.items() if v) or "none"
 
     print("\nSummary")

@@ -30,6 +30,14 @@ from tracker.config import Config
 from tracker.fix import Fix, Sample
 from tracker.gpstime import ASK_EVERY_S, TimeKeeper, default_setter, ntp_synchronized, server_now
 from tracker.logutil import RateLimitedLog
+from tracker.runtime import (
+    DAEMON_KEY,
+    BackendStatus,
+    DaemonStatus,
+    LifecycleStatus,
+    RecorderCounters,
+    backend_key,
+)
 from tracker.store import Activity, StorageUnavailable, Store, StoreError, open_store
 from tracker.store.control import RUNTIME_EVERY_S
 from tracker.worker import run_loop
@@ -41,20 +49,6 @@ MAX_HELD_SAMPLES = 400_000  # sensor samples likewise: ~28 h of three sensors at
 INBOX_MAX = 10_000  # batches from the sources not yet taken by the recorder
 TRUST_ASK_EVERY_S = 2.0  # a backend's clock is a cheap store read: ask often until one agrees
 PRUNE_EVERY_S = 60.0
-
-
-@dataclass
-class RecorderStats:
-    fixes_stored: int = 0
-    samples_stored: int = 0
-    commits: int = 0
-    storage_errors: int = 0
-    dropped_fixes: int = 0  # dropped from memory while the store was unwritable
-    dropped_samples: int = 0  # likewise, sensor samples
-    dropped_inbox: int = 0  # fixes and samples dropped at a full inbox (the recorder stuck)
-    repeated_fixes: int = 0  # not stored: an epoch repeated, or GPS time a little behind
-    held: int = 0  # fixes waiting in memory right now
-    storage_error: str | None = None  # the current storage problem, None when writing works
 
 
 @dataclass
@@ -90,7 +84,7 @@ class Recorder:
         trusted_now: Callable[[], float | None] | None = None,
     ) -> None:
         self.cfg = cfg
-        self.stats = RecorderStats()
+        self.stats = RecorderCounters()  # published as they are (tracker/runtime.py)
         self.heartbeat = time.monotonic()
         self.store: Store | None = None
         self.store_open = threading.Event()  # set once the store was opened (for READY=1)
@@ -227,7 +221,8 @@ class Recorder:
                 if samples:
                     self.store.add_samples(samples)
                 if write_runtime:
-                    self.store.put_runtime("daemon", self.runtime(final))
+                    row = self.runtime(final, act.life)  # the state this commit leaves
+                    self.store.put_runtime(DAEMON_KEY, row.to_json())
         except StorageUnavailable as e:
             self._storage_failed(str(e))
             return
@@ -257,8 +252,8 @@ class Recorder:
         timedatectl)."""
         if self.store is not None:
             for name in self.store.backends():
-                row = self.store.get_runtime(f"backend:{name}")
-                offset = row[0].get("clock_offset_system_s") if row else None
+                row = self.store.get_runtime(backend_key(name))
+                offset = BackendStatus.from_json(row[0]).clock_offset_system_s if row else None
                 if isinstance(offset, int | float):
                     return server_now(offset)
         now = time.monotonic()
@@ -434,23 +429,15 @@ class Recorder:
         except StorageUnavailable as e:
             self._storage_failed(str(e))
 
-    def runtime(self, final: bool = False) -> dict[str, Any]:
-        """The live counters `tracker status` shows, merged with the daemon's own."""
-        s = self.stats
-        return {
-            "pid": os.getpid(),
-            "started": self.started_wall,
-            "running": not final,
-            "recorder": {
-                "fixes_stored": s.fixes_stored,
-                "commits": s.commits,
-                "storage_errors": s.storage_errors,
-                "storage_error": s.storage_error,
-                "dropped_fixes": s.dropped_fixes,
-                "repeated_fixes": s.repeated_fixes,
-                "dropped_samples": s.dropped_samples,
-                "dropped_inbox": s.dropped_inbox,
-                "held": s.held,
-            },
+    def runtime(self, final: bool = False, life: Lifecycle | None = None) -> DaemonStatus:
+        """The daemon's runtime row for `tracker status`: the recorder's counters and the
+        lifecycle's state, with the sources' part (the GPS, the sensors) from the daemon."""
+        life = life or self._act.life
+        return DaemonStatus(
+            pid=os.getpid(),
+            started=self.started_wall,
+            running=not final,
+            recorder=replace(self.stats),
+            lifecycle=LifecycleStatus(mode=life.rules.mode, state=life.state),
             **self._runtime(),
-        }
+        )

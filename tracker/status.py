@@ -15,6 +15,7 @@ from typing import Any
 
 from tracker.config import Config
 from tracker.fix import QUALITY_NAMES
+from tracker.runtime import DAEMON_KEY, BackendStatus, DaemonStatus, backend_key
 from tracker.store import Store
 from tracker.store.control import RUNTIME_EVERY_S
 
@@ -35,24 +36,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
-# Runtime keys never shown, whatever a sender puts in its row (it should put none of them).
-_SECRET_WORDS = ("token", "password", "secret", "credential")
-
-
 def _backends(store: Store) -> dict[str, dict[str, Any]]:
     """Per backend: its sender's runtime row `backend:<name>` (state, last error, retry time,
     ...) with the backlog and the quarantined count from the store. Never a secret."""
     pending, quarantined = store.pending(), store.quarantined()
     out: dict[str, dict[str, Any]] = {}
     for name in store.backends():
-        row, updated = store.get_runtime(f"backend:{name}") or ({}, None)
-        clean = {k: v for k, v in row.items() if not any(w in k.lower() for w in _SECRET_WORDS)}
+        row, updated = store.get_runtime(backend_key(name)) or ({}, None)
+        # Typed (tracker/runtime.py): only the record's fields, none of them a secret.
+        clean = BackendStatus.from_json(row).to_json()
         for key in ("last_error_at", "last_success_at", "next_retry_at"):
             if isinstance(clean.get(key), int | float):
                 clean[key] = _iso(clean[key])
         out[name] = {
             **clean,
-            "state": clean.get("state", "unknown"),
             "backlog": pending.get(name, 0),
             "quarantined": quarantined.get(name, 0),
             "updated": _iso(updated),
@@ -62,15 +59,17 @@ def _backends(store: Store) -> dict[str, dict[str, Any]]:
 
 def collect(store: Store, cfg: Config) -> dict[str, Any]:
     """The status as a JSON-ready dict."""
-    runtime, updated = store.get_runtime("daemon") or ({}, None)
+    row, updated = store.get_runtime(DAEMON_KEY) or ({}, None)
+    runtime = DaemonStatus.from_json(row)
     fresh = updated is not None and time.time() - updated < 3 * RUNTIME_EVERY_S + 5
-    running = bool(runtime.get("running")) and fresh and _alive(int(runtime.get("pid", 0)))
+    running = runtime.running and fresh and _alive(runtime.pid or 0)
     current = store.current_activity()
     last = store.last_fix()
-    gps = runtime.get("gps", {})
-    recorder = runtime.get("recorder", {})
+    # A daemon that never ran here has written no row: no GPS line rather than an empty one.
+    gps = runtime.gps.to_json() if "gps" in row else {}
+    recorder = runtime.recorder.to_json() if "recorder" in row else {}
     counts = store.fix_counts()
-    lifecycle = runtime.get("lifecycle", {})
+    lifecycle = runtime.lifecycle.to_json()
     return {
         "fixes": counts["total"],
         # Stored but never sent: outside any activity (parked before a ride, after its end),
@@ -112,12 +111,12 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
         },
         "daemon": {
             "running": running,
-            "pid": runtime.get("pid"),
-            "started": _iso(runtime.get("started")),
+            "pid": runtime.pid,
+            "started": _iso(runtime.started),
             "updated": _iso(updated),
         },
         "gps": {k: v for k, v in gps.items() if k not in ("rejected", "rejected_by")},
-        "sensors": runtime.get("sensors", []),
+        "sensors": runtime.sensors,
         "storage": {**recorder, **store.counters()},
     }
 

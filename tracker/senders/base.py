@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tracker.logutil import RateLimitedLog
+from tracker.runtime import BackendStatus, backend_key
 from tracker.senders.retry import RetryPolicy
 from tracker.senders.settings import SenderSettings
 from tracker.senders.state import Pending, StateError
@@ -81,7 +82,7 @@ class Sender(ABC):
         self.retry = RetryPolicy(base_s=1.0, cap_s=options.backoff_max_s)
         self.heartbeat = clock()
         self.disabled: str | None = None  # why this backend stopped for good (until restart)
-        self.status: dict[str, Any] = {"state": "starting"}
+        self.status = BackendStatus(state="starting")
         self.clock = clock
         self.wall = wall
         self._open_db = open_db
@@ -238,7 +239,7 @@ class Sender(ABC):
         if self.store is None:
             return
         now = self.clock()
-        snapshot = dict(self.status)
+        snapshot = self.status.to_json()
         if (
             not force
             and self._published is not None
@@ -246,5 +247,5 @@ class Sender(ABC):
             and now - self._published[1] < STATUS_EVERY_S
         ):
             return
-        self.store.put_runtime(f"backend:{self.name}", snapshot)
+        self.store.put_runtime(backend_key(self.name), snapshot)
         self._published = (snapshot, now)

@@ -510,7 +510,7 @@ class GpsrSender(Sender):
         if st.pending:
             return self._reconcile(st, st.pending)
         batch = self.store.next_batch(NAME, self._limit)
-        self.status["phase"] = "idle" if not batch else "sending"
+        self.status.phase = "idle" if not batch else "sending"
         if not batch:
             return self.options.interval_s
         wait = self._last_post + self.options.interval_s - self.clock()
@@ -532,7 +532,7 @@ class GpsrSender(Sender):
         self._last_post = self.clock()
         acked = sorted(reply.times & set(times))
         self._settle(st, enc.covered + enc.acknowledged(acked), acked)
-        self.status["fixes_sent"] = self.status.get("fixes_sent", 0) + len(acked)
+        self.status.fixes_sent += len(acked)
         for t in acked:
             self._strikes.pop(t, None)
         if reply.error is not None:
@@ -580,7 +580,7 @@ class GpsrSender(Sender):
         with self.store.transaction():
             self.store.quarantine(NAME, [f.id for f in batch], reason)
             self.save_state(st)
-        self.status["last_rejected"] = reason
+        self.status.last_rejected = reason
         log.error("%s: fix %d (time %s) refused for good and quarantined: %s", NAME,
                   batch[0].id, batch[0].time, reason)  # fmt: skip
 
@@ -601,7 +601,7 @@ class GpsrSender(Sender):
         with self.store.transaction():
             self.store.quarantine(NAME, enc.acknowledged([t]), reason)
             self.save_state(st)
-        self.status["last_rejected"] = reason
+        self.status.last_rejected = reason
         log.error("%s: quarantined the fixes of time %d: %s", NAME, t, reason)
 
     def _reconcile(self, st: State, pending: Pending) -> float:

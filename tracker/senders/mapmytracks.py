@@ -490,7 +490,7 @@ class MapMyTracksSender(Sender):
         with self.store.transaction():
             self.store.quarantine(NAME, [f.id for f in batch], reason)
             self.save_state(st)
-        self.status["last_rejected"] = reason
+        self.status.last_rejected = reason
         self.succeeded()  # the server answered: the network is fine
 
     # -- update ---------------------------------------------------------------------------
@@ -527,7 +527,7 @@ class MapMyTracksSender(Sender):
         ast.last_time, ast.pending = t1, None
         self.settle(st, ids)
         self._last_update = self.clock()
-        self.status["points_sent"] = self.status.get("points_sent", 0) + len(kept)
+        self.status.points_sent += len(kept)
         return 0.0
 
     def _reconcile(self, st: State, ast: ActivityState, aid: int, pending: Pending) -> float:

@@ -1,0 +1,131 @@
+"""The runtime rows: what the running daemon publishes in the store, as typed records shared by
+the writers (the recorder, each sender) and the readers (`tracker status`, the demo, the
+recorder's clock check).
+
+A row is a dataclass written with `to_json()` and read with `from_json()`, which takes what it
+knows and defaults the rest (a row written by an older or newer release still reads). A writer
+sets fields by name, and `update(**fields)` refuses a name the record does not have: a renamed
+counter fails where it is written, in the tests, instead of silently blanking a line of status.
+
+Keys in the store: "daemon" (DaemonStatus), "backend:<section>" (BackendStatus).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+R = TypeVar("R", bound="Row")
+
+DAEMON_KEY = "daemon"
+
+
+def backend_key(section: str) -> str:
+    return f"backend:{section}"
+
+
+class Row:
+    """Shared by the records below (each is also a dataclass)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls: type[R], d: Any) -> R:
+        if not isinstance(d, dict):
+            return cls()
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name not in d:
+                continue
+            nested = _ROWS.get(f.name)
+            values[f.name] = nested.from_json(d[f.name]) if nested else d[f.name]
+        return cls(**values)
+
+    def update(self, **changes: Any) -> None:
+        known = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        unknown = set(changes) - known
+        if unknown:
+            raise AttributeError(f"{type(self).__name__} has no field {sorted(unknown)}")
+        for k, v in changes.items():
+            setattr(self, k, v)
+
+
+@dataclass
+class BackendStatus(Row):
+    """A sender's state, for `tracker status` (never a secret)."""
+
+    state: str = "unknown"  # starting, ok, retrying, disabled
+    url: str | None = None
+    user: str | None = None
+    last_success_at: float | None = None  # wall clock
+    last_error: str | None = None
+    last_error_at: float | None = None
+    failures: int = 0
+    next_retry_at: float | None = None
+    auth_failed: bool = False
+    last_rejected: str | None = None  # the last reason the server refused data for good
+    phase: str | None = None  # idle, sending; Map My Tracks: new, started, uploaded
+    activity_id: int | None = None  # Map My Tracks: the activity on its way
+    remote_activity_id: int | None = None
+    points_sent: int = 0  # Map My Tracks
+    fixes_sent: int = 0  # json-gpsr
+    clock_offset_system_s: float | None = None  # server minus system clock (get_time)
+    clock_offset_gps_s: float | None = None  # server minus GPS time (the newest fix)
+
+
+@dataclass
+class RecorderCounters(Row):
+    fixes_stored: int = 0
+    samples_stored: int = 0
+    commits: int = 0
+    storage_errors: int = 0
+    storage_error: str | None = None  # the current storage problem, None when writing works
+    dropped_fixes: int = 0  # dropped from memory while the store was unwritable
+    held: int = 0  # fixes waiting in memory right now
+    repeated_fixes: int = 0  # not stored: an epoch repeated, or GPS time a little behind
+    dropped_samples: int = 0
+    dropped_inbox: int = 0  # dropped at a full inbox (the recorder stuck)
+
+
+@dataclass
+class LifecycleStatus(Row):
+    mode: str = ""  # auto, always, manual
+    state: str = ""  # tracker/activity.py Lifecycle.state
+
+
+@dataclass
+class GpsStatus(Row):
+    device: str = ""
+    baudrate: int = 0
+    state: str = ""  # connecting, open, lost, stopped
+    bytes_read: int = 0
+    connects: int = 0
+    # the decoder's counters (tracker/nmea.py DecoderStats)
+    sentences: int = 0
+    ignored: int = 0
+    fixes: int = 0
+    rejected: int = 0
+    rejected_by: dict[str, int] = field(default_factory=dict)
+    invalid_epochs: int = 0
+    no_checksum: int = 0
+    late: int = 0
+
+
+@dataclass
+class DaemonStatus(Row):
+    pid: int | None = None
+    started: float | None = None  # wall clock
+    running: bool = False
+    recorder: RecorderCounters = field(default_factory=RecorderCounters)
+    lifecycle: LifecycleStatus = field(default_factory=LifecycleStatus)
+    gps: GpsStatus = field(default_factory=GpsStatus)
+    sensors: list[dict[str, Any]] = field(default_factory=list)  # SensorStatus.as_dict()
+
+
+_ROWS: dict[str, type[Row]] = {
+    "recorder": RecorderCounters,
+    "lifecycle": LifecycleStatus,
+    "gps": GpsStatus,
+}
