@@ -19,6 +19,14 @@ class Check:
     fix: str | None = None
 
 
+def unreachable(name: str, url: str, detail: str, section: str) -> Check:
+    """A backend server that could not be reached, with the fix a rider can try."""
+    return Check(
+        name, FAIL, f"{url} unreachable: {detail}",
+        f"check the network (ping the host), DNS and the url in [{section}]",
+    )  # fmt: skip
+
+
 @dataclass
 class Probe:
     """A backend's answer to `tracker doctor`: its checks, and the server's clock when it

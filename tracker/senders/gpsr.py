@@ -59,9 +59,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tracker.checks import FAIL, OK, Check, Probe
+from tracker.checks import FAIL, OK, Check, Probe, unreachable
 from tracker.senders.base import Sender
-from tracker.senders.settings import SenderSettings, require_secret, secret
+from tracker.senders.settings import SenderSettings, secret
 from tracker.senders.state import STATE_VERSION, Pending, check_version
 from tracker.senders.transport import (
     AuthFailed,
@@ -70,7 +70,7 @@ from tracker.senders.transport import (
     Transient,
     read_secret,
 )
-from tracker.store import Store, StoredFix
+from tracker.store import StoredFix
 from tracker.validate import boolean, pos_float, user_path
 
 log = logging.getLogger(__name__)
@@ -363,6 +363,9 @@ class Settings(SenderSettings):
         "uere_m": pos_float,
     }
 
+    REQUIRED: ClassVar[dict[str, str]] = {"url": "the json-gpsr server, e.g. https://gpsr.example/"}
+    SECRET: ClassVar[tuple[str, str] | None] = ("token", CREDENTIAL)
+
     token: str = field(default="", repr=False)
     token_file: Path | None = None
     millis: bool = False
@@ -370,13 +373,6 @@ class Settings(SenderSettings):
     tag: str | None = None
     uere_m: float = DEFAULT_UERE_M
 
-    def check(self) -> None:
-        """Cross-key checks; ValueError("<key>: ...")."""
-        if not self.enabled:
-            return
-        if not self.url:
-            raise ValueError("url: missing (the json-gpsr server, e.g. https://gpsr.example/)")
-        require_secret(self.token, self.token_file, CREDENTIAL, "token")
 
 
 Options = Settings  # the name the tests know the sender's options by
@@ -416,23 +412,16 @@ class GpsrSender(Sender):
 
     options: Settings
 
-    def __init__(
-        self,
-        options: Settings,
-        stop: threading.Event,
-        open_db: Callable[[], Store],
-        *,
-        token: Callable[[], str],
-        **kw: Any,
-    ) -> None:
-        super().__init__(options, stop, open_db, secret=token, **kw)
+    def __init__(self, *args: Any, token: Callable[[], str], **kw: Any) -> None:
+        """Sender's arguments (options, stop, open_db, ...); `token` reads the token."""
+        super().__init__(*args, secret=token, **kw)
         self._token = ""
         self._token_ok = False
         self._last_post = -math.inf
-        self._limit = options.batch_max_points  # halved while hunting a refused fix
+        self._limit = self.options.batch_max_points  # halved while hunting a refused fix
         self._tags: dict[int | None, str | None] = {}
         self._strikes: dict[int, int] = {}  # sent time -> error replies that left it out
-        self.status.update(url=options.url)
+        self.status.update(url=self.options.url)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -672,7 +661,7 @@ TOKEN_FIX = (
 def probe(settings: Settings) -> Probe:
     """`tracker doctor`: the server answers `/tt` and says the token is valid now (never
     shows it)."""
-    from tracker.senders.http import HttpTransport
+    from tracker.senders.http import probe_transport
     from tracker.senders.transport import SecretError, Unreachable
 
     g = settings
@@ -684,21 +673,12 @@ def probe(settings: Settings) -> Probe:
     def scrub(text: str) -> str:  # the token travels in the /tt URL: keep it out of messages
         return text.replace(token, "<token>")
 
-    transport = HttpTransport(
-        g.url, None, None,
-        connect_timeout_s=min(g.connect_timeout_s, 10.0),
-        read_timeout_s=min(g.read_timeout_s, 15.0), name=NAME,
-    )  # fmt: skip
+    transport = probe_transport(g, NAME)
     try:
         valid = parse_token_test(transport.get({"token": token}, path="tt", what="/tt").body,
                                  f"{NAME} /tt")  # fmt: skip
     except Unreachable as e:
-        return Probe([
-            Check(
-                NAME, FAIL, f"{g.url} unreachable: {scrub(str(e))}",
-                "check the network (ping the host), DNS and the url in [gpsr]",
-            )
-        ])  # fmt: skip
+        return Probe([unreachable(NAME, g.url, scrub(str(e)), NAME)])
     except SendError as e:
         return Probe([
             Check(

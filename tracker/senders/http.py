@@ -36,6 +36,7 @@ from tracker.senders.transport import (
 log = logging.getLogger(__name__)
 
 _CHUNK = 64 * 1024
+PROBE_CONNECT_S, PROBE_READ_S = 10.0, 15.0  # `tracker doctor` waits no longer than this
 _warned_plain: set[str] = set()
 
 
@@ -224,3 +225,14 @@ def _classify(e: requests.exceptions.RequestException, where: str) -> SendError:
         return LostReply(f"{where}: reply cut short: {reason}")
     # InvalidURL, InvalidHeader, ...: nothing was sent.
     return Unreachable(f"{where}: {type(e).__name__}: {reason}")
+
+
+def probe_transport(
+    settings: Any, name: str, username: str | None = None, password: str | None = None
+) -> HttpTransport:
+    """The transport a backend's `tracker doctor` probe uses: its URL, shorter timeouts."""
+    return HttpTransport(
+        settings.url, username, password,
+        connect_timeout_s=min(settings.connect_timeout_s, PROBE_CONNECT_S),
+        read_timeout_s=min(settings.read_timeout_s, PROBE_READ_S), name=name,
+    )  # fmt: skip

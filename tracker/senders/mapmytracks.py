@@ -45,10 +45,10 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 
 from tracker import __version__
-from tracker.checks import FAIL, OK, Check, Probe
+from tracker.checks import FAIL, OK, Check, Probe, unreachable
 from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.senders.base import Sender
-from tracker.senders.settings import SenderSettings, require_secret, secret
+from tracker.senders.settings import SenderSettings, secret
 from tracker.senders.state import STATE_VERSION, Pending, check_version
 from tracker.senders.transport import (
     Rejected,
@@ -57,7 +57,7 @@ from tracker.senders.transport import (
     Transient,
     read_secret,
 )
-from tracker.store import Activity, Store, StoredFix
+from tracker.store import Activity, StoredFix
 from tracker.validate import bounded, nonempty_str, one_of, user_path
 
 log = logging.getLogger(__name__)
@@ -271,6 +271,9 @@ class Settings(SenderSettings):
         "min_point_interval_s": bounded(1, 3600, "point times are whole seconds"),
     }
 
+    REQUIRED: ClassVar[dict[str, str]] = {"username": "the Map My Tracks account name"}
+    SECRET: ClassVar[tuple[str, str] | None] = ("password", CREDENTIAL)
+
     url: str = "https://www.mapmytracks.com/api/"
     username: str = ""
     password: str = field(default="", repr=False)
@@ -278,13 +281,6 @@ class Settings(SenderSettings):
     offline_upload: str = "gpx"
     min_point_interval_s: float = 1.0
 
-    def check(self) -> None:
-        """Cross-key checks; ValueError("<key>: ...")."""
-        if not self.enabled:
-            return
-        if not self.username:
-            raise ValueError("username: missing (the Map My Tracks account name)")
-        require_secret(self.password, self.password_file, CREDENTIAL, "password")
 
 
 Options = Settings  # the name the tests and benchmarks know the sender's options by
@@ -345,19 +341,12 @@ class MapMyTracksSender(Sender):
 
     options: Settings
 
-    def __init__(
-        self,
-        options: Settings,
-        stop: threading.Event,
-        open_db: Callable[[], Store],
-        *,
-        password: Callable[[], str] | None = None,
-        **kw: Any,
-    ) -> None:
-        super().__init__(options, stop, open_db, secret=password, **kw)
+    def __init__(self, *args: Any, password: Callable[[], str] | None = None, **kw: Any) -> None:
+        """Sender's arguments (options, stop, open_db, ...); `password` reads the password."""
+        super().__init__(*args, secret=password, **kw)
         self._next_time_check = 0.0
         self._last_update = -math.inf
-        self.status.update(url=options.url, user=options.username)
+        self.status.update(url=self.options.url, user=self.options.username)
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -693,7 +682,7 @@ def make_sender(settings: Settings, db_path: Any, stop: threading.Event) -> MapM
 
 def probe(settings: Settings) -> Probe:
     """`tracker doctor`: the server answers get_time and accepts the credentials."""
-    from tracker.senders.http import HttpTransport
+    from tracker.senders.http import probe_transport
     from tracker.senders.transport import AuthFailed, SecretError, Unreachable
 
     m = settings
@@ -707,11 +696,7 @@ def probe(settings: Settings) -> Probe:
                 "(mode 600) for the unit's LoadCredential=",
             )
         ])  # fmt: skip
-    transport = HttpTransport(
-        m.url, m.username, password,
-        connect_timeout_s=min(m.connect_timeout_s, 10.0),
-        read_timeout_s=min(m.read_timeout_s, 15.0), name=NAME,
-    )  # fmt: skip
+    transport = probe_transport(m, NAME, m.username, password)
     try:
         sent_at = time.time()
         reply = transport.post({"request": "get_time"})
@@ -726,12 +711,7 @@ def probe(settings: Settings) -> Probe:
             ),
         ])  # fmt: skip
     except Unreachable as e:
-        return Probe([
-            Check(
-                NAME, FAIL, f"{m.url} unreachable: {e}",
-                "check the network (ping the host), DNS and the url in [mapmytracks]",
-            )
-        ])  # fmt: skip
+        return Probe([unreachable(NAME, m.url, str(e), NAME)])
     except SendError as e:
         return Probe([Check(NAME, FAIL, f"{m.url}: {e}", "check the url in [mapmytracks]")])
     finally:

@@ -67,8 +67,21 @@ class SenderSettings:
             merged.update(vars(klass).get("KEYS", {}))
         return merged
 
+    # A backend names the keys it cannot run without (key -> what to put there), and its
+    # secret: (key, systemd credential); `<key>_file` is the file it may come from instead.
+    REQUIRED: ClassVar[dict[str, str]] = {}
+    SECRET: ClassVar[tuple[str, str] | None] = None
+
     def check(self) -> None:
-        """Cross-key checks; ValueError("<key>: ..."). Nothing to check here."""
+        """Cross-key checks of an enabled section; ValueError("<key>: ...")."""
+        if not self.enabled:
+            return
+        for key, what in self.REQUIRED.items():
+            if not getattr(self, key):
+                raise ValueError(f"{key}: missing ({what})")
+        if self.SECRET is not None:
+            key, credential = self.SECRET
+            require_secret(getattr(self, key), getattr(self, f"{key}_file"), credential, key)
 
 
 def require_secret(value: str, file: Path | None, credential: str, key: str) -> None:
