@@ -9,6 +9,7 @@ import pytest
 from support import Daemon
 
 from tracker.pty import PtyWriter
+from tracker.store import Store, open_store
 
 
 @pytest.fixture
@@ -32,3 +33,21 @@ def daemon(tmp_path: Path, gps: PtyWriter) -> Iterator[Callable[..., Daemon]]:
     yield make
     for d in made:
         d.stop()
+
+
+# --- shared by the sender tests (each test module names its backend as NAME) ------------------
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "tracker.db"
+
+
+@pytest.fixture
+def store(db: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
+    """The test's database, with the module's backend (its NAME) registered: the sender does
+    that too (idempotent), but the checks need it before the first step."""
+    s = open_store(db)
+    s.register_backend(request.module.NAME)
+    yield s
+    s.close()

@@ -222,3 +222,12 @@ class Daemon:
 
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
+
+
+def drive(sender, until: Callable[[], object], steps: int = 500) -> int:
+    """Step a sender in the test's thread until `until()` holds; the steps it took."""
+    for i in range(steps):
+        if until():
+            return i
+        sender.step()
+    raise AssertionError(f"not done after {steps} steps: {sender.status}")

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import drive
 
 from tracker.fix import Fix
 from tracker.senders.base import IDLE_S
@@ -37,19 +38,6 @@ def server():
 @pytest.fixture
 def token(server: GpsrServer) -> str:
     return server.make_token("rider", "post", 0, 4_000_000_000).key
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "tracker.db"
-
-
-@pytest.fixture
-def store(db: Path):
-    s = open_store(db)
-    s.register_backend(NAME)
-    yield s
-    s.close()
 
 
 def ride(store: Store, n: int, *, t0: float = T0, rate_hz: float = 1.0, end: bool = False,
@@ -75,14 +63,6 @@ def make_sender(server: GpsrServer, db: Path, token: str, stop: threading.Event 
         Options(url=server.url, **kw), stop or threading.Event(),
         lambda: open_store(db, check=False), token=lambda: token, rand=lambda: 0.0,
     )  # fmt: skip
-
-
-def drive(sender: GpsrSender, until: Callable[[], bool], steps: int = 500) -> int:
-    for i in range(steps):
-        if until():
-            return i
-        sender.step()
-    raise AssertionError(f"not done after {steps} steps: {sender.status}")
 
 
 def pending(store: Store) -> int:

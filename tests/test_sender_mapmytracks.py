@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from support import drive
 
 from tracker.fix import Fix, Sample
 from tracker.senders.base import IDLE_S
@@ -33,19 +34,6 @@ def server():
     srv = MapMyTracksServer(users={"rider": "secret"}, faults=Faults(seed=1)).start()
     yield srv
     srv.stop()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "tracker.db"
-
-
-@pytest.fixture
-def store(db: Path):
-    s = open_store(db)
-    s.register_backend(NAME)  # the sender does it too (idempotent); the checks need it first
-    yield s
-    s.close()
 
 
 def ride(store: Store, n: int, *, t0: float = T0, rate_hz: float = 1.0, end: bool = False,
@@ -73,14 +61,6 @@ def make_sender(server: MapMyTracksServer, db: Path, stop: threading.Event | Non
         o, stop or threading.Event(), lambda: open_store(db, check=False),
         password=lambda: password, rand=lambda: 0.0,
     )  # fmt: skip
-
-
-def drive(sender: MapMyTracksSender, until: Callable[[], bool], steps: int = 500) -> int:
-    for i in range(steps):
-        if until():
-            return i
-        sender.step()
-    raise AssertionError(f"not done after {steps} steps: {sender.status}")
 
 
 def remote_activities(server: MapMyTracksServer) -> list:
