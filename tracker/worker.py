@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from tracker.logutil import RateLimitedLog
 
@@ -80,4 +80,43 @@ def run_loop(
             )  # fmt: skip
         if delay > 0 and not stop.is_set():
             pause(min(delay, max_wait_s))
+    return failures
+
+
+async def run_loop_async(
+    name: str,
+    step: Callable[[], Awaitable[float]],
+    stop: threading.Event,
+    *,
+    beat: Callable[[float], object] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    error_wait_s: float = ERROR_WAIT_S,
+    max_wait_s: float = MAX_WAIT_S,
+    poll_s: float = 0.2,
+    logger: logging.Logger | None = None,
+) -> int:
+    """`run_loop` for a coroutine step in an asyncio loop (the BLE links share one): the same
+    heartbeat, error policy and stop; waits poll the stop event every `poll_s`. Cancellation
+    (a BaseException) is not caught: it ends the loop, as the caller asked."""
+    import asyncio
+
+    logger = logger or log
+    errors = RateLimitedLog(logger, 60.0, clock)
+    failures = 0
+    while not stop.is_set():
+        if beat is not None:
+            beat(clock())
+        try:
+            delay = await step()
+        except Exception as e:  # the loop boundary: log it, keep the task
+            failures += 1
+            delay = error_wait_s
+            errors.log(
+                logging.ERROR, f"{type(e).__name__}",
+                "%s: unexpected error, the task goes on in %g s: %s",
+                name, error_wait_s, e, exc_info=True,
+            )  # fmt: skip
+        deadline = clock() + min(max(delay, 0.0), max_wait_s)
+        while not stop.is_set() and clock() < deadline:
+            await asyncio.sleep(min(poll_s, max(0.0, deadline - clock())))
     return failures

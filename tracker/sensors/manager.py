@@ -42,7 +42,7 @@ from tracker.sensors.link import (  # noqa: F401
     SensorError,
     SensorStatus,
 )
-from tracker.worker import run_loop
+from tracker.worker import run_loop, run_loop_async
 
 log = logging.getLogger(__name__)
 
@@ -244,25 +244,32 @@ class SensorManager:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run_async(self, cfg: SensorConfig, status: SensorStatus, link: AsyncLink) -> None:
+        """The shared worker loop's asyncio form around one session, as `_run_sync`."""
         outage = Outage(cfg, status)
+
+        async def session() -> float:
+            try:
+                await link.open()
+            except Exception as e:
+                await self._aclose(cfg, link)
+                return outage.failed(self._reason(cfg, e))
+            outage.connected()
+            try:
+                while not self._stop.is_set():
+                    status.heartbeat = time.monotonic()
+                    self.emit(status, await link.poll(POLL_S))
+            except Exception as e:
+                outage.failed(self._reason(cfg, e), lost=True)
+            finally:
+                await self._aclose(cfg, link)
+            return 0.0
+
+        def beat(now: float) -> None:
+            status.heartbeat = now
+
         try:
-            while not self._stop.is_set():
-                status.heartbeat = time.monotonic()
-                try:
-                    await link.open()
-                except Exception as e:
-                    await self._aclose(cfg, link)
-                    await self._await_stop(outage.failed(self._reason(cfg, e)))
-                    continue
-                outage.connected()
-                try:
-                    while not self._stop.is_set():
-                        status.heartbeat = time.monotonic()
-                        self.emit(status, await link.poll(POLL_S))
-                except Exception as e:
-                    outage.failed(self._reason(cfg, e), lost=True)
-                finally:
-                    await self._aclose(cfg, link)
+            await run_loop_async(f"sensor {cfg.label}", session, self._stop, beat=beat,
+                                 max_wait_s=3600.0, poll_s=POLL_S)  # fmt: skip
         finally:
             await self._aclose(cfg, link)  # a scan or connect cancelled by the stop
             self.emit(status, [])
@@ -276,7 +283,3 @@ class SensorManager:
         except Exception as e:
             log.debug("sensor %s: close failed: %s", cfg.label, e)
 
-    async def _await_stop(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            await asyncio.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
