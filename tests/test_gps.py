@@ -65,7 +65,7 @@ def test_a_device_that_appears_later_is_picked_up_and_logged_once(tmp_path, read
     caplog.set_level(logging.INFO, logger="tracker.gps")
     link = tmp_path / "gps0"
     r = reader_factory(str(link), reconnect_max_s=0.5)
-    time.sleep(2.0)  # several retries while the device is missing
+    wait_for(lambda: r.reader.attempts >= 3, timeout=10, what="several tries while missing")
     assert r.reader.state == "connecting"
     missing = [m for m in caplog.messages if "not available" in m]
     assert len(missing) == 1, caplog.messages

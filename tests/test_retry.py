@@ -49,6 +49,7 @@ def test_retry_after_is_a_floor_and_bounded():
     p = RetryPolicy(base_s=1.0, cap_s=300.0)
     assert p.failed(retry_after_s=30, rand=lambda: 0.0).delay_s == 30
     big = p.failed(retry_after_s=10**6, rand=lambda: 0.0).delay_s
+    assert big == 3600.0  # a server asking for days is waited for an hour, then asked again
     assert big == RETRY_AFTER_MAX_S
     # A jittered delay already longer than Retry-After stays.
     many = RetryPolicy(base_s=1.0, cap_s=300.0, failures=20)

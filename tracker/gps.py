@@ -62,6 +62,7 @@ class GpsReader:
         self.tried = threading.Event()  # set after the first attempt to open the device
         self.bytes_read = 0
         self.connects = 0
+        self.attempts = 0  # tries to open the device, successful or not
         self._out = out
         self._stop = stop
         self._reconnect_max_s = reconnect_max_s
@@ -83,6 +84,7 @@ class GpsReader:
     def _session(self) -> float:
         """Open the device and read it until it fails or stop is set; the wait before the
         next attempt."""
+        self.attempts += 1
         try:
             port = self._open_port(self.device, baudrate=self.baudrate, timeout=READ_TIMEOUT_S)
         except (serial.SerialException, OSError, ValueError) as e:
