@@ -20,7 +20,8 @@ def subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 
 
 def test_every_command_is_there_and_module_commands_call_their_main():
-    names = {"run", "status", "activity", "poi", "export"} | {n for n, _, _ in MODULE_COMMANDS}
+    names = {"run", "status", "activities", "activity", "poi", "export"}
+    names |= {n for n, _, _ in MODULE_COMMANDS}
     assert set(subcommands(build_parser())) == names
     for name, module_name, _ in MODULE_COMMANDS:  # wired when it is the command asked for
         sub = subcommands(build_parser(name))[name]

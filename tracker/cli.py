@@ -74,6 +74,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_activities(args: argparse.Namespace) -> int:
+    import json
+
+    from tracker import rides
+    from tracker.config import zone
+
+    cfg = _config(args)
+    tz = zone(cfg.activity.timezone)
+    store = _open_readonly(cfg)
+    try:
+        items = rides.rides(store, cfg.activity.rules())
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([rides.as_json(r, tz) for r in items], indent=2))
+    else:
+        print(rides.render(items, tz))
+    return 0
+
+
 def cmd_activity(args: argparse.Namespace) -> int:
     return _request(args, f"activity_{args.action}")
 
@@ -161,6 +181,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p = with_config(sub.add_parser("status", help="what the unit is doing"))
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_status)
+
+    p = with_config(sub.add_parser("activities", help="the stored rides, with their figures"))
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_activities)
 
     p = with_config(sub.add_parser("activity", help="start or stop the current activity"))
     p.add_argument("action", choices=["start", "stop"])

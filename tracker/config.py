@@ -109,13 +109,13 @@ def render_title(template: str, activity_type: str, started_at: float, tz: str =
 
 
 def _fill_title(template: str, activity_type: str, started_at: float, tz: str) -> str:
-    start = datetime.fromtimestamp(started_at, UTC).astimezone(_zone(tz))
+    start = datetime.fromtimestamp(started_at, UTC).astimezone(zone(tz))
     if "{" in template:
         return template.format(type=activity_type, Type=activity_type.capitalize(), start=start)
     return start.strftime(template)
 
 
-def _zone(name: str) -> tzinfo:
+def zone(name: str) -> tzinfo:
     if name == "UTC":
         return UTC
     from zoneinfo import ZoneInfo
@@ -193,7 +193,7 @@ def _title(v: Any) -> str:
 def _timezone(v: Any) -> str:
     name = _str(v)
     try:
-        _zone(name)
+        zone(name)
     except (ValueError, OSError, ImportError) as e:  # ZoneInfoNotFoundError is a KeyError...
         raise ValueError(f"unknown time zone {name!r} ({type(e).__name__})") from None
     except KeyError:

@@ -665,6 +665,13 @@ class MapMyTracksSender(Sender):
             )  # fmt: skip
 
 
+def activity_done(state: dict[str, Any], activity_id: int) -> bool:
+    """Whether this backend is finished with an activity (stopped, uploaded, or given up),
+    from its stored state; for `tracker activities`."""
+    st = State.from_json(state)
+    return activity_id <= st.done_through and activity_id not in st.activities
+
+
 def make_sender(settings: Settings, db_path: Any, stop: threading.Event) -> MapMyTracksSender:
     """The sender for a [mapmytracks] section, opening `db_path` in its thread."""
     from tracker.store import open_store

@@ -228,6 +228,15 @@ class LedgerMixin(StoreBase):
             )
         )
 
+    def pending_in(self, backend: str, activity_id: int) -> int:
+        """Fixes of one activity `backend` has still to send (as `pending`, for one activity;
+        read through the fixes_activity index)."""
+        return self._scalar(
+            f"SELECT count(*) FROM fixes f WHERE f.activity_id = :a AND f.local = 0 "
+            f"AND f.id > {_CURSOR} AND {_NOT_MARKED}",
+            {"a": activity_id, "b": backend},
+        )
+
     def quarantined(self) -> dict[str, int]:
         """Backend -> fixes its server refused for good and that are still stored."""
         return dict(

@@ -1,0 +1,166 @@
+"""What a ride was: distance, elapsed and moving time, speeds, points and samples, and how far
+each backend got with it. Read from the store, for `tracker activities` (and the status page).
+
+Distance and moving time count only movement (tracker/activity.py's evidence: a speed of at
+least the activity's start speed at a usable HDOP), so a parked unit's drift at the cafe adds
+neither metres nor minutes; gaps longer than MAX_GAP_S (no fix: a tunnel, a restart) count as
+not moving, since nothing is known of them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from tracker.activity import Rules, distance_m
+from tracker.store import Activity, Store
+
+MAX_GAP_S = 10.0
+
+
+@dataclass(frozen=True)
+class BackendProgress:
+    to_send: int  # fixes of this activity the backend has still to send
+    finished: bool | None  # the backend is done with it (Map My Tracks: stopped or uploaded);
+    # None: the protocol has no such notion (json-gpsr takes fixes, not activities)
+
+    @property
+    def delivered(self) -> bool:
+        return self.to_send == 0
+
+
+@dataclass(frozen=True)
+class Ride:
+    activity: Activity
+    distance_m: float = 0.0
+    elapsed_s: float = 0.0
+    moving_s: float = 0.0
+    max_speed_mps: float | None = None
+    points: int = 0
+    samples: int = 0
+    backends: dict[str, BackendProgress] = field(default_factory=dict)
+
+    @property
+    def avg_speed_mps(self) -> float | None:
+        """Over the moving time, as cycling computers show it."""
+        return self.distance_m / self.moving_s if self.moving_s > 0 else None
+
+
+def summarize(store: Store, activity: Activity, rules: Rules) -> Ride:
+    """One activity's figures, reading its fixes a page at a time."""
+    distance = moving = 0.0
+    max_speed: float | None = None
+    points = 0
+    prev = None
+    last_time = activity.started_at
+    for f in store.iter_fixes(activity.id):
+        points += 1
+        last_time = f.time
+        good = f.hdop is None or f.hdop <= rules.max_hdop
+        if good and f.speed is not None and math.isfinite(f.speed):
+            max_speed = f.speed if max_speed is None else max(max_speed, f.speed)
+        if prev is not None:
+            dt = f.time - prev.time
+            d = distance_m(prev.lat, prev.lon, f.lat, f.lon)
+            speed = f.speed if f.speed is not None else (d / dt if dt > 0 else 0.0)
+            if good and 0 < dt <= MAX_GAP_S and speed >= rules.start_speed_mps:
+                distance += d
+                moving += dt
+        prev = f
+    end = activity.ended_at if activity.ended_at is not None else last_time
+    samples = len(store.samples_between(activity.started_at, end))
+    return Ride(activity, distance, max(0.0, end - activity.started_at), moving, max_speed,
+                points, samples, backend_progress(store, activity.id))  # fmt: skip
+
+
+def backend_progress(store: Store, activity_id: int) -> dict[str, BackendProgress]:
+    """Per registered backend: what of this activity is left to send, and whether it is done
+    with it (asked of the backend's module, `activity_done(state, id)`, when it has one)."""
+    from tracker.backends import REGISTRY
+
+    out = {}
+    for name in store.backends():
+        finished = None
+        if name in REGISTRY:
+            done = getattr(importlib.import_module(REGISTRY[name]), "activity_done", None)
+            if done is not None:
+                finished = done(store.get_state(name), activity_id)
+        out[name] = BackendProgress(store.pending_in(name, activity_id), finished)
+    return out
+
+
+def rides(store: Store, rules: Rules) -> list[Ride]:
+    """Every stored activity, oldest first."""
+    return [summarize(store, a, rules) for a in store.activities()]
+
+
+def as_json(ride: Ride, tz: Any) -> dict[str, Any]:
+    a = ride.activity
+    return {
+        "id": a.id,
+        "title": a.title,
+        "type": a.type,
+        "start": _local(a.started_at, tz),
+        "end": _local(a.ended_at, tz) if a.ended_at is not None else None,
+        "end_reason": a.end_reason,
+        "distance_m": round(ride.distance_m, 1),
+        "elapsed_s": round(ride.elapsed_s),
+        "moving_s": round(ride.moving_s),
+        "avg_speed_mps": _round(ride.avg_speed_mps),
+        "max_speed_mps": _round(ride.max_speed_mps),
+        "points": ride.points,
+        "samples": ride.samples,
+        "backends": {
+            name: {"to_send": p.to_send, "delivered": p.delivered, "finished": p.finished}
+            for name, p in ride.backends.items()
+        },
+    }
+
+
+def render(items: list[Ride], tz: Any) -> str:
+    """A table a rider reads: one line a ride, then how each backend stands with it."""
+    if not items:
+        return "no activities stored yet"
+    lines = [f"{'id':>4}  {'start':16}  {'end':5}  {'km':>7}  {'elapsed':>7}  {'moving':>7}  "
+             f"{'avg km/h':>8}  {'max km/h':>8}  {'points':>6}  {'samples':>7}  title"]  # fmt: skip
+    for r in items:
+        a = r.activity
+        end = _local(a.ended_at, tz)[11:16] if a.ended_at is not None else "now"
+        lines.append(
+            f"{a.id:>4}  {_local(a.started_at, tz)[:16].replace('T', ' '):16}  {end:5}  "
+            f"{r.distance_m / 1000:7.2f}  {_hm(r.elapsed_s):>7}  {_hm(r.moving_s):>7}  "
+            f"{_kmh(r.avg_speed_mps):>8}  {_kmh(r.max_speed_mps):>8}  {r.points:>6}  "
+            f"{r.samples:>7}  {a.title}"
+        )
+        states = []
+        for name, p in r.backends.items():
+            what = "sent" if p.delivered else f"{p.to_send} to send"
+            if p.finished is not None:
+                what += ", finished" if p.finished else ", not finished"
+            states.append(f"{name}: {what}")
+        if states:
+            lines.append(f"{'':>6}{'; '.join(states)}")
+    return "\n".join(lines)
+
+
+def _local(t: float | None, tz: Any) -> str:
+    from datetime import UTC, datetime
+
+    if t is None:
+        return ""
+    return datetime.fromtimestamp(t, UTC).astimezone(tz).isoformat(timespec="seconds")
+
+
+def _hm(seconds: float) -> str:
+    m = int(round(seconds / 60))
+    return f"{m // 60}:{m % 60:02d}"
+
+
+def _kmh(mps: float | None) -> str:
+    return "-" if mps is None else f"{mps * 3.6:.1f}"
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
