@@ -460,3 +460,22 @@ def test_a_newer_state_in_the_store_stops_only_that_backend_and_keeps_the_data(
     sender.step()
     assert sender.disabled and "newer than this tracker reads" in sender.disabled
     assert server.count("start_activity") == 0 and pending(store) == 20
+
+
+def test_samples_stored_after_their_second_was_sent_go_with_the_next_update(server, store, db):
+    """A 1 Hz strap whose readings reach the store late: every second on the server once."""
+    a = store.start_activity("Late strap", "cycling", "private", (), T0)
+    fixes = [Fix(T0 + i, 51.0 + i * 1e-5, 1.0) for i in range(30)]
+    store.add_fixes(a.id, fixes[:20])
+    store.add_samples([Sample(T0 + i, "hr", 100 + i) for i in range(10)])
+    sender = make_sender(server, db)
+    drive(sender, lambda: pending(store) == 0)  # seconds 0-19 sent, hr only for 0-9
+    store.add_samples([Sample(T0 + i + 0.5, "hr", 100 + i) for i in range(10, 20)])  # late
+    store.add_samples([Sample(T0 + 5.5, "hr", 999)])  # a second reading of a second sent
+    store.add_fixes(a.id, fixes[20:])
+    store.add_samples([Sample(T0 + i, "hr", 100 + i) for i in range(20, 30)])
+    drive(sender, lambda: pending(store) == 0)
+    (remote,) = remote_activities(server)
+    seconds = [t for t, _ in remote.hr]
+    assert sorted(seconds) == [int(T0) + i for i in range(30)], "no gap, no second twice"
+    assert dict(remote.hr)[int(T0) + 5] == 105  # the second sent first stays as sent

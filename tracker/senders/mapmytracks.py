@@ -297,10 +297,14 @@ class ActivityState:
     last_time: int | None = None  # the newest point time on the server
     pending: Pending | None = None
     start_sent: bool = False  # a start may have reached the server: never upload it whole
+    # The newest sample id when the last batch went: a sample stored after it for a second
+    # already sent goes with the next batch. None (a state from before): from the next batch.
+    samples_id: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"token": self.token, "phase": self.phase, "remote_id": self.remote_id,
                 "last_time": self.last_time, "start_sent": self.start_sent,
+                "samples_id": self.samples_id,
                 "pending": self.pending.to_json() if self.pending else None}  # fmt: skip
 
 
@@ -326,6 +330,7 @@ class State:
                 remote_id=a.get("remote_id"), last_time=a.get("last_time"),
                 pending=Pending.from_json(a.get("pending"), "update"),
                 start_sent=bool(a.get("start_sent", False)),
+                samples_id=a.get("samples_id"),
             )  # fmt: skip
         return cls(done_through=int(d.get("done_through", 0)), activities=acts)
 
@@ -402,7 +407,7 @@ class MapMyTracksSender(Sender):
             if ended and upload:
                 return self._upload(st, ast, a)
             return self._start(st, ast, a)
-        return self._update(st, ast, aid, ended)
+        return self._update(st, ast, aid, ended, a.started_at if a is not None else 0.0)
 
     def _next_activity(self, st: State) -> int | None:
         if st.activities:
@@ -425,10 +430,13 @@ class MapMyTracksSender(Sender):
         assert self.store is not None
         return self.store.next_batch(NAME, self.options.batch_max_points, activity_id=aid)
 
-    def _samples(self, t0: int, t1: int) -> list[Sample]:
-        """Samples in whole seconds [t0, t1]."""
+    def _samples(
+        self, ast: ActivityState, t0: int, t1: int, since: float
+    ) -> tuple[list[Sample], int]:
+        """The samples for points in whole seconds [t0, t1], with those that came late for
+        earlier seconds of the activity (from `since`); and the newest sample id."""
         assert self.store is not None
-        return self.store.samples_between(t0, t1 + 1 - 1e-6)
+        return self.store.samples_for_batch(t0, t1 + 1, since, ast.samples_id)
 
     # -- start ----------------------------------------------------------------------------
 
@@ -444,7 +452,8 @@ class MapMyTracksSender(Sender):
             return self.options.interval_s
         kept = thin(batch, None, self.options.min_point_interval_s)
         t0, t1 = point_time(kept[0].time), point_time(kept[-1].time)
-        fields = start_fields(a, ast.token, kept, self._samples(point_time(a.started_at), t1))
+        samples, newest = self._samples(ast, point_time(a.started_at), t1, a.started_at)
+        fields = start_fields(a, ast.token, kept, samples)
         sent_before = ast.start_sent
         ast.start_sent = True
         try:
@@ -463,6 +472,7 @@ class MapMyTracksSender(Sender):
                 self.save_state(st)
             raise
         ast.phase, ast.remote_id, ast.last_time, ast.pending = "started", remote_id, t1, None
+        ast.samples_id = newest
         self.settle(st, [f.id for f in batch])
         self._last_update = self.clock()
         self.status.update(remote_activity_id=remote_id, phase="started")
@@ -484,7 +494,9 @@ class MapMyTracksSender(Sender):
 
     # -- update ---------------------------------------------------------------------------
 
-    def _update(self, st: State, ast: ActivityState, aid: int, ended: bool) -> float:
+    def _update(
+        self, st: State, ast: ActivityState, aid: int, ended: bool, since: float
+    ) -> float:
         pending = ast.pending
         if pending and pending.kind == "update":
             return self._reconcile(st, ast, aid, pending)
@@ -503,7 +515,8 @@ class MapMyTracksSender(Sender):
             return 0.0
         t0, t1 = point_time(kept[0].time), point_time(kept[-1].time)
         window_start = t0 if ast.last_time is None else ast.last_time + 1
-        fields = update_fields(ast.remote_id, kept, self._samples(window_start, t1))
+        samples, newest = self._samples(ast, window_start, t1, since)
+        fields = update_fields(ast.remote_id, kept, samples)
         try:
             self.send_marked(
                 st, ast, Pending("update", t0, t1, batch[-1].id),
@@ -513,7 +526,7 @@ class MapMyTracksSender(Sender):
         except Rejected as e:
             self._quarantine(st, ast, batch, str(e))
             return 0.0
-        ast.last_time, ast.pending = t1, None
+        ast.last_time, ast.pending, ast.samples_id = t1, None, newest
         self.settle(st, ids)
         self._last_update = self.clock()
         self.status.points_sent += len(kept)
@@ -535,6 +548,9 @@ class MapMyTracksSender(Sender):
             done = [f.id for f in batch if point_time(f.time) <= newest]
             ast.last_time = newest if ast.last_time is None else max(ast.last_time, newest)
             ast.pending = None
+            # Its samples arrived with it: late ones count from now (an empty range gives the
+            # newest sample id), or they would be sent again as late.
+            _, ast.samples_id = self.store.samples_for_batch(0, 0, 0, None)
             self.settle(st, done)
             self._last_update = self.clock()
             log.info(

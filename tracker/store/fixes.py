@@ -280,6 +280,29 @@ class FixesMixin(StoreBase):
             params += (kind,)
         return [Sample(*r) for r in self._all(sql + " ORDER BY time, id", params)]
 
+    def samples_for_batch(
+        self, lo: float, hi: float, since: float, late_after_id: int | None
+    ) -> tuple[list[Sample], int]:
+        """The samples to send with a batch of points whose seconds span [lo, hi): those with a
+        time in that range, and those that reached the store late (id > `late_after_id`) for a
+        second in [since, lo) that had no sample of their kind before (a sensor whose reading
+        came in after its second's point was sent). With `late_after_id` None, none late.
+        Returns them by time, and the newest sample id now: the next batch's `late_after_id`.
+        """
+        newest = self._scalar("SELECT max(id) FROM samples") or 0
+        late = -1 if late_after_id is None else late_after_id
+        rows = self._all(
+            "SELECT time, kind, value, sensor FROM samples s WHERE s.id <= :newest AND ("
+            "  (s.time >= :lo AND s.time < :hi) OR"
+            "  (s.time >= :since AND s.time < :lo AND s.id > :late AND NOT EXISTS ("
+            "     SELECT 1 FROM samples o WHERE o.kind = s.kind AND o.id <= :late"
+            "     AND o.time >= CAST(s.time AS INTEGER) AND o.time < CAST(s.time AS INTEGER) + 1"
+            "  ))"
+            ") ORDER BY s.time, s.id",
+            {"newest": newest, "lo": lo, "hi": hi, "since": since, "late": late},
+        )
+        return [Sample(*r) for r in rows], newest
+
     def fix_count(self) -> int:
         return self._scalar("SELECT count(*) FROM fixes")
 

@@ -75,6 +75,10 @@ class Ledger(Protocol):
 
     def samples_between(self, t0: float, t1: float, kind: str | None = None) -> list[Sample]: ...
 
+    def samples_for_batch(
+        self, lo: float, hi: float, since: float, late_after_id: int | None
+    ) -> tuple[list[Sample], int]: ...
+
     # -- the sender's status for `tracker status`, and its end
     def put_runtime(self, key: str, value: dict[str, Any]) -> None: ...
 
