@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from tracker.testing.faults import KINDS, Faults
-from tracker.testing.mapmytracks import MapMyTracksServer
+from tracker.testing.mapmytracks import MapMyTracksServer, Readings
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTH = ("rider", "secret")
@@ -205,7 +205,8 @@ def test_update_errors(server):
 
 
 def test_stop_semantics(server):
-    assert error_reason(post(server, request="stop_activity")) == "no live activity"
+    # Nothing live: answered as stopped, as the specification's example reads.
+    assert post(server, request="stop_activity").findtext("type") == "activity_stopped"
     first = start(server)
     second = start(server)  # stops the first: recorded as superseded
     assert server.superseded == [(first, second)]
@@ -217,7 +218,34 @@ def test_stop_semantics(server):
     assert server.activities[second].stopped_by == "stop_activity"
     assert server.live_activity("rider") is None
     assert server.activities[other].live  # another user's live activity is untouched
-    assert error_reason(post(server, request="stop_activity")) == "no live activity"
+    assert post(server, request="stop_activity").findtext("type") == "activity_stopped"
+
+
+def test_the_older_stop_reading_answers_an_error_when_nothing_is_live():
+    with MapMyTracksServer(readings=Readings(stop_when_idle="error")) as server:
+        assert error_reason(post(server, request="stop_activity")) == "no live activity"
+
+
+def test_activity_types_are_matched_case_insensitively(server):
+    aid = start(server, activity="Cycling")
+    assert server.activities[aid].type == "cycling"
+    assert "unknown activity type" in error_reason(post(server, request="start_activity",
+        title="t", privacy="private", activity="Unicycling", points="", source="s",
+        version="1"))  # fmt: skip
+
+
+def test_get_activities_pages_with_offset_when_configured():
+    with MapMyTracksServer(readings=Readings(activities_page=2)) as server:
+        ids = [start(server, points=pts(1, T0 + 10 * i)) for i in range(5)]
+        got, offset = [], 0
+        while True:
+            root = post(server, request="get_activities", offset=str(offset))
+            page = [int(a.findtext("id")) for a in root.find("activities")]
+            if not page:
+                break
+            got += page
+            offset += len(page)
+        assert got == ids
 
 
 def test_get_activity_pages_250_points(server):

@@ -24,7 +24,7 @@ from tracker.senders.mapmytracks import NAME, MapMyTracksSender, Options
 from tracker.senders.state import STATE_VERSION
 from tracker.store import Store, open_store
 from tracker.testing.faults import Faults
-from tracker.testing.mapmytracks import MapMyTracksServer
+from tracker.testing.mapmytracks import MapMyTracksServer, Readings
 
 T0 = 1_780_000_000.0
 
@@ -221,14 +221,50 @@ def test_older_activity_is_stopped_before_the_next_starts(server, store, db):
     assert str(second) in store.get_state(NAME).get("activities")
 
 
-def test_lost_stop_reply_does_not_block(server, store, db):
-    server.faults.set(drop_reply=1.0, only=["stop_activity"])
-    ride(store, 10, end=True)
-    sender = make_sender(server, db, offline_upload="off")
-    drive(sender, lambda: server.count("stop_activity") == 1)
-    server.faults.clear()
-    drive(sender, lambda: not store.get_state(NAME).get("activities"))
-    assert server.count("stop_activity") == 2  # the retry got "no live activity": done
+@pytest.mark.parametrize("when_idle", ["stopped", "error"])
+def test_lost_stop_reply_does_not_block_with_either_reading(store, db, when_idle):
+    """The retried stop finds nothing live: answered `activity_stopped` (the specification's
+    example) or an error (other servers); done either way."""
+    with MapMyTracksServer(users={"rider": "secret"},
+                           readings=Readings(stop_when_idle=when_idle)) as server:  # fmt: skip
+        server.faults.set(drop_reply=1.0, only=["stop_activity"])
+        ride(store, 10, end=True)
+        sender = make_sender(server, db, offline_upload="off")
+        drive(sender, lambda: server.count("stop_activity") == 1)
+        server.faults.clear()
+        drive(sender, lambda: not store.get_state(NAME).get("activities"))
+        assert server.count("stop_activity") == 2
+        (a,) = remote_activities(server)
+        assert not a.live and a.stopped_by == "stop_activity"
+
+
+@pytest.mark.parametrize("tag", ["activity_id", "id", None])
+def test_every_upload_reply_reading_finishes_the_upload(store, db, tag):
+    with MapMyTracksServer(users={"rider": "secret"},
+                           readings=Readings(upload_id_tag=tag)) as server:  # fmt: skip
+        aid = ride(store, 20, end=True)
+        sender = make_sender(server, db)
+        drive(sender, lambda: pending(store) == 0 and not store.get_state(NAME)["activities"])
+        (a,) = remote_activities(server)
+        assert a.created_via == "upload" and server.count("upload_activity") == 1
+        assert store.get_state(NAME)["done_through"] == aid
+
+
+def test_a_lost_upload_reply_is_found_on_a_server_that_pages_its_list(store, db):
+    with MapMyTracksServer(users={"rider": "secret"},
+                           readings=Readings(activities_page=2)) as server:  # fmt: skip
+        for i in range(5):  # older rides of the account fill the first pages
+            ride(store, 5, t0=T0 - 10_000 * (i + 1), end=True, title=f"Old ride {i}")
+        sender = make_sender(server, db)
+        drive(sender, lambda: server.count("upload_activity") == 5)
+        server.faults.set(drop_reply=1.0, only=["upload_activity"])
+        ride(store, 30, end=True)
+        drive(sender, lambda: server.count("upload_activity") == 6)
+        server.faults.clear()
+        drive(sender, lambda: pending(store) == 0 and not store.get_state(NAME)["activities"])
+        assert server.count("upload_activity") == 6  # found on the third page, not repeated
+        assert server.count("get_activities") >= 3
+        assert len(remote_activities(server)) == 6
 
 
 def test_bad_point_is_quarantined_and_the_rest_goes_on(server, store, db):

@@ -628,7 +628,9 @@ class MapMyTracksSender(Sender):
         except Rejected as e:
             self._quarantine(st, ast, self.store.next_batch(NAME, len(ids) + 1, a.id), str(e))
             return self._finish(st, a.id, "upload refused; quarantined")
-        raw = msg.fields.get("activity_id", "")
+        # The id as <activity_id> (the test server's extension) or <id>; a real server may
+        # send neither, and the upload still counts.
+        raw = msg.fields.get("activity_id") or msg.fields.get("id") or ""
         remote = int(raw) if raw.isdigit() else None
         ast.phase, ast.remote_id, ast.pending = "uploaded", remote, None
         self.settle(st, ids)
@@ -639,17 +641,29 @@ class MapMyTracksSender(Sender):
     def _find_uploaded(self, a: Activity) -> int | None:
         """After an upload whose reply was lost: an activity of ours with this title whose
         date lies within the ride is taken as that upload (upload has no unique token)."""
-        msg = self._call({"request": "get_activities", "author": self.options.username})
         lo = point_time(a.started_at) - 2
         hi = point_time(a.ended_at if a.ended_at is not None else a.started_at) + 2
-        for item in msg.items:
-            try:
-                date = int(item.get("date", ""))
-                remote = int(item.get("id", ""))
-            except ValueError:
-                continue
-            if item.get("title") == a.title[:TITLE_MAX] and lo <= date <= hi:
-                return remote
+        seen: set[int] = set()
+        for _ in range(MAX_PAGES):
+            # `offset` for a server that pages the list; one that does not sends it all at once
+            # and then the same again, which ends the loop below.
+            msg = self._call({"request": "get_activities", "author": self.options.username,
+                              "offset": str(len(seen))})  # fmt: skip
+            fresh = 0
+            for item in msg.items:
+                try:
+                    date = int(item.get("date", ""))
+                    remote = int(item.get("id", ""))
+                except ValueError:
+                    continue
+                if remote in seen:
+                    continue
+                seen.add(remote)
+                fresh += 1
+                if item.get("title") == a.title[:TITLE_MAX] and lo <= date <= hi:
+                    return remote
+            if not fresh:
+                return None
         return None
 
     # -- clock ----------------------------------------------------------------------------

@@ -5,8 +5,12 @@ keeps its state in memory, records every request, and injects network faults
 (`tracker.testing.faults`). Readings beyond that table, all chosen as what a real server most
 likely does:
 
-- `stop_activity` with no live activity answers an error (`no live activity`), HTTP 200; a
-  sender that retries a stop whose reply was lost sees that error on the retry.
+- `stop_activity` with no live activity answers `activity_stopped`, as the specification's only
+  example reads and as a reference server and a real client expect (`Readings.stop_when_idle =
+  "error"`: an error, `no live activity`, HTTP 200, the reading of earlier releases); the sender
+  works against both.
+- Activity types are matched case-insensitively (real clients send "Cycling") and stored in
+  lower case.
 - `start_activity` while another activity of the user is live stops the old one first
   (`Activity.stopped_by == "superseded"`, and `(old_id, new_id)` in `server.superseded`), so a
   test can tell that a sender relied on it instead of stopping.
@@ -30,8 +34,10 @@ likely does:
   `activity` are required and validated like privacy and activity type; the title is
   `description`, else the GPX track's name, else "Uploaded activity". Every track point needs a
   time; a missing elevation is stored as 0.0. The reply adds `<activity_id>` after
-  `<type>success</type>` (an extension). Uploads are not idempotent and do not touch the live
-  activity.
+  `<type>success</type>` (an extension; `Readings.upload_id_tag` "id" answers `<id>`, None
+  nothing). Uploads are not idempotent and do not touch the live activity.
+- `get_activities` answers every activity at once, or, with `Readings.activities_page` set,
+  that many starting at the request's `offset` (default 0): a sender must follow `offset`.
 - Data errors are `<type>error</type><reason>...</reason>` with HTTP 200; an unknown or missing
   `request` is such an error too. Bad or missing credentials: 401 with
   `WWW-Authenticate: Basic realm="Map My Tracks"` and an XML error body. A path other than
@@ -248,20 +254,32 @@ def _check_privacy(value: str, what: str = "privacy") -> str:
 
 
 def _check_type(value: str) -> str:
-    if value not in ACTIVITY_TYPES:
+    kind = value.strip().lower()
+    if kind not in ACTIVITY_TYPES:
         raise DataError(f"unknown activity type {value!r}")
-    return value
+    return kind
+
+
+@dataclass(frozen=True)
+class Readings:
+    """Where servers in the field differ, which way this one answers (module docstring)."""
+
+    stop_when_idle: str = "stopped"  # "stopped" or "error"
+    upload_id_tag: str | None = "activity_id"  # "activity_id", "id" or None
+    activities_page: int | None = None  # get_activities page size with `offset`; None: all
 
 
 class MapMyTracksApp:
     """The protocol: parses requests, checks basic auth against `users`, acts on `state`."""
 
     def __init__(
-        self, users: dict[str, str], state: State, clock: Callable[[], float] = time.time
+        self, users: dict[str, str], state: State, clock: Callable[[], float] = time.time,
+        readings: Readings = Readings(),  # noqa: B008 - frozen
     ) -> None:
         self.users = dict(users)
         self.state = state
         self.clock = clock
+        self.readings = readings
 
     # -- parsing: no side effects ---------------------------------------------------------
 
@@ -319,6 +337,10 @@ class MapMyTracksApp:
             if a.user == author and (author == user or a.privacy == "public")
         ]  # fmt: skip
         mine.sort(key=lambda a: (a.date, a.id))
+        page = self.readings.activities_page
+        if page is not None:
+            offset = _int(params.get("offset", "0") or "0", "offset")
+            mine = mine[offset : offset + page]
         items = [
             (f"activity{i}", [("id", a.id), ("title", a.title), ("date", a.date)])
             for i, a in enumerate(mine, 1)
@@ -391,7 +413,9 @@ class MapMyTracksApp:
     def _do_stop_activity(self, user: str, params: dict[str, str]) -> list:
         aid = self.state.live.pop(user, None)
         if aid is None:
-            raise DataError("no live activity")
+            if self.readings.stop_when_idle == "error":
+                raise DataError("no live activity")
+            return [("type", "activity_stopped")]
         self.state.activities[aid].live = False
         self.state.activities[aid].stopped_by = "stop_activity"
         return [("type", "activity_stopped")]
@@ -424,7 +448,8 @@ class MapMyTracksApp:
             points=points, live=False, created_via="upload", created_at=self.clock(),
             stopped_by="upload",
         )  # fmt: skip
-        return [("type", "success"), ("activity_id", aid)]
+        tag = self.readings.upload_id_tag
+        return [("type", "success")] + ([(tag, aid)] if tag else [])
 
 
 def _basic_auth(header: str) -> tuple[str | None, str | None]:
@@ -458,11 +483,12 @@ class MapMyTracksServer(FaultyServer):
         seed: int | None = None,
         state: State | None = None,
         clock: Callable[[], float] = time.time,
+        readings: Readings = Readings(),  # noqa: B008 - frozen
     ) -> None:
         self.state = state if state is not None else State()
         self.users = dict(users) if users is not None else {"rider": "secret"}
         faults = seeded(faults, seed)
-        app = MapMyTracksApp(self.users, self.state, clock)
+        app = MapMyTracksApp(self.users, self.state, clock, readings)
         super().__init__(
             app, host=host, port=port, faults=faults, requests=self.state.requests, clock=clock
         )
@@ -516,6 +542,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
     parser.add_argument("--user", type=_user, action="append", metavar="NAME:PASSWORD",
                         help="an account (repeatable; default rider:secret)")  # fmt: skip
+    parser.add_argument("--stop-when-idle", choices=("stopped", "error"), default="stopped",
+                        help="stop_activity with nothing live: activity_stopped (default) "
+                             "or an error")  # fmt: skip
+    parser.add_argument("--upload-id", choices=("activity_id", "id", "none"),
+                        default="activity_id",
+                        help="the tag of the id in upload_activity's reply")  # fmt: skip
+    parser.add_argument("--activities-page", type=int, metavar="N",
+                        help="get_activities answers N at a time from `offset`")  # fmt: skip
     add_fault_arguments(parser)
 
 
@@ -527,7 +561,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"tracker: {e}", file=sys.stderr)
         return 2
     users = dict(args.user) if args.user else {"rider": "secret"}
-    server = MapMyTracksServer(args.host, args.port, users, faults, seed=args.seed)
+    readings = Readings(
+        stop_when_idle=args.stop_when_idle,
+        upload_id_tag=None if args.upload_id == "none" else args.upload_id,
+        activities_page=args.activities_page,
+    )
+    server = MapMyTracksServer(args.host, args.port, users, faults, seed=args.seed,
+                               readings=readings)  # fmt: skip
     return run_in_foreground(server, lambda: (
         f"Map My Tracks test server at {server.url} users={sorted(users)} {faults!r}"
     ))  # fmt: skip
