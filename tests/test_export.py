@@ -1,8 +1,11 @@
-"""GPX 1.1 export: tracks per activity, receiver-precision times, Garmin extensions; via the CLI."""
+"""Export: GPX 1.1 (tracks per activity, receiver-precision times, Garmin extensions), CSV and
+GeoJSON; through the CLI: selection, stdout, a closed pipe, errors."""
 
 from __future__ import annotations
 
+import csv
 import io
+import json
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -12,7 +15,8 @@ import gpxpy
 import pytest
 from support import ROOT
 
-from tracker.export import NS, write_gpx
+from tracker.cli import main
+from tracker.export import CSV_COLUMNS, NS, TerminalProgress, write_csv, write_geojson, write_gpx
 from tracker.fix import Fix, Sample
 from tracker.store import open_store
 
@@ -113,11 +117,212 @@ def test_cli_export_writes_the_file_and_reports(store, tmp_path):
 
     done = cli("--gpx", str(out))
     assert done.returncode == 0, done.stderr
-    assert "wrote 2 activities" in done.stdout
+    assert done.stderr == f"wrote 2 activities, 35 fixes to {out}\n" and done.stdout == ""
     assert len(gpxpy.parse(out.read_text()).tracks) == 2
     done = cli("--gpx", str(out), "--activity", "2")
-    assert done.returncode == 0 and "wrote 1 activity " in done.stdout
+    assert done.returncode == 0 and "wrote 1 activity, 5 fixes " in done.stderr
     bad = cli("--gpx", str(out), "--activity", "7")
     assert bad.returncode == 2 and "no activity with id 7" in bad.stderr
     assert len(gpxpy.parse(out.read_text()).tracks) == 1, "a failed export leaves the old file"
     assert not list(tmp_path.glob("*.part"))
+
+
+# --- CSV and GeoJSON ------------------------------------------------------------------------
+
+
+def csv_rows(text: str) -> list[dict[str, str]]:
+    rows = list(csv.reader(io.StringIO(text)))
+    assert tuple(rows[0]) == CSV_COLUMNS
+    return [dict(zip(CSV_COLUMNS, r, strict=True)) for r in rows[1:]]
+
+
+def test_csv_one_row_per_fix_with_the_nearest_samples(store):
+    first = next(store.iter_fixes(1))
+    store.mark_poi(first.id, "great view, east")
+    out = io.StringIO()
+    assert write_csv(store, out) == 2
+    rows = csv_rows(out.getvalue())
+    assert len(rows) == 35
+    assert [r["activity"] for r in rows] == ["1"] * 30 + ["2"] * 5
+    assert rows[0] == {
+        "activity": "1", "time": "2026-06-01T08:00:00Z", "lat": "47.0", "lon": "7.6",
+        "alt": "500.0", "speed": "", "course": "", "hdop": "0.9", "sats": "9", "quality": "",
+        "hr": "120", "cad": "85", "pwr": "210", "poi": "great view, east",
+    }  # fmt: skip
+    assert rows[3]["time"] == "2026-06-01T08:00:00.3Z"  # the receiver's tenths, no more
+    assert float(rows[3]["lat"]) == pytest.approx(47.00003)
+    # hr every 0.25 s: the fix at T+0.5 s takes the sample at T+0.5 s (122); T+0.6 s the one
+    # at T+0.5 s too (nearer than T+0.75 s), T+2.9 s the last one, at T+2.75 s (131)
+    assert [rows[i]["hr"] for i in (5, 6, 29)] == ["122", "122", "131"]
+    # one power sample at T+0.2 s: within 1 s of the fixes up to T+1.2 s, not after
+    assert rows[11]["pwr"] == "210" and rows[14]["pwr"] == ""
+    assert rows[30] == {
+        "activity": "2", "time": "2026-06-01T09:00:00Z", "lat": "46.5", "lon": "6.6",
+        "alt": "", "speed": "", "course": "", "hdop": "", "sats": "", "quality": "",
+        "hr": "", "cad": "", "pwr": "", "poi": "",
+    }  # fmt: skip
+
+
+def test_geojson_one_linestring_per_activity_with_aligned_arrays(store):
+    out = io.StringIO()
+    assert write_geojson(store, out) == 2
+    doc = json.loads(out.getvalue())
+    assert doc["type"] == "FeatureCollection"
+    ride, sail = doc["features"]
+    assert ride["type"] == "Feature" and ride["geometry"]["type"] == "LineString"
+    coords = ride["geometry"]["coordinates"]
+    assert len(coords) == 30
+    assert coords[3] == [7.6, pytest.approx(47.00003), 503.0]  # lon, lat, alt
+    props = ride["properties"]
+    assert {k: props[k] for k in ("id", "title", "type", "start", "end", "points")} == {
+        "id": 1, "title": "Morning ride", "type": "cycling", "start": "2026-06-01T08:00:00Z",
+        "end": "2026-06-01T08:00:02.9Z", "points": 30,
+    }  # fmt: skip
+    assert [len(props[k]) for k in ("times", "hr", "cad", "pwr")] == [30] * 4
+    assert props["times"][3] == "2026-06-01T08:00:00.3Z"
+    assert props["hr"][5] == 122 and props["cad"][0] == 85
+    assert props["pwr"][11] == 210 and props["pwr"][14] is None
+    assert sail["geometry"]["coordinates"][0] == [6.6, 46.5]  # no altitude: no third number
+    assert sail["properties"]["end"] is None  # still the current activity
+    assert sail["properties"]["hr"] == [None] * 5
+    out = io.StringIO()
+    write_geojson(store, out, [])
+    assert json.loads(out.getvalue()) == {"type": "FeatureCollection", "features": []}
+
+
+def test_progress_shows_only_on_long_exports_and_at_most_every_quarter_second():
+    now = [0.0]
+    stream = io.StringIO()
+    progress = TerminalProgress(stream, clock=lambda: now[0])
+    progress(1000)
+    assert stream.getvalue() == ""  # under a second: nothing
+    for t in (1.0, 1.1, 1.3):
+        now[0] = t
+        progress(1000)
+    assert stream.getvalue() == "\rexporting: 2,000 fixes\rexporting: 4,000 fixes"
+    progress.done()
+    assert stream.getvalue().endswith("\rexporting: 4,000 fixes\n")
+    quiet = TerminalProgress(None)
+    quiet(5)
+    quiet.done()
+    assert quiet.fixes == 5
+
+
+# --- the command line ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def config(store, tmp_path):
+    cfg = tmp_path / "tracker.toml"
+    cfg.write_text(f'[storage]\npath = "{store.path}"\n')
+    return cfg
+
+
+def run(config, *args) -> int:
+    return main(["export", "-c", str(config), *args])
+
+
+def test_cli_formats_to_files_and_stdout(config, tmp_path, capsys):
+    out = tmp_path / "ride.csv"
+    assert run(config, "--format", "csv", "-o", str(out)) == 0
+    assert len(csv_rows(out.read_text())) == 35
+    assert capsys.readouterr().err == f"wrote 2 activities, 35 fixes to {out}\n"
+    assert run(config, "--format", "geojson", "-o", "-", "--activity", "2") == 0
+    captured = capsys.readouterr()
+    assert [f["properties"]["id"] for f in json.loads(captured.out)["features"]] == [2]
+    assert captured.err == "wrote 1 activity, 5 fixes to stdout\n"
+    assert run(config, "-o", "-") == 0  # GPX by default
+    assert len(gpxpy.parse(capsys.readouterr().out).tracks) == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "ids"),
+    [
+        (["--until", "2026-06-01T08:30:00Z"], [1]),
+        (["--until", "2026-06-01T10:30+02:00"], [1]),  # the same time, with an offset
+        (["--since", "2026-06-01T08:30"], [2]),  # UTC; the current activity runs on
+        (["--since", "2026-06-02"], [2]),
+        (["--since", "2026-06-01T08:00:02", "--until", "2026-06-01T08:59"], [1]),
+        (["--until", "2026-06-01"], [1, 2]),  # a date is up to its end
+        (["--until", "2026-05-31"], []),
+        (["--activity", "1", "--since", "2026-06-01T08:30"], []),
+    ],
+)
+def test_cli_since_and_until_select_overlapping_activities(config, capsys, args, ids):
+    assert run(config, "--format", "csv", "-o", "-", *args) == 0
+    rows = csv_rows(capsys.readouterr().out)
+    assert sorted({int(r["activity"]) for r in rows}) == ids
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-o", "-", "--activity", "9"], "no activity with id 9"),
+        (["-o", "-", "--since", "yesterday"], "--since: not an ISO 8601 date or time"),
+        (["-o", "-", "--until", "2026-13-01"], "--until: not an ISO 8601 date or time"),
+        (["--format", "csv", "--gpx", "x.gpx"], "--gpx FILE means --format gpx -o FILE"),
+        (["--format", "csv"], "no output"),
+    ],
+)
+def test_cli_bad_arguments_are_one_line_and_exit_2(config, capsys, args, message):
+    assert run(config, *args) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"tracker export: {message}") and captured.err.count("\n") == 1
+
+
+def test_cli_an_unreadable_database_exits_1(tmp_path, capsys):
+    cfg = tmp_path / "tracker.toml"
+    cfg.write_text(f'[storage]\npath = "{tmp_path / "missing.db"}"\n')
+    assert run(cfg, "-o", "-") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tracker: ") and err.count("\n") == 1
+
+
+# --- a long ride -----------------------------------------------------------------------------
+
+LONG = 50_000
+
+
+@pytest.fixture(scope="module")
+def long_ride(tmp_path_factory):
+    """A config whose store holds one activity of LONG fixes at 1 Hz, with one hr sample right
+    on fix 2000, where one page of fixes ends and the next begins."""
+    tmp = tmp_path_factory.mktemp("long")
+    s = open_store(tmp / "tracker.db")
+    ride = s.start_activity("Long ride", "cycling", "private", (), T)
+    s.add_fixes(ride.id, [Fix(time=T + i, lat=47.0, lon=7.0 + i * 1e-5, alt=400.0)
+                          for i in range(LONG)])  # fmt: skip
+    s.add_samples([Sample(T + 2000, "hr", 77)])
+    s.end_activity(ride.id, T + LONG, "requested")
+    s.close()
+    cfg = tmp / "tracker.toml"
+    cfg.write_text(f'[storage]\npath = "{tmp / "tracker.db"}"\n')
+    return cfg
+
+
+def test_a_long_ride_is_streamed_page_by_page(long_ride, tmp_path, capsys):
+    out = tmp_path / "long.csv"
+    assert run(long_ride, "--format", "csv", "-o", str(out)) == 0
+    with out.open() as f:
+        assert sum(1 for _ in f) == LONG + 1  # and the header
+    assert capsys.readouterr().err == f"wrote 1 activity, 50,000 fixes to {out}\n"
+    out = tmp_path / "long.geojson"
+    assert run(long_ride, "--format", "geojson", "-o", str(out)) == 0
+    props = json.loads(out.read_text())["features"][0]["properties"]
+    assert props["points"] == LONG and len(props["times"]) == len(props["hr"]) == LONG
+    # aligned across the pages: the sample at fix 2000 is within 1 s of fixes 1999 to 2001 only
+    assert props["hr"][1998:2003] == [None, 77, 77, 77, None]
+    assert props["times"][2000] == "2026-06-01T08:33:20Z"
+
+
+def test_a_closed_stdout_ends_quietly(long_ride):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracker", "export", "-c", str(long_ride), "--format", "csv",
+         "-o", "-"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.stdout.readline() == ",".join(CSV_COLUMNS) + "\n"
+    proc.stdout.close()  # as `| head -n 1` does, long before the 4 MB are written
+    assert proc.wait(timeout=60) == 0
+    assert proc.stderr.read() == ""

@@ -132,23 +132,73 @@ def _request(args: argparse.Namespace, command: str, arg: str | None = None) -> 
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tracker.export import write_gpx
+    import io
+    import os
+
+    from tracker import export
+
+    def bad(message: str) -> int:
+        print(f"tracker export: {message}", file=sys.stderr)
+        return 2
+
+    if args.gpx is not None:  # the older form, kept for scripts
+        if args.output is not None or args.format not in (None, "gpx"):
+            return bad("--gpx FILE means --format gpx -o FILE: give one form, not both")
+        args.format, args.output = "gpx", args.gpx
+    if args.output is None:
+        return bad("no output: give -o FILE, or -o - for stdout")
+    bounds: dict[str, float | None] = {}
+    for name in ("since", "until"):
+        text = getattr(args, name)
+        try:
+            until = name == "until"
+            bounds[name] = None if text is None else export.parse_time(text, end_of_day=until)
+        except ValueError as e:
+            return bad(f"--{name}: {e}")
+    write = {"gpx": export.write_gpx, "csv": export.write_csv, "geojson": export.write_geojson}[
+        args.format or "gpx"
+    ]
+    to_stdout = args.output == "-"
+    # No progress line on a pipe, a log, or the terminal the export itself is printed on.
+    show = sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())
+    progress = export.TerminalProgress(sys.stderr if show else None)
 
     cfg = _config(args)
     store = _open_readonly(cfg)
-    out_path = Path(args.gpx)
-    tmp = out_path.with_name(out_path.name + ".part")  # never a half-written GPX under the name
+    tmp = None
     try:
-        with tmp.open("w", encoding="utf-8") as out:
-            n = write_gpx(store, out, args.activity)
-        tmp.replace(out_path)
-    except KeyError as e:
-        print(f"tracker export: {e.args[0]}", file=sys.stderr)
-        return 2
+        try:
+            selected = export.select_activities(store, args.activity, **bounds)
+        except KeyError as e:
+            return bad(e.args[0])
+        ids = [a.id for a in selected]
+        if to_stdout:
+            # GPX declares UTF-8, and titles and notes are anyone's text, whatever the locale.
+            stdout = sys.stdout
+            if isinstance(stdout, io.TextIOWrapper) and stdout.encoding.lower() != "utf-8":
+                stdout.reconfigure(encoding="utf-8")
+            try:
+                n = write(store, sys.stdout, ids, progress=progress)
+                sys.stdout.flush()
+            except BrokenPipeError:
+                # The reader left (`| head`): not an error. Python flushes stdout again at exit;
+                # pointed at devnull that flush cannot fail (the Python docs' SIGPIPE recipe).
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 0
+        else:
+            out_path = Path(args.output)
+            tmp = out_path.with_name(out_path.name + ".part")  # never half a file under the name
+            with tmp.open("w", encoding="utf-8", newline="") as out:
+                n = write(store, out, ids, progress=progress)
+            tmp.replace(out_path)
     finally:
+        progress.done()
         store.close()
-        tmp.unlink(missing_ok=True)
-    print(f"wrote {n} activit{'y' if n == 1 else 'ies'} to {out_path}")
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    fixes = f"{progress.fixes:,} fix{'' if progress.fixes == 1 else 'es'}"
+    where = "stdout" if to_stdout else args.output
+    print(f"wrote {n} activit{'y' if n == 1 else 'ies'}, {fixes} to {where}", file=sys.stderr)
     return 0
 
 
@@ -200,9 +250,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_poi)
 
-    p = with_config(sub.add_parser("export", help="write activities as GPX 1.1"))
-    p.add_argument("--gpx", required=True, help="output file")
+    p = with_config(sub.add_parser("export", help="write activities as GPX, CSV or GeoJSON"))
+    p.add_argument("--format", choices=["gpx", "csv", "geojson"], help="default gpx")
+    p.add_argument("-o", "--output", metavar="FILE", help="output file, - for stdout")
+    p.add_argument("--gpx", metavar="FILE", help="the same as --format gpx -o FILE")
     p.add_argument("--activity", type=int, action="append", help="activity id (repeatable)")
+    p.add_argument(
+        "--since", metavar="WHEN",
+        help="only activities that overlap this ISO 8601 date or time (UTC unless it has an "
+        "offset) or later",
+    )  # fmt: skip
+    p.add_argument(
+        "--until", metavar="WHEN",
+        help="only activities that overlap this or earlier (a date: up to its end)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_export)
 
     for name, module_name, help_text in MODULE_COMMANDS:

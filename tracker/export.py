@@ -1,4 +1,5 @@
-"""GPX 1.1 export: one track per activity, streamed so a 10-hour ride fits a Pi Zero.
+"""Export as GPX 1.1, CSV or GeoJSON: one track per activity, streamed so a 10-hour ride fits a
+Pi Zero.
 
 Each point carries its GPS time to the receiver's precision (fractions kept to the microsecond),
 its elevation, and heart rate and cadence as Garmin TrackPointExtension v1 (`gpxtpx:hr`,
@@ -9,20 +10,32 @@ Garmin devices write and what Strava and Garmin Connect read.
 gpxpy serialises every point and track (escaping, number and time formats). Only the envelope is
 written here, because building a whole gpxpy document costs about 400 bytes a point in memory:
 150 MB for a 10-hour ride at 10 Hz.
+
+CSV (one row per fix) and GeoJSON (one LineString Feature per activity, with per-point arrays of
+times and sensor values) are written with the csv and json modules, a page of fixes at a time.
+Their sensor columns take the nearest sample within TABLE_WINDOW_S of the fix.
 """
 
 from __future__ import annotations
 
 import bisect
+import contextlib
+import csv
+import json
+import shutil
+import tempfile
+import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import IO
 
 import gpxpy.gpx
 from gpxpy.gpxfield import gpx_fields_to_xml
 
 from tracker import __version__
+from tracker.fix import SAMPLE_KINDS
 from tracker.store import Activity, Store, StoredFix
 
 NS = {
@@ -30,7 +43,19 @@ NS = {
     "pwr": "http://www.garmin.com/xmlschemas/PowerExtension/v1",
 }
 SAMPLE_WINDOW_S = 1.5  # a sample further than this from a point is not that point's value
+TABLE_WINDOW_S = 1.0  # the same for CSV and GeoJSON, whose columns promise "within 1 s"
 CHUNK = 1000  # points read and serialised at a time
+CSV_COLUMNS = (
+    "activity", "time", "lat", "lon", "alt", "speed", "course", "hdop", "sats", "quality",
+    "hr", "cad", "pwr", "poi",
+)  # fmt: skip
+# A GeoJSON feature's per-point arrays wait in these until its coordinates are written; past
+# this size they go to a temporary file rather than memory.
+SPOOL_BYTES = 1 << 20
+PROGRESS_AFTER_S = 1.0  # a shorter export shows no progress line
+PROGRESS_EVERY_S = 0.25
+
+Progress = Callable[[int], None]  # told how many more fixes were written, a page at a time
 
 
 def _time(t: float) -> datetime:
@@ -55,10 +80,11 @@ def _extensions(values: dict[str, float]) -> list[ET.Element]:
 class _Samples:
     """Nearest sample of each kind to a time, over one chunk of points."""
 
-    def __init__(self, store: Store, t0: float, t1: float) -> None:
+    def __init__(self, store: Store, t0: float, t1: float, window: float = SAMPLE_WINDOW_S) -> None:
+        self.window = window
         self.times: dict[str, list[float]] = {}
         self.values: dict[str, list[float]] = {}
-        for s in store.samples_between(t0 - SAMPLE_WINDOW_S, t1 + SAMPLE_WINDOW_S):
+        for s in store.samples_between(t0 - window, t1 + window):
             self.times.setdefault(s.kind, []).append(s.time)
             self.values.setdefault(s.kind, []).append(s.value)
 
@@ -71,7 +97,7 @@ class _Samples:
                 key=lambda j: abs(times[j] - t),
                 default=None,
             )
-            if best is not None and abs(times[best] - t) <= SAMPLE_WINDOW_S:
+            if best is not None and abs(times[best] - t) <= self.window:
                 found[kind] = self.values[kind][best]
         return found
 
@@ -87,7 +113,9 @@ def _chunks(fixes: Iterable[StoredFix]) -> Iterator[list[StoredFix]]:
         yield chunk
 
 
-def _track_xml(store: Store, activity: Activity, sent_only: bool = False) -> Iterator[str]:
+def _track_xml(
+    store: Store, activity: Activity, sent_only: bool = False, progress: Progress | None = None
+) -> Iterator[str]:
     track = gpxpy.gpx.GPXTrack(name=activity.title)
     track.type = activity.type
     track.description = f"tracker activity {activity.id}"
@@ -115,14 +143,20 @@ def _track_xml(store: Store, activity: Activity, sent_only: bool = False) -> Ite
             yield gpx_fields_to_xml(
                 point, "trkpt", version="1.1", prettyprint=True, indent="      "
             )
+        if progress is not None:
+            progress(len(chunk))
     yield "\n    </trkseg>\n  </trk>\n"
 
 
-def write_gpx(
-    store: Store, out: IO[str], activity_ids: list[int] | None = None, *, sent_only: bool = False
-) -> int:
-    """Write the activities (all when `activity_ids` is None) as GPX 1.1; return the count.
-    `sent_only`: without the paused fixes kept on the unit (an upload to a backend)."""
+def select_activities(
+    store: Store,
+    activity_ids: list[int] | None = None,
+    since: float | None = None,
+    until: float | None = None,
+) -> list[Activity]:
+    """The activities with these ids in that order (all, oldest first, when None), keeping those
+    that overlap [since, until] (unix seconds; the current activity runs on). KeyError names the
+    ids that are not stored."""
     activities = store.activities()
     if activity_ids is not None:
         known = {a.id: a for a in activities}
@@ -130,6 +164,190 @@ def write_gpx(
         if missing:
             raise KeyError(f"no activity with id {', '.join(map(str, missing))}")
         activities = [known[i] for i in activity_ids]
+    return [
+        a
+        for a in activities
+        if (until is None or a.started_at <= until)
+        and (since is None or a.ended_at is None or a.ended_at >= since)
+    ]
+
+
+def parse_time(text: str, *, end_of_day: bool = False) -> float:
+    """An ISO 8601 date or date and time as unix seconds, UTC unless it carries an offset. A date
+    alone is its midnight, or with `end_of_day` the next one (`--until 2026-06-01` takes in the
+    rides of that day). ValueError says what was wrong."""
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        when = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return (when + timedelta(days=1) if end_of_day else when).timestamp()
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 date or time: {text!r}") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def iso_time(t: float) -> str:
+    """UTC ISO 8601 to the receiver's precision: the fraction it sent (to the microsecond,
+    trailing zeros dropped), none for a whole second."""
+    text = _time(t).replace(tzinfo=None).isoformat(timespec="microseconds")
+    return text.rstrip("0").rstrip(".") + "Z"
+
+
+def _sample_value(value: float | None) -> float | int | None:
+    # Sensors send whole bpm, rpm and watts, stored as REAL: written as "122", not "122.0".
+    if value is None or not float(value).is_integer():
+        return value
+    return int(value)
+
+
+@dataclass
+class TerminalProgress:
+    """A Progress that counts fixes and, on `stream` (None: count only), shows
+    "exporting: 12,345 fixes" once the export has taken PROGRESS_AFTER_S, refreshed in place at
+    most every PROGRESS_EVERY_S. `done()` ends the line if one was shown."""
+
+    stream: IO[str] | None
+    clock: Callable[[], float] = time.monotonic
+    fixes: int = 0
+    shown_at: float | None = None
+    started: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
+    def __call__(self, n: int) -> None:
+        self.fixes += n
+        if self.stream is None:
+            return
+        now = self.clock()
+        if now - self.started < PROGRESS_AFTER_S:
+            return
+        if self.shown_at is not None and now - self.shown_at < PROGRESS_EVERY_S:
+            return
+        self.shown_at = now
+        self.stream.write(f"\rexporting: {self.fixes:,} fixes")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.stream is not None and self.shown_at is not None:
+            self.stream.write(f"\rexporting: {self.fixes:,} fixes\n")
+            self.stream.flush()
+            self.shown_at = None
+
+
+def write_csv(
+    store: Store,
+    out: IO[str],
+    activity_ids: list[int] | None = None,
+    *,
+    progress: Progress | None = None,
+) -> int:
+    """Write one row per fix of the activities (all when `activity_ids` is None) under a header
+    of CSV_COLUMNS; return the activity count. `out` should be opened with newline=""."""
+    activities = select_activities(store, activity_ids)
+    writer = csv.writer(out, lineterminator="\n")  # "\r\n" would end up in the poi column
+    writer.writerow(CSV_COLUMNS)
+    for activity in activities:
+        for chunk in _chunks(store.iter_fixes(activity.id)):
+            samples = _Samples(store, chunk[0].time, chunk[-1].time, TABLE_WINDOW_S)
+            rows = []
+            for fix in chunk:
+                values = samples.at(fix.time)
+                rows.append(
+                    (activity.id, iso_time(fix.time), fix.lat, fix.lon, fix.alt, fix.speed,
+                     fix.course, fix.hdop, fix.sats, fix.quality,
+                     *(_sample_value(values.get(kind)) for kind in SAMPLE_KINDS), fix.poi)
+                )  # fmt: skip
+            writer.writerows(rows)
+            if progress is not None:
+                progress(len(chunk))
+    return len(activities)
+
+
+def _position(fix: StoredFix) -> list[float]:
+    # A GeoJSON position has no null: a fix without altitude is [lon, lat].
+    return [fix.lon, fix.lat] if fix.alt is None else [fix.lon, fix.lat, fix.alt]
+
+
+def _write_feature(
+    store: Store, out: IO[str], activity: Activity, progress: Progress | None
+) -> None:
+    # Coordinates go straight to `out`; the per-point arrays, which follow them in the
+    # properties, wait in spools, so one pass over the fixes keeps them all aligned.
+    with contextlib.ExitStack() as stack:
+        arrays = {
+            name: stack.enter_context(
+                tempfile.SpooledTemporaryFile(SPOOL_BYTES, mode="w+", encoding="utf-8")
+            )
+            for name in ("times", *SAMPLE_KINDS)
+        }
+        out.write('{"type": "Feature", "geometry": {"type": "LineString", "coordinates": [')
+        n = 0
+        for chunk in _chunks(store.iter_fixes(activity.id)):
+            samples = _Samples(store, chunk[0].time, chunk[-1].time, TABLE_WINDOW_S)
+            values = [samples.at(fix.time) for fix in chunk]
+            sep = "," if n else ""
+            out.write(sep + ",".join(json.dumps(_position(fix)) for fix in chunk))
+            arrays["times"].write(sep + ",".join(f'"{iso_time(fix.time)}"' for fix in chunk))
+            for kind in SAMPLE_KINDS:
+                arrays[kind].write(
+                    sep + ",".join(json.dumps(_sample_value(v.get(kind))) for v in values)
+                )
+            n += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
+        end = None if activity.ended_at is None else iso_time(activity.ended_at)
+        properties = {
+            "id": activity.id,
+            "title": activity.title,
+            "type": activity.type,
+            "start": iso_time(activity.started_at),
+            "end": end,
+            "points": n,
+        }
+        out.write(']}, "properties": ' + json.dumps(properties)[:-1])  # the arrays go on
+        for name, spool in arrays.items():
+            out.write(f', "{name}": [')
+            spool.seek(0)
+            shutil.copyfileobj(spool, out)
+            out.write("]")
+        out.write("}}")
+
+
+def write_geojson(
+    store: Store,
+    out: IO[str],
+    activity_ids: list[int] | None = None,
+    *,
+    progress: Progress | None = None,
+) -> int:
+    """Write the activities (all when `activity_ids` is None) as a GeoJSON FeatureCollection, one
+    LineString Feature each, with `times`, `hr`, `cad` and `pwr` arrays aligned with the
+    coordinates in its properties; return the count."""
+    activities = select_activities(store, activity_ids)
+    out.write('{"type": "FeatureCollection", "features": [')
+    for i, activity in enumerate(activities):
+        out.write(",\n" if i else "\n")
+        _write_feature(store, out, activity, progress)
+    out.write("\n]}\n")
+    return len(activities)
+
+
+def write_gpx(
+    store: Store,
+    out: IO[str],
+    activity_ids: list[int] | None = None,
+    *,
+    sent_only: bool = False,
+    progress: Progress | None = None,
+) -> int:
+    """Write the activities (all when `activity_ids` is None) as GPX 1.1; return the count.
+    `sent_only`: without the paused fixes kept on the unit (an upload to a backend)."""
+    activities = select_activities(store, activity_ids)
     ns = " ".join(f'xmlns:{k}="{v}"' for k, v in NS.items())
     out.write(
         '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -143,7 +361,7 @@ def write_gpx(
         f'version="1.1" creator="tracker {__version__}">\n'
     )
     for activity in activities:
-        for text in _track_xml(store, activity, sent_only):
+        for text in _track_xml(store, activity, sent_only, progress):
             out.write(text)
     out.write("</gpx>\n")
     return len(activities)
