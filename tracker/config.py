@@ -8,6 +8,7 @@ silently ignored on a unit that then runs at the wrong speed for a whole ride).
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -145,6 +146,58 @@ class ButtonConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """[web] (tracker/web.py): the status page. Off without the section. Anywhere but the
+    loopback a token is required (inline, token_file, or the credential web-token)."""
+
+    listen: str = "127.0.0.1:8080"
+    token: str = field(default="", repr=False)
+    token_file: Path | None = None
+    tiles_url: str = ""  # e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png; "": no map
+
+    def check(self) -> None:
+        host, _ = split_listen(self.listen)
+        if not _loopback(host) and not (
+            self.token or self.token_file or _credential("web-token")
+        ):
+            raise ValueError(
+                f"token: missing; {self.listen} is reachable from other machines, so the page "
+                "needs a token (token, token_file or the systemd credential web-token)"
+            )
+
+
+def split_listen(text: str) -> tuple[str, int]:
+    """`host:port` (`[v6]:port`) -> (host, port); ValueError naming what is wrong."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port such as 127.0.0.1:8080, got {text!r}")
+    return host, int(port)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _credential(name: str) -> bool:
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    return bool(creds) and (Path(creds) / name).exists()
+
+
+def _listen(v: Any) -> str:
+    text = _str(v)
+    split_listen(text)
+    return text
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
 
@@ -158,6 +211,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     time: TimeConfig = field(default_factory=TimeConfig)
     button: ButtonConfig | None = None  # None: no [button] section
+    web: WebConfig | None = None  # None: no [web] section, no status page
     sensors: tuple[SensorConfig, ...] = ()  # the [[sensors]] array of tables
     # Backend section -> its Settings (tracker/backends.py), only those present in the file.
     backends: Mapping[str, Any] = field(default_factory=dict)
@@ -253,6 +307,10 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     ),
     "log": (LogConfig, {"level": _level}),
     "time": (TimeConfig, {"set_system_clock": _bool}),
+    "web": (
+        WebConfig,
+        {"listen": _listen, "token": _str, "token_file": _path, "tiles_url": _str},
+    ),
     "button": (
         ButtonConfig,
         {

@@ -122,7 +122,7 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
             *(sd.Component(f"sender-{s.name}", lambda s=s: s.heartbeat) for s in senders),
         ],
     )
-    button = None
+    button = web = None
     try:
         while not stop.is_set():
             supervisor.tick()
@@ -131,6 +131,10 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
                 from tracker.button import start_button
 
                 button = start_button(cfg.button, cfg.storage.path, stop) or False
+            if web is None and cfg.web is not None and recorder.store_open.is_set():
+                from tracker import web as status_page  # the page reads the store: after it
+
+                web = status_page.start(cfg, stop) or False
             stop.wait(supervisor.next_wait_s())
     finally:
         notifier.stopping("stopping: storing what is pending")

@@ -115,7 +115,9 @@ def _plan(args: argparse.Namespace) -> Ride:
     )
 
 
-def _write_config(workdir: Path, device: str, mmt_url: str, gpsr_url: str) -> Path:
+def _write_config(
+    workdir: Path, device: str, mmt_url: str, gpsr_url: str, web_port: int
+) -> Path:
     path = workdir / "tracker.toml"
     path.write_text(
         "# written by `tracker demo`\n"
@@ -127,6 +129,8 @@ def _write_config(workdir: Path, device: str, mmt_url: str, gpsr_url: str) -> Pa
         "interval_s = 1\nbackoff_max_s = 5\nconnect_timeout_s = 2\nread_timeout_s = 5\n\n"
         f'[gpsr]\nurl = "{gpsr_url}"\ntoken = "{TOKEN}"\n'
         "interval_s = 1\nbackoff_max_s = 5\nconnect_timeout_s = 2\nread_timeout_s = 5\n\n"
+        "# the status page (tracker/web.py), on the loopback only\n"
+        f'[web]\nlisten = "127.0.0.1:{web_port}"\n\n'
         "# heart rate, cadence and power that follow the ride's GPS time (tracker/sensors)\n"
         '[[sensors]]\ntype = "simulated"\n'
     )
@@ -204,6 +208,14 @@ def _wait(predicate, timeout: float) -> bool:
     return False
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _gps_open(log_path: Path) -> bool:
     text = log_path.read_text() if log_path.exists() else ""
     return any("GPS " in line and " open at " in line for line in text.splitlines())
@@ -230,7 +242,8 @@ def main(args: argparse.Namespace) -> int:
     with mmt, gpsr:
         gpsr.make_token(USER, "post", 0, time.time() + 86400, key=TOKEN)
         writer = PtyWriter.open(workdir.resolve() / "gps0")
-        cfg_path = _write_config(workdir, writer.path, mmt.url, gpsr.url)
+        web_port = _free_port()
+        cfg_path = _write_config(workdir, writer.path, mmt.url, gpsr.url, web_port)
         log_path = workdir / "daemon.log"
         with log_path.open("w") as log_file:
             daemon = subprocess.Popen(
@@ -241,6 +254,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"  servers:  Map My Tracks at {mmt.url}, json-gpsr at {gpsr.url}")
         print(f"            both injecting network faults: {args.network_faults}")
         print(f"  daemon:   pid {daemon.pid}, config {cfg_path}, log {log_path}")
+        print(f"  page:     http://127.0.0.1:{web_port}/ (the status page, while the demo runs)")
         watch = Watch(workdir / "tracker.db", mmt, gpsr)
         try:
             if not _wait(lambda: _gps_open(log_path), 30):

@@ -96,6 +96,7 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
             "lat": last.lat,
             "lon": last.lon,
             "alt": last.alt,
+            "speed": last.speed,
             "quality": last.quality,
             "satellites": last.sats,
             "hdop": last.hdop,

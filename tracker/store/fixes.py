@@ -303,8 +303,11 @@ class FixesMixin(StoreBase):
         )
         return [Sample(*r) for r in rows], newest
 
-    def fix_count(self) -> int:
-        return self._scalar("SELECT count(*) FROM fixes")
+    def fix_count(self, activity_id: int | None = None) -> int:
+        """Every stored fix, or those of one activity."""
+        if activity_id is None:
+            return self._scalar("SELECT count(*) FROM fixes")
+        return self._scalar("SELECT count(*) FROM fixes WHERE activity_id = ?", (activity_id,))
 
     def _newest_id(self) -> int:
         return self._scalar("SELECT max(id) FROM fixes") or 0

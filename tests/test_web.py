@@ -1,0 +1,172 @@
+"""The status page (tracker/web.py): its JSON against the store, its token, its downloads, and
+the page itself rendered by a real browser (Debian's chromium, headless) against a real
+`tracker run` fed through a pty."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from support import T0, epochs, stored_fixes, wait_for
+
+from tracker import status, web
+from tracker.config import Config, StorageConfig, WebConfig, parse
+from tracker.fix import Fix, Sample
+from tracker.store import open_store
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "tracker.db"
+    s = open_store(path)
+    a = s.start_activity("Morning loop", "cycling", "private", (), T0.timestamp())
+    s.add_fixes(a.id, [Fix(T0.timestamp() + i, 48.0 + i * 4.5e-5, 11.0, speed=5.0, hdop=0.9)
+                       for i in range(3000)])  # fmt: skip
+    s.add_samples([Sample(T0.timestamp() + i, "hr", 130) for i in range(0, 3000, 10)])
+    s.close()
+    return path
+
+
+def serve(db: Path, token: str = "") -> tuple[web.StatusServer, threading.Event]:
+    cfg = Config(storage=StorageConfig(path=db), web=WebConfig(listen="127.0.0.1:0"))
+    server = web.StatusServer(cfg, token)
+    stop = threading.Event()
+    threading.Thread(target=server.run, args=(stop,), daemon=True).start()
+    return server, stop
+
+
+def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kw):  # the test looks at the 303 itself
+        return None
+
+
+def test_the_json_is_what_status_and_activities_read(db):
+    server, stop = serve(db)
+    try:
+        code, headers, body = fetch(server.url + "api/status")
+        assert code == 200 and headers["Content-Type"] == "application/json"
+        got = json.loads(body)
+        s = open_store(db, readonly=True)
+        try:
+            want = json.loads(json.dumps(status.collect(s, server.cfg)))
+        finally:
+            s.close()
+        assert {k: v for k, v in got.items() if k != "web"} == want
+        (act,) = json.loads(fetch(server.url + "api/activities")[2])
+        assert act["points"] == 3000 and act["distance_m"] == pytest.approx(2999 * 5.0, 0.01)
+        track = json.loads(fetch(server.url + "api/track")[2])
+        assert track["activity"] == 1 and len(track["points"]) <= web.TRACK_POINTS
+        assert track["points"][0] == [48.0, 11.0]
+        assert track["points"][-1] == [round(48.0 + 2999 * 4.5e-5, 6), 11.0]  # where it is now
+        assert fetch(server.url + "nope")[0] == 404
+    finally:
+        stop.set()
+
+
+def test_downloads(db):
+    server, stop = serve(db)
+    try:
+        code, headers, body = fetch(server.url + "export/1.csv")
+        assert code == 200 and "activity-1.csv" in headers["Content-Disposition"]
+        assert body.decode().count("\n") == 3001  # header and one row a fix
+        assert json.loads(fetch(server.url + "export/1.geojson")[2])["type"] == "FeatureCollection"
+        assert b"<trkpt" in fetch(server.url + "export/1.gpx")[2]
+        assert fetch(server.url + "export/9.gpx")[0] == 404
+    finally:
+        stop.set()
+
+
+def test_a_token_is_needed_for_every_request_when_set(db):
+    server, stop = serve(db, token="s3cret-page")
+    try:
+        assert fetch(server.url + "api/status")[0] == 401
+        assert fetch(server.url, {"Authorization": "Bearer wrong"})[0] == 401
+        assert fetch(server.url + "api/status", {"Authorization": "Bearer s3cret-page"})[0] == 200
+        code, headers, _ = fetch(server.url + "?token=s3cret-page")
+        assert code == 303 and headers["Location"] == "/"  # the token leaves the address bar
+        cookie = headers["Set-Cookie"].split(";")[0]
+        assert "HttpOnly" in headers["Set-Cookie"]
+        assert fetch(server.url + "api/activities", {"Cookie": cookie})[0] == 200
+    finally:
+        stop.set()
+
+
+def test_any_address_but_the_loopback_needs_a_token():
+    with pytest.raises(Exception, match="token: missing"):
+        parse({"web": {"listen": "0.0.0.0:8080"}})
+    assert parse({"web": {"listen": "0.0.0.0:8080", "token": "x"}}).web.token == "x"
+    assert parse({"web": {}}).web.listen == "127.0.0.1:8080"
+    assert parse({}).web is None  # no section, no page
+
+
+CHROMIUM = shutil.which("chromium")
+BROWSER = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run",
+           "--virtual-time-budget=8000"]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium; .ci/run does)")
+def test_the_page_in_a_real_browser_shows_the_store(daemon, gps, tmp_path):
+    port = free_port()
+    d = daemon(f'[web]\nlisten = "127.0.0.1:{port}"\n').start()
+    d.wait_gps_open()
+    ride = epochs(400, rate_hz=5.0)
+    for e in ride:
+        gps.write(e.data)
+    wait_for(lambda: d.db.exists() and len(stored_fixes(d.db)) >= 400, what="the ride stored")
+    wait_for(lambda: "status page at" in d.log_text(), what="the page started")
+    url = f"http://127.0.0.1:{port}/"
+    dom = subprocess.run([CHROMIUM, *BROWSER, f"--user-data-dir={tmp_path / 'profile'}",
+                          "--dump-dom", url], capture_output=True, text=True,
+                         timeout=90).stdout  # fmt: skip
+    assert 'data-loaded="yes"' in dom, dom[-2000:]
+
+    def shown(element: str) -> str:
+        m = re.search(rf'id="{element}"[^>]*>([^<]*)<', dom)
+        assert m, element
+        return m.group(1)
+
+    fixes = stored_fixes(d.db)
+    last = fixes[-1]
+    assert int(shown("fixes")) == len(fixes)
+    assert shown("lat") == f"{last.lat:.6f}" and shown("lon") == f"{last.lon:.6f}"
+    assert shown("act-title") == "Cycling 2026-06-01 08:00"
+    track = json.loads(urllib.request.urlopen(url + "api/track", timeout=10).read())
+    path = re.search(r'<path id="track" d="([^"]*)"[^>]*data-points="(\d+)"', dom)
+    assert path, "the SVG track is drawn"
+    assert int(path.group(2)) == len(track["points"]) > 0
+    assert path.group(1).count("L") == len(track["points"]) - 1
+    rows = re.findall(r'<tr data-id="(\d+)">', dom)
+    assert rows == [str(a) for a in sorted({f.activity_id for f in fixes if f.activity_id})]
+    assert d.terminate() == 0
+
+
+def test_replace_keeps_web_optional():
+    cfg = replace(Config(), web=None)
+    assert web.start(cfg, threading.Event()) is None
