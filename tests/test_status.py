@@ -45,3 +45,34 @@ def test_problems_stand_out():
     assert "STORAGE:   /x.db: disk full" in text
     assert "DROPPED:   7 fixes" in text and "PRUNED:    3 undelivered" in text
     assert "last fix:  none yet" in text and "no backend configured" in text
+
+
+def test_watch_refreshes_until_interrupted(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from tracker.fix import Fix
+    from tracker.store import open_store
+
+    db = tmp_path / "tracker.db"
+    store = open_store(db)
+    store.add_fixes(None, [Fix(1_780_000_000.0, 47.0, 7.6)])
+    store.close()
+    conf = tmp_path / "tracker.toml"
+    conf.write_text(f'[storage]\npath = "{db}"\n')
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracker", "status", "--watch", "0.1", "-c", str(conf)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=root,
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    lines = []
+    while sum("fixes:" in line for line in lines) < 3 and time.monotonic() < deadline:
+        lines.append(proc.stdout.readline())
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "Traceback" not in err
+    assert sum("fixes:     1 stored" in line for line in lines) >= 3  # a report each refresh

@@ -65,13 +65,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     from tracker import status
 
     cfg = _config(args)
-    store = _open_readonly(cfg)
+
+    def show() -> str:
+        store = _open_readonly(cfg)
+        try:
+            report = status.collect(store, cfg)
+        finally:
+            store.close()
+        return json.dumps(report, indent=2) if args.json else status.render(report)
+
+    if not args.watch:
+        print(show())
+        return 0
+    # --watch: in place on a terminal (home, clear to the end), one report after another
+    # otherwise; Ctrl-C ends it.
+    tty = sys.stdout.isatty()
     try:
-        report = status.collect(store, cfg)
-    finally:
-        store.close()
-    print(json.dumps(report, indent=2) if args.json else status.render(report))
-    return 0
+        while True:
+            text = show()
+            print(("\x1b[H\x1b[J" + text) if tty else text + "\n", flush=True)
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
 
 
 def cmd_activities(args: argparse.Namespace) -> int:
@@ -230,6 +245,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = with_config(sub.add_parser("status", help="what the unit is doing"))
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--watch", type=float, nargs="?", const=2.0, default=None, metavar="S",
+                   help="refresh every S seconds (default 2) until Ctrl-C")  # fmt: skip
     p.set_defaults(func=cmd_status)
 
     p = with_config(sub.add_parser("activities", help="the stored rides, with their figures"))
