@@ -103,8 +103,11 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 say "installing tracker into $venv"
 # shellcheck disable=SC2086  # pip_args is a list of words on purpose
+# The versions tested together (constraints.txt), not whatever is newest on the day.
+constraints=()
+[ -f "$src/constraints.txt" ] && constraints=(-c "$src/constraints.txt")
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade $pip_args \
-    "$src[all]"
+    "${constraints[@]}" "$src[all]"
 [ -x "$venv/bin/tracker" ] || die "pip did not install $venv/bin/tracker"
 
 # --- files -----------------------------------------------------------------------------------------

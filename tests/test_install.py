@@ -173,3 +173,27 @@ def test_security_exposure_is_ok_or_better():
     assert f"{score:.1f} OK" in readme or f"{score:.1f} SAFE" in readme, (
         f"README shows the measured score {score:.1f} {verdict}"
     )
+
+
+@pytest.mark.slow
+def test_the_checkout_builds_with_the_setuptools_of_a_fresh_debian_venv(tmp_path):
+    """The offline path: no build isolation, the venv's own setuptools (65 with Python 3.11's
+    ensurepip, 66 in Debian 12's), nothing newer fetched for the build."""
+    import subprocess
+    import sys
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    old = subprocess.run([str(py), "-c", "import setuptools; print(setuptools.__version__)"],
+                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert int(old.split(".")[0]) < 77, f"this venv's setuptools is {old}: not an old one"
+    pip = [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, "wheel"], check=True, capture_output=True)  # what Debian ships
+    done = subprocess.run([*pip, "--no-build-isolation", "--no-deps", str(ROOT)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (venv / "bin" / "tracker").exists()
+    shown = subprocess.run([str(py), "-m", "pip", "show", "pi-live-tracker"],
+                           capture_output=True, text=True).stdout  # fmt: skip
+    assert "Name: pi-live-tracker" in shown

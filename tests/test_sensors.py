@@ -394,7 +394,7 @@ def test_missing_bleak_disables_only_that_entry(monkeypatch, caplog):
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert lines == [
         "sensor C0:FF:EE:00:00:01 (ble) disabled: bleak is not installed "
-        "(pip install 'tracker[ble]')"
+        "(pip install 'pi-live-tracker[ble]')"
     ]
     with pytest.raises(MissingLibrary):
         BleLink(cfgs[0], LinkContext(manager.statuses[0], manager.clock))

@@ -46,7 +46,7 @@ from tracker.sensors.link import LinkContext, MissingLibrary, SensorError
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "openant is not installed (pip install 'tracker[ant]')"
+INSTALL_HINT = "openant is not installed (pip install 'pi-live-tracker[ant]')"
 # profile -> (ANT+ device type, channel period in 1/32768 s)
 PROFILES = {"hr": (120, 8070), "power": (11, 8182), "speed_cadence": (121, 8086),
             "cadence": (122, 8102)}  # fmt: skip

@@ -47,7 +47,7 @@ from tracker.sensors.link import LinkContext, MissingLibrary, SensorError
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "bleak is not installed (pip install 'tracker[ble]')"
+INSTALL_HINT = "bleak is not installed (pip install 'pi-live-tracker[ble]')"
 
 
 def _bleak() -> Any:
