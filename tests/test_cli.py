@@ -44,3 +44,21 @@ def test_serve_mapmytracks_runs_the_test_server():
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+def test_a_reader_that_leaves_ends_the_command_quietly(tmp_path):
+    """`tracker status --json | head -n 0`: stdout's pipe is closed before the command writes;
+    that is the reader's choice, not an error (exit 0, nothing on stderr)."""
+    from tracker.store import open_store
+
+    db = tmp_path / "tracker.db"
+    open_store(db).close()
+    config = tmp_path / "tracker.toml"
+    config.write_text(f'[storage]\npath = "{db}"\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tracker", "status", "--json", "-c", str(config)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+    )  # fmt: skip
+    proc.stdout.close()  # long before the child has imported anything
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and err == b""

@@ -350,3 +350,69 @@ def test_a_missing_gpsr_token_file_fails_with_a_fix(tmp_path):
     (check,) = doctor.check_backend(ctx, "gpsr")
     assert (check.name, check.result) == ("gpsr token", doctor.FAIL)
     assert "token_file" in (check.fix or "")
+
+
+# --- how the checklist is shown -------------------------------------------------------------------
+
+
+def test_each_check_is_printed_as_soon_as_it_is_done(tmp_path):
+    """A silent receiver on a real pty keeps the NMEA check reading for seconds: the config and
+    device lines must reach the pipe before it ends, not all at once at the end."""
+    master, slave = os.openpty()
+    try:
+        config = write_config(tmp_path, os.ttyname(slave), 9600)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tracker", "doctor", "-c", str(config), "--user", me(),
+             "--listen", "1.0", "--probe", "0.2"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT,
+        )  # fmt: skip
+        arrived = [(time.monotonic(), x.rstrip("\n")) for x in proc.stdout]
+        assert proc.wait(timeout=60) == 1
+    finally:
+        os.close(slave)
+        os.close(master)
+    lines = [x for _, x in arrived]
+    assert lines[0].startswith("[ ok ] config:") and lines[1].startswith("[ ok ] gps device:")
+    nmea = lines.index(line("\n".join(lines), "[FAIL] nmea: no data at all"))
+    assert arrived[nmea][0] - arrived[1][0] >= 1.0, "the device line came before the listening"
+    assert lines[nmea + 1].startswith("       fix: check power and wiring")
+    assert lines[-1] == "1 check(s) failed"
+
+
+def test_json_lists_the_same_checks_as_the_text(tmp_path):
+    import json
+
+    config = write_config(tmp_path, "/dev/serial0-not-here", 9600)
+    text, as_json = doctor_cli(config), doctor_cli(config, "--json")
+    assert as_json.returncode == text.returncode == 1
+    checks = json.loads(as_json.stdout)
+    assert [c["name"] for c in checks] == ["config", "gps device", "disk", "clock"]
+    assert all(set(c) == {"name", "result", "detail", "fix"} for c in checks)
+    device = checks[1]
+    assert device["result"] == "FAIL" and "enable_uart=1" in device["fix"]
+    assert checks[3] == {
+        "name": "clock", "result": "skip", "fix": None,
+        "detail": "no GPS time or server time to compare with",
+    }  # fmt: skip
+    shown = [doctor.render_check(doctor.Check(**c)) for c in checks]
+    assert text.stdout.splitlines() == "\n".join(shown).splitlines() + ["1 check(s) failed"]
+
+
+def test_run_checks_hands_over_each_check_before_the_next_starts(tmp_path, monkeypatch):
+    device = tmp_path / "ttyFAKE"
+    device.write_bytes(b"")
+    device.chmod(0o600)
+    ctx = doctor.Context(doctor.load(write_config(tmp_path, str(device), 9600)), me())
+    seen: list[str] = []
+    seen_by_nmea: list[str] = []
+
+    def slow_nmea(ctx: doctor.Context) -> list[doctor.Check]:
+        seen_by_nmea.extend(seen)
+        return [doctor.Check("nmea", doctor.OK, "fake")]
+
+    monkeypatch.setattr(doctor, "check_nmea", slow_nmea)
+    config_check = doctor.Check("config", doctor.OK, "fine")
+    checks = doctor.run_checks(ctx, config_check, lambda c: seen.append(c.name))
+    assert seen_by_nmea == ["config", "gps device", "gps permissions"]
+    assert seen == [c.name for c in checks] == [*seen_by_nmea, "nmea", "disk", "clock"]
+    assert doctor.run_checks(ctx, config_check) == checks  # the callback is optional

@@ -252,6 +252,81 @@ def test_under_systemd_without_a_journal_logs_go_to_stderr(tmp_path):
     assert out.getvalue() == "INFO tracker.gps: hello\n"  # journald stamps the time itself
 
 
+STDERR_CHILD = """
+import sys
+sys.modules["systemd"] = None  # systemd-python unimportable, as on a Pi without it
+import logging
+from tracker import systemd as sd
+where = sd.setup_logging("debug")
+assert where == "stderr", where
+log = logging.getLogger("tracker.gps")
+log.debug("d"); log.info("i"); log.warning("w"); log.error("e"); log.critical("c")
+try:
+    1 / 0
+except ZeroDivisionError:
+    log.exception("failed")
+"""
+
+
+def stderr_child(environ: dict[str, str], stderr: int | None = None) -> list[str]:
+    """STDERR_CHILD's stderr lines; `stderr` an fd to give it (read back here), else a pipe."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("JOURNAL_STREAM", "NOTIFY_SOCKET", "INVOCATION_ID")}  # fmt: skip
+    env.update(environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-c", STDERR_CHILD], env=env, cwd=ROOT, timeout=60,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE if stderr is None else stderr,
+    )  # fmt: skip
+    assert done.returncode == 0
+    return done.stderr.decode().splitlines() if stderr is None else []
+
+
+def test_stderr_read_by_the_journal_carries_the_syslog_priority_on_every_line():
+    """A real child writing to a pipe that JOURNAL_STREAM names, as systemd sets it up for a
+    service (StandardError=journal) when systemd-python is not installed."""
+    r, w = os.pipe()
+    try:
+        st = os.fstat(w)
+        stderr_child({"JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}, stderr=w)
+        os.close(w)
+        w = -1
+        with os.fdopen(r, "rb") as f:
+            r = -1
+            lines = f.read().decode().splitlines()
+    finally:
+        for fd in (r, w):
+            if fd >= 0:
+                os.close(fd)
+    assert lines[:6] == [
+        "<7>DEBUG tracker.gps: d",
+        "<6>INFO tracker.gps: i",
+        "<4>WARNING tracker.gps: w",
+        "<3>ERROR tracker.gps: e",
+        "<2>CRITICAL tracker.gps: c",
+        "<3>ERROR tracker.gps: failed",  # no timestamp: journald stamps the time itself
+    ]
+    traceback = lines[6:]
+    assert traceback[0] == "<3>Traceback (most recent call last):"
+    assert traceback[-1] == "<3>ZeroDivisionError: division by zero"
+    assert all(x.startswith("<3>") for x in traceback), "a traceback keeps the error priority"
+
+
+def test_stderr_not_read_by_the_journal_has_no_priority_prefix():
+    plain = stderr_child({})  # outside systemd: a timestamp, no prefix
+    assert len(plain) > 6 and not any(x.startswith("<") for x in plain)
+    assert plain[2].endswith(" WARNING tracker.gps: w") and plain[2][:4].isdigit()
+    # JOURNAL_STREAM inherited, but this stderr is a pipe of our own, not the journal's stream
+    inherited = stderr_child({"JOURNAL_STREAM": "8:12345"})
+    assert inherited[:2] == ["DEBUG tracker.gps: d", "INFO tracker.gps: i"]
+
+
+def test_syslog_priority_of_each_level():
+    assert [sd.syslog_priority(getattr(logging, n)) for n in
+            ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")] == [2, 3, 4, 6, 7]  # fmt: skip
+    assert sd.syslog_priority(logging.WARNING + 5) == 4
+    assert sd.syslog_priority(logging.NOTSET) == 7
+
+
 def parse_journal_datagram(data: bytes) -> dict[str, str]:
     """The journal's native protocol: `KEY=value\\n`, or `KEY\\n<le64 size><value>\\n`."""
     out, i = {}, 0

@@ -217,10 +217,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
-
-
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The command line's parser. Every command is listed with its one-line help; a module
     command's own options (and its module) are loaded only if it is `command`, the one
@@ -300,13 +296,31 @@ def _command_in(argv: list[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+def _reader_left() -> None:
+    """Stdout's reader is gone (`tracker status --json | head -n 0`): not an error, and nothing
+    to say. Python flushes stdout again at exit; pointed at devnull that flush cannot fail (the
+    Python docs' SIGPIPE recipe)."""
+    import contextlib
+    import os
+
+    # ValueError, OSError: stdout is no file (replaced in-process), there is nothing to flush
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(_command_in(argv)).parse_args(argv)
+    code = 0
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit, so a reader that left is caught below
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        _reader_left()
+        return code  # 0, or what the command returned before the last flush failed
     except Exception as e:  # a bad config, the store's and the OS's errors: one line each
         # Imported here, not at the top: only a failing command pays for them.
         from tracker.validate import ConfigError

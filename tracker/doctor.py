@@ -8,9 +8,11 @@ It checks, in order: the config; that the GPS device exists and the service user
 that NMEA arrives, how fast, and at which baud rate (trying the common rates when nothing decodes
 at the configured one); that each configured backend answers and accepts the credentials; the
 free disk space for the queue; and the system clock (against GPS time or a backend's time).
-Every failure is one line naming what is wrong and one line with the fix. The exit code is 0
-only when every check passed (a check that could not run, e.g. the clock without GPS time or a
-backend, is shown as "skip" and does not fail).
+Every failure is one line naming what is wrong and one line with the fix, printed as soon as
+its check is done (the GPS and backend checks take seconds each); `--json` prints instead, at the
+end, a list of the checks (`name`, `result`, `detail`, `fix`). The exit code is 0 only when every
+check passed (a check that could not run, e.g. the clock without GPS time or a backend, is shown
+as "skip" and does not fail).
 
 The GPS checks read the device for a few seconds: stop the service first
 (`systemctl stop tracker`) or they compete with it for the bytes.
@@ -22,6 +24,7 @@ doctor runs those of the backends configured.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import grp
 import os
 import pwd
@@ -40,7 +43,6 @@ LISTEN_S = 5.0  # how long to read at the configured rate
 PROBE_S = 2.0  # how long to read at each other rate
 MIN_FREE_MB = 64.0
 CLOCK_TOLERANCE_S = 60.0
-
 
 
 @dataclass
@@ -346,31 +348,47 @@ def check_clock(ctx: Context) -> list[Check]:
 # --- the command ----------------------------------------------------------------------------------
 
 
-def run_checks(ctx: Context, config_check: Check) -> list[Check]:
-    checks = [config_check]
-    device = check_device(ctx)
-    checks += device
+def run_checks(
+    ctx: Context, config_check: Check, on_check: Callable[[Check], None] | None = None
+) -> list[Check]:
+    """Every check, in order; `on_check(check)` is called with each as soon as it is done
+    (before the next one starts), so a caller can show progress."""
+    checks: list[Check] = []
+
+    def add(new: list[Check]) -> list[Check]:
+        for c in new:
+            checks.append(c)
+            if on_check is not None:
+                on_check(c)
+        return new
+
+    add([config_check])
+    device = add(check_device(ctx))
     if not any(c.result == FAIL and c.name == "gps device" for c in device):
-        checks += check_nmea(ctx)
+        add(check_nmea(ctx))
     from tracker.backends import REGISTRY
 
     for section in REGISTRY:
-        checks += check_backend(ctx, section)
-    checks += check_disk(ctx)
-    checks += check_clock(ctx)
+        add(check_backend(ctx, section))
+    add(check_disk(ctx))
+    add(check_clock(ctx))
     return checks
 
 
-def render(checks: list[Check]) -> str:
-    lines = []
-    for c in checks:
-        mark = {OK: "[ ok ]", FAIL: "[FAIL]", SKIP: "[skip]"}[c.result]
-        lines.append(f"{mark} {c.name}: {c.detail}")
-        if c.result == FAIL and c.fix:
-            lines.append(f"       fix: {c.fix}")
+def render_check(c: Check) -> str:
+    """One check as the checklist shows it: its line, and its fix on the next when it failed."""
+    mark = {OK: "[ ok ]", FAIL: "[FAIL]", SKIP: "[skip]"}[c.result]
+    line = f"{mark} {c.name}: {c.detail}"
+    return line + f"\n       fix: {c.fix}" if c.result == FAIL and c.fix else line
+
+
+def summary(checks: list[Check]) -> str:
     failed = sum(c.result == FAIL for c in checks)
-    lines.append("all checks passed" if not failed else f"{failed} check(s) failed")
-    return "\n".join(lines)
+    return "all checks passed" if not failed else f"{failed} check(s) failed"
+
+
+def render(checks: list[Check]) -> str:
+    return "\n".join([*map(render_check, checks), summary(checks)])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -387,6 +405,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--probe", type=float, default=PROBE_S, metavar="S",
         help=f"seconds to try each other baud rate when nothing decodes (default {PROBE_S:g})",
     )  # fmt: skip
+    parser.add_argument(
+        "--json", action="store_true",
+        help="print the checks as a JSON list at the end (name, result, detail, fix)",
+    )  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
@@ -395,6 +417,12 @@ def main(args: argparse.Namespace) -> int:
     logging.getLogger("tracker").setLevel(logging.ERROR)  # the checklist says it all
     cfg, config_check = check_config(args.config)
     ctx = Context(cfg, args.user, listen_s=args.listen, probe_s=args.probe)
-    checks = run_checks(ctx, config_check)
-    print(render(checks))
+    if args.json:
+        import json
+
+        checks = run_checks(ctx, config_check)
+        print(json.dumps([dataclasses.asdict(c) for c in checks], indent=2))
+    else:
+        checks = run_checks(ctx, config_check, lambda c: print(render_check(c), flush=True))
+        print(summary(checks))
     return 0 if all(c.result != FAIL for c in checks) else 1

@@ -17,7 +17,9 @@ container and as a unit.
   `WatchdogSec=`. A thread that goes stale is one warning line (and one when it recovers).
 - `setup_logging()` sends records to the journal under systemd, with structured fields: pass
   `extra=fields(backend=..., activity=...)`, and
-  `journalctl -u tracker TRACKER_BACKEND=mapmytracks` finds them.
+  `journalctl -u tracker TRACKER_BACKEND=mapmytracks` finds them. Without systemd-python the
+  stderr lines the journal reads start with their syslog priority (`<3>` error, `<4>`
+  warning, ...), so `journalctl -p warning` still works.
 
 Thread safety: a Notifier may be used from any thread (each send is one datagram). A Supervisor
 belongs to the thread that calls `tick()` (the daemon's main thread).
@@ -395,6 +397,43 @@ class StderrFormatter(logging.Formatter):
         return super().format(record)
 
 
+class JournalStreamFormatter(StderrFormatter):
+    """StderrFormatter for a stderr the journal reads: every line starts with the record's
+    syslog priority, `<3>` for an error (sd-daemon(3)); journald takes it as the entry's
+    priority and strips it (`SyslogLevelPrefix=yes`, the default). Every line, so the lines of a
+    traceback keep the priority of the record they belong to."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return "\n".join(prefix + line for line in super().format(record).split("\n"))
+
+
+def syslog_priority(levelno: int) -> int:
+    """The syslog priority of a logging level: 2 critical, 3 error, 4 warning, 6 info, 7 debug
+    (a level between two takes the lower one's)."""
+    for threshold, priority in _PRIORITIES:
+        if levelno >= threshold:
+            return priority
+    return 7
+
+
+_PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+
+
+def stream_is_journal(stream: Any, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether `stream` is the journal's stdout/stderr stream: JOURNAL_STREAM (`device:inode`,
+    set by systemd for a service whose output goes to the journal) names its file, the check
+    systemd.exec(5) asks for. A process that inherited the variable with its stderr redirected
+    elsewhere (a file, a pipe, a terminal) is not writing to the journal."""
+    env = os.environ if environ is None else environ
+    try:
+        device, inode = (int(x) for x in env.get("JOURNAL_STREAM", "").split(":"))
+        st = os.fstat(stream.fileno())
+    except (ValueError, OSError, AttributeError):  # no or bad variable, no file descriptor
+        return False
+    return (st.st_dev, st.st_ino) == (device, inode)
+
+
 def under_systemd(environ: Mapping[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
     return bool(env.get("JOURNAL_STREAM") or env.get("NOTIFY_SOCKET"))
@@ -420,7 +459,9 @@ def setup_logging(
 
     Under systemd (JOURNAL_STREAM or NOTIFY_SOCKET set) with systemd-python installed and the
     journal's socket present: the JournalHandler, with the structured fields. Otherwise stderr
-    lines `LEVEL component: message`, with a timestamp unless journald adds its own.
+    lines `LEVEL component: message`, with a timestamp unless journald adds its own, and with
+    the syslog priority in front (`<4>WARNING ...`) when the stream is the journal's
+    (JOURNAL_STREAM names it).
     """
     env = os.environ if environ is None else environ
     root = logging.getLogger()
@@ -436,11 +477,15 @@ def setup_logging(
             handler.setFormatter(logging.Formatter("%(message)s"))
             where = "journal"
     if handler is None:
-        handler = logging.StreamHandler(stream or sys.stderr)
+        out = stream or sys.stderr
+        handler = logging.StreamHandler(out)
         fmt = "%(levelname)s %(name)s%(tracker_tags)s: %(message)s"
         if not under_systemd(env) and not env.get("INVOCATION_ID"):
             fmt = "%(asctime)s " + fmt
-        handler.setFormatter(StderrFormatter(fmt))
+        if stream_is_journal(out, env):
+            handler.setFormatter(JournalStreamFormatter(fmt))
+        else:
+            handler.setFormatter(StderrFormatter(fmt))
     handler.addFilter(_ComponentFilter())
     root.addHandler(handler)
     return where
