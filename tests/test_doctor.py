@@ -386,11 +386,12 @@ def test_json_lists_the_same_checks_as_the_text(tmp_path):
     text, as_json = doctor_cli(config), doctor_cli(config, "--json")
     assert as_json.returncode == text.returncode == 1
     checks = json.loads(as_json.stdout)
-    assert [c["name"] for c in checks] == ["config", "gps device", "disk", "clock"]
+    # ("service": skipped, no unit installed on a test machine)
+    assert [c["name"] for c in checks] == ["config", "gps device", "service", "disk", "clock"]
     assert all(set(c) == {"name", "result", "detail", "fix"} for c in checks)
     device = checks[1]
     assert device["result"] == "FAIL" and "enable_uart=1" in device["fix"]
-    assert checks[3] == {
+    assert checks[4] == {
         "name": "clock", "result": "skip", "fix": None,
         "detail": "no GPS time or server time to compare with",
     }  # fmt: skip
@@ -414,5 +415,67 @@ def test_run_checks_hands_over_each_check_before_the_next_starts(tmp_path, monke
     config_check = doctor.Check("config", doctor.OK, "fine")
     checks = doctor.run_checks(ctx, config_check, lambda c: seen.append(c.name))
     assert seen_by_nmea == ["config", "gps device", "gps permissions"]
-    assert seen == [c.name for c in checks] == [*seen_by_nmea, "nmea", "disk", "clock"]
+    assert seen == [c.name for c in checks] == [*seen_by_nmea, "nmea", "service", "disk", "clock"]
     assert doctor.run_checks(ctx, config_check) == checks  # the callback is optional
+
+
+# --- sensor hardware and the installed unit ------------------------------------------------
+
+
+SENSORS = (
+    '[[sensors]]\ntype = "ble"\nname = "Polar H10"\n\n'
+    '[[sensors]]\ntype = "ant"\nprofile = "hr"\n\n'
+    '[[sensors]]\ntype = "i2c"\nbus = 1\naddress = 0x48\nregister = 0\nkind = "pwr"\n'
+)
+
+
+def hardware_ctx(tmp_path: Path, root: Path, extra: str = SENSORS) -> doctor.Context:
+    cfg = doctor.load(write_config(tmp_path, "/dev/null", 9600, extra))
+    return doctor.Context(cfg, me(), root=root)
+
+
+def test_sensor_hardware_missing_is_named_with_its_fix(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    checks = doctor.check_sensor_hardware(hardware_ctx(tmp_path, root))
+    assert [(c.name, c.result) for c in checks] == [
+        ("bluetooth", doctor.FAIL), ("ant+ stick", doctor.FAIL), ("i2c", doctor.FAIL),
+    ]  # fmt: skip
+    assert "rfkill unblock bluetooth" in checks[0].fix
+    assert "raspi-config" in checks[2].fix and "/dev/i2c-1" in checks[2].detail
+
+
+def test_sensor_hardware_present(tmp_path):
+    root = tmp_path / "root"
+    (root / "sys/class/bluetooth/hci0").mkdir(parents=True)
+    stick = root / "sys/bus/usb/devices/1-1.2"
+    stick.mkdir(parents=True)
+    (stick / "idVendor").write_text("0fcf\n")
+    (stick / "idProduct").write_text("1009\n")
+    (root / "dev").mkdir()
+    (root / "dev/i2c-1").touch()
+    checks = doctor.check_sensor_hardware(hardware_ctx(tmp_path, root))
+    assert [(c.name, c.result) for c in checks] == [
+        ("bluetooth", doctor.OK), ("ant+ stick", doctor.OK), ("i2c", doctor.OK),
+    ]  # fmt: skip
+    assert "0fcf:1009" in checks[1].detail
+
+
+def test_no_sensor_no_hardware_check(tmp_path):
+    assert doctor.check_sensor_hardware(hardware_ctx(tmp_path, tmp_path, extra="")) == []
+
+
+def test_the_installed_unit_is_this_releases(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    ctx = hardware_ctx(tmp_path, root, extra="")
+    (skip,) = doctor.check_unit(ctx)
+    assert skip.result == doctor.SKIP and "install-pi.sh" in skip.fix
+    unit = root / "etc/systemd/system/tracker.service"
+    unit.parent.mkdir(parents=True)
+    shipped = (ROOT / "systemd" / "tracker.service").read_text()
+    unit.write_text(shipped + "\n# a comment of the rider's\n")
+    assert [c.result for c in doctor.check_unit(ctx)] == [doctor.OK]
+    unit.write_text(shipped.replace("MemoryMax=", "MemoryMax=9"))
+    (stale,) = doctor.check_unit(ctx)
+    assert stale.result == doctor.FAIL and "systemctl edit tracker" in stale.fix

@@ -55,6 +55,7 @@ class Context:
     probe_s: float = PROBE_S
     gps_time_offset_s: float | None = None  # GPS time minus the system clock
     server_time_offset_s: dict[str, float] = field(default_factory=dict)
+    root: Path = Path("/")  # where /sys, /dev and /etc are (tests give a made-up tree)
 
 
 # --- the config -----------------------------------------------------------------------------------
@@ -293,6 +294,92 @@ def check_backend(ctx: Context, section: str) -> list[Check]:
     return probe.checks
 
 
+# --- sensor hardware and the installed unit ----------------------------------------------------
+
+
+ANT_VENDOR = "0fcf"  # Garmin/Dynastream
+UNIT = Path("etc/systemd/system/tracker.service")
+
+
+def check_sensor_hardware(ctx: Context) -> list[Check]:
+    """What the configured sensors need from the machine: the Bluetooth adapter, an ANT+
+    stick the service user may open, the I2C bus. Only for sensor types configured."""
+    r = ctx.root
+    kinds = {s.type for s in ctx.cfg.sensors}
+    checks = []
+    if "ble" in kinds:
+        wanted = {s.adapter or "hci0" for s in ctx.cfg.sensors if s.type == "ble"}
+        for adapter in sorted(wanted):
+            if (r / "sys/class/bluetooth" / adapter).exists():
+                checks.append(Check("bluetooth", OK, f"adapter {adapter} present"))
+            else:
+                checks.append(Check(
+                    "bluetooth", FAIL, f"no Bluetooth adapter {adapter}",
+                    "rfkill unblock bluetooth && systemctl enable --now bluetooth "
+                    "(on a Pi Zero W/2 W or Pi 3/4/5 the adapter is built in)",
+                ))  # fmt: skip
+    if "ant" in kinds:
+        checks.append(_ant_stick(ctx))
+    buses = {s.bus for s in ctx.cfg.sensors if s.type == "i2c" and s.bus is not None}
+    if ctx.cfg.gps.device.startswith("i2c:"):
+        buses.add(int(ctx.cfg.gps.device.split(":")[1]))
+    for bus in sorted(buses):
+        dev = r / "dev" / f"i2c-{bus}"
+        if dev.exists():
+            checks.append(Check("i2c", OK, f"/dev/i2c-{bus} present"))
+        else:
+            checks.append(Check(
+                "i2c", FAIL, f"no /dev/i2c-{bus}",
+                "enable I2C: raspi-config > Interface Options > I2C, then reboot",
+            ))  # fmt: skip
+    return checks
+
+
+def _ant_stick(ctx: Context) -> Check:
+    for dev in sorted((ctx.root / "sys/bus/usb/devices").glob("*")):
+        try:
+            vendor = (dev / "idVendor").read_text().strip()
+        except OSError:
+            continue
+        if vendor == ANT_VENDOR:
+            product = (dev / "idProduct").read_text().strip() if (dev / "idProduct").exists() \
+                else "?"  # fmt: skip
+            return Check("ant+ stick", OK, f"USB {vendor}:{product} at {dev.name}")
+    return Check(
+        "ant+ stick", FAIL, "no ANT+ USB stick (vendor 0fcf) plugged in",
+        "plug in the stick; scripts/install-pi.sh's udev rule gives it to the service user",
+    )  # fmt: skip
+
+
+def check_unit(ctx: Context) -> list[Check]:
+    """The systemd unit scripts/install-pi.sh installs: there, and the one of this release."""
+    installed = ctx.root / UNIT
+    if not installed.exists():
+        return [Check("service", SKIP, f"/{UNIT} not installed (running by hand?)",
+                      "sudo scripts/install-pi.sh to run tracker as a service")]  # fmt: skip
+    shipped = Path(__file__).resolve().parents[1] / "systemd" / "tracker.service"
+    if shipped.exists() and _unit_directives(installed) != _unit_directives(shipped):
+        return [Check(
+            "service", FAIL, f"/{UNIT} differs from this release's unit",
+            "sudo scripts/install-pi.sh again (it keeps the config and the data), or put your "
+            "changes in a drop-in: systemctl edit tracker",
+        )]  # fmt: skip
+    return [Check("service", OK, f"/{UNIT} installed")]
+
+
+def _unit_directives(path: Path) -> list[str]:
+    """The unit's settings, without comments and blank lines (the installer may reword
+    paths: ExecStart= and the like are compared by their key only)."""
+    out = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        key, _, value = line.partition("=")
+        out.append(key if key in ("ExecStart", "User", "Group", "ReadWritePaths") else line)
+    return out
+
+
 # --- disk and clock -------------------------------------------------------------------------------
 
 
@@ -370,6 +457,8 @@ def run_checks(
 
     for section in REGISTRY:
         add(check_backend(ctx, section))
+    add(check_sensor_hardware(ctx))
+    add(check_unit(ctx))
     add(check_disk(ctx))
     add(check_clock(ctx))
     return checks
