@@ -250,3 +250,18 @@ def test_the_commented_examples_of_optional_sections_parse(name):
         block.append(line[1:])
     section = getattr(config.parse(tomllib.loads("\n".join(block))), name)
     assert section is not None and section == type(section)(**vars(section))
+
+
+def test_an_inline_secret_in_a_world_readable_file_is_named_with_its_chmod(tmp_path):
+    from tracker.config import exposed_secrets
+
+    path = write(tmp_path, '[mapmytracks]\nusername = "r"\npassword = "hunter2"\n')
+    path.chmod(0o644)
+    warning = exposed_secrets(load(path))
+    assert warning and str(path) in warning and "[mapmytracks] password" in warning
+    assert f"chmod 640 {path}" in warning and "hunter2" not in warning
+    path.chmod(0o640)
+    assert exposed_secrets(load(path)) is None
+    path.chmod(0o644)
+    other = write(tmp_path, '[mapmytracks]\nusername = "r"\npassword_file = "/etc/pw"\n')
+    assert exposed_secrets(load(other)) is None  # no secret in the file itself

@@ -218,3 +218,20 @@ def test_a_button_without_gpio_hardware_is_one_log_line_and_the_daemon_runs_on(d
     lines = [x for x in d.log_text().splitlines() if "button on GPIO" in x]
     assert len(lines) == 1, lines
     assert "Traceback" not in d.log_text()
+
+
+def test_an_exposed_secret_is_warned_about_and_the_database_is_not_world_readable(daemon, gps):
+    import stat
+
+    d = daemon('[mapmytracks]\nurl = "http://127.0.0.1:9/api/"\nusername = "r"\n'
+               'password = "hunter2"\n')  # fmt: skip
+    d.config.chmod(0o644)
+    d.start()
+    d.wait_gps_open()
+    play(gps, epochs(3, rate_hz=1.0))
+    wait_for(lambda: len(stored_times(d.db)) >= 3, what="fixes stored")
+    assert d.terminate() == 0
+    log = d.log_text()
+    assert f"chmod 640 {d.config}" in log and "hunter2" not in log
+    for path in d.db.parent.glob("tracker.db*"):
+        assert not stat.S_IMODE(path.stat().st_mode) & 0o007, path  # owner and group only

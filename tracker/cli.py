@@ -12,6 +12,7 @@ one asked for (tests/test_imports.py checks what `tracker --help` and `tracker r
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     systemd.setup_logging(args.log_level or cfg.log.level)
+    from tracker.config import exposed_secrets
+
+    warning = exposed_secrets(cfg)
+    if warning:  # a warning, never a refusal: the unit must keep tracking
+        import logging
+
+        logging.getLogger("tracker.config").warning("%s", warning)
     return daemon.run(cfg)
 
 
@@ -310,6 +318,9 @@ def _reader_left() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # What tracker creates (the database, its -wal and -shm, exports) is the owner's and the
+    # group's only, as under the unit's UMask=0027, also when run by hand.
+    os.umask(os.umask(0o027) | 0o027)
     args = build_parser(_command_in(argv)).parse_args(argv)
     code = 0
     try:

@@ -355,6 +355,29 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
     return Config(path=path, backends=backends, **sections)
 
 
+def exposed_secrets(cfg: Config) -> str | None:
+    """When the config file holds a password or token inline and users other than its owner
+    and group may read it: a one-line warning naming the file and the chmod that fixes it."""
+    if cfg.path is None:
+        return None
+    inline = [f"[{name}] {s.SECRET[0]}" for name, s in cfg.backends.items()
+              if s.SECRET is not None and getattr(s, s.SECRET[0], "")]  # fmt: skip
+    if cfg.web is not None and cfg.web.token:
+        inline.append("[web] token")
+    if not inline:
+        return None
+    try:
+        mode = cfg.path.stat().st_mode
+    except OSError:
+        return None
+    if not mode & 0o004:
+        return None
+    return (
+        f"{cfg.path} holds {', '.join(inline)} and every user may read it: "
+        f"chmod 640 {cfg.path} (or move the secret to a *_file or a systemd credential)"
+    )
+
+
 def load(path: Path | str) -> Config:
     """Read and validate the TOML file at `path`."""
     path = Path(path)

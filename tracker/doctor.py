@@ -74,6 +74,17 @@ def check_config(path: Path) -> tuple[Config, Check]:
     return cfg, Check("config", OK, f"{path} is valid")
 
 
+def check_secrets(ctx: Context) -> list[Check]:
+    """A password or token inline in a config file that every user may read."""
+    from tracker.config import exposed_secrets
+
+    warning = exposed_secrets(ctx.cfg)
+    if warning is None:
+        return []
+    text, _, fix = warning.partition(": chmod")
+    return [Check("config secrets", FAIL, text, "chmod" + fix)]
+
+
 # --- the GPS device -------------------------------------------------------------------------------
 
 
@@ -450,6 +461,7 @@ def run_checks(
         return new
 
     add([config_check])
+    add(check_secrets(ctx))
     device = add(check_device(ctx))
     if not any(c.result == FAIL and c.name == "gps device" for c in device):
         add(check_nmea(ctx))
