@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 # ConfigError and validate are re-exported: the rest of tracker imports them from here. The
 # validators keep the short private names the SCHEMA below is written with.
-from tracker.validate import ConfigError, validate
+from tracker.validate import ConfigError, key_text, validate
 from tracker.validate import boolean as _bool
 from tracker.validate import bounded as _bounded
 from tracker.validate import nonempty_str as _str
@@ -233,7 +233,7 @@ def _title(v: Any) -> str:
     title = _str(v)
     try:
         sample = _fill_title(title, "stand up paddle boarding", 1798761599.0, "UTC")
-    except (KeyError, IndexError) as e:
+    except (KeyError, IndexError, AttributeError, TypeError) as e:  # {start.x}, {start[0]}
         raise ValueError(
             f"unknown field {e} in {title!r} (known: {{type}}, {{Type}}, {{start:%Y-%m-%d}})"
         ) from None
@@ -337,7 +337,7 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
             continue
         if name not in SCHEMA and name not in REGISTRY:
             known = ", ".join([*SCHEMA, *REGISTRY, "sensors"])
-            raise ConfigError(f"{where}unknown section [{name}] (known: {known})")
+            raise ConfigError(f"{where}unknown section [{key_text(name)}] (known: {known})")
         if not isinstance(body, dict):
             raise ConfigError(f"{where}[{name}] must be a table")
         if name in REGISTRY:
@@ -390,4 +390,10 @@ def load(path: Path | str) -> Config:
         raise ConfigError(f"{path}: permission denied reading the config file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:  # tomllib decodes the bytes before parsing
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 (byte {e.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
+    except OSError as e:  # a directory, an I/O error
+        raise ConfigError(f"{path}: cannot read the config file: {e.strerror or e}") from None
     return parse(data, path)

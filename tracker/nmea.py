@@ -264,7 +264,10 @@ def _tod(s: str) -> int:
 @lru_cache(maxsize=8)
 def _day(year: int, month: int, day: int) -> int:
     """Days since 1970-01-01; ValueError for an impossible date."""
-    return datetime.date(year, month, day).toordinal() - _EPOCH_ORDINAL
+    try:
+        return datetime.date(year, month, day).toordinal() - _EPOCH_ORDINAL
+    except OverflowError:  # a number too big for C: out of range like any other bad date
+        raise ValueError(f"date {year}-{month}-{day} out of range") from None
 
 
 @lru_cache(maxsize=8)

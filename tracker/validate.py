@@ -10,6 +10,9 @@ reason in a few words; `validate()` runs a table through them and words the Conf
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,16 @@ from typing import Any
 
 class ConfigError(Exception):
     """A configuration problem, worded as one line for the rider."""
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def key_text(key: Any) -> str:
+    """A section or key name as the rider would write it in TOML: bare, else quoted with its
+    escapes (`"a\\nb"`), so that a stray line end or space in a key stays visible on one line."""
+    key = str(key)
+    return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
 
 
 def nonempty_str(v: Any) -> str:
@@ -35,7 +48,8 @@ def pos_int(v: Any) -> int:
 
 
 def pos_float(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+    # TOML has nan and inf: neither is a duration, a size or a rate.
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < math.inf:
         raise ValueError(f"expected a positive number, got {v!r}")
     return float(v)
 
@@ -82,7 +96,10 @@ def bounded(low: float, high: float, why: str) -> Callable[[Any], float]:
 
 def user_path(v: Any) -> Path:
     """A file path; `~` is the home of the user running the daemon."""
-    return Path(nonempty_str(v)).expanduser()
+    try:
+        return Path(nonempty_str(v)).expanduser()
+    except RuntimeError:  # "~someone/..." and no such user
+        raise ValueError(f"no home directory for {v.split('/')[0]!r}") from None
 
 
 def validate(
@@ -96,7 +113,7 @@ def validate(
     for key, raw in body.items():
         if key not in keys:
             known = ", ".join(keys)
-            raise ConfigError(f"{at} {key}: unknown key{unknown} (known: {known})")
+            raise ConfigError(f"{at} {key_text(key)}: unknown key{unknown} (known: {known})")
         try:
             values[key] = keys[key](raw)
         except ValueError as e:

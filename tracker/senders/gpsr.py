@@ -269,7 +269,7 @@ class InputReply:
 def _json_object(body: bytes, where: str, *, maybe_applied: bool) -> dict[str, Any]:
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:  # Recursion: deep arrays
         raise Transient(
             f"{where}: unreadable JSON reply ({type(e).__name__}); truncated?",
             maybe_applied=maybe_applied,
@@ -292,7 +292,9 @@ def _times(value: Any) -> Iterable[int]:
             value = float(value)
         except ValueError:
             return
-    if isinstance(value, int | float) and math.isfinite(value) and value == int(value):
+    if isinstance(value, int):  # any size: math.isfinite() overflows on a huge int
+        yield value
+    elif isinstance(value, float) and math.isfinite(value) and value == int(value):
         yield int(value)
 
 
@@ -300,7 +302,7 @@ def _error_text(doc: Mapping[str, Any]) -> str | None:
     err = doc.get("error")
     if err is None or err is False or err == "":
         return None
-    return str(err)[:200]
+    return " ".join(str(err).split())[:200] or "(blank)"  # one line, for messages and logs
 
 
 def parse_input_reply(body: bytes, where: str = "input") -> InputReply:

@@ -195,7 +195,7 @@ def parse_reply(body: bytes, where: str = "reply", *, maybe_applied: bool = True
         raise Transient(f"{where}: HTML page instead of XML", maybe_applied=maybe_applied)
     try:
         root = fromstring(body)
-    except (ParseError, DefusedXmlException, ValueError) as e:
+    except (ParseError, DefusedXmlException, ValueError, LookupError) as e:  # Lookup: encoding
         raise Transient(
             f"{where}: unreadable XML reply ({type(e).__name__}: {str(e)[:80]}); truncated?",
             maybe_applied=maybe_applied,
@@ -212,7 +212,7 @@ def parse_reply(body: bytes, where: str = "reply", *, maybe_applied: bool = True
         fields[child.tag] = (child.text or "").strip()
     msg = Message(fields, tuple(items))
     if msg.type == "error":
-        reason = fields.get("reason") or "no reason given"
+        reason = " ".join(fields.get("reason", "").split()) or "no reason given"  # one line
         raise Rejected(f"{where}: server error: {reason[:200]}")
     return msg
 
@@ -237,7 +237,7 @@ def parse_server_time(msg: Message, where: str = "get_time") -> int:
     raw = msg.fields.get("server_time", "")
     try:
         return int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: "inf", "1e999"
         raise Transient(f"{where}: no server_time in the reply") from None
 
 
@@ -250,7 +250,7 @@ def parse_points(text: str) -> list[tuple[int, float, float, float]]:
             t = int(float(parts[0]))
             lat, lon = float(parts[1]), float(parts[2])
             alt = float(parts[3]) if len(parts) > 3 and parts[3] else 0.0
-        except (IndexError, ValueError):
+        except (IndexError, ValueError, OverflowError):
             raise Transient(f"get_activity: unreadable point {block[:60]!r}") from None
         points.append((t, lat, lon, alt))
     return points

@@ -21,6 +21,7 @@ a typo must stop the daemon at start, not leave a power meter silently unpaired 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -81,8 +82,9 @@ def _rate(v: Any) -> float:
 
 
 def _nonzero_float(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or v == 0:
-        raise ValueError(f"expected a non-zero number, got {v!r}")
+    finite = isinstance(v, int | float) and -math.inf < v < math.inf
+    if isinstance(v, bool) or not finite or v == 0:
+        raise ValueError(f"expected a non-zero finite number, got {v!r}")
     return float(v)
 
 
