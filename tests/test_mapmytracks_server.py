@@ -19,7 +19,7 @@ import gpxpy.gpx
 import pytest
 import requests
 
-from tracker.testing.faults import KINDS, Faults
+from tracker.testing.faults import ALL_KINDS, KINDS, Faults
 from tracker.testing.mapmytracks import MapMyTracksServer, Readings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -512,8 +512,9 @@ def test_fault_rates_are_seeded_and_validated():
         Faults(reset=1.5)
     with pytest.raises(ValueError):
         Faults().set(explode=0.5)
-    assert set(KINDS) == {"reset", "fail_500", "retry_after", "html", "drop_reply", "truncate",
-                          "slow"}  # fmt: skip
+    assert ALL_KINDS == ("reset", "fail_500", "retry_after", "html", "drop_reply", "truncate",
+                         "slow", "garbage", "huge", "trickle")  # fmt: skip (new kinds go last)
+    assert ALL_KINDS[: len(KINDS)] == KINDS
 
 
 def test_server_seed_makes_a_faulty_run_repeatable():
@@ -582,7 +583,7 @@ def test_cli_serves_get_time():
     assert "get_time user=ann status=200" in err
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_a_kept_alive_session_recovers_after_each_fault(server, kind):
     server.faults.set(**{kind: 1.0}, slow_s=0.5)
     session = requests.Session()

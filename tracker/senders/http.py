@@ -40,12 +40,24 @@ PROBE_CONNECT_S, PROBE_READ_S = 10.0, 15.0  # `tracker doctor` waits no longer t
 _warned_plain: set[str] = set()
 
 
+def _unusable(message: str, kind: str) -> Transient:
+    """A 2xx reply that is not the protocol's (`kind`: html, too_large, empty): Transient, and
+    the server may have applied the request. `kind` gives each its own once-a-minute log line
+    (the sender's rate limit keys on the type and a `kind` attribute, as for gpsr's errors)."""
+    e = Transient(message, maybe_applied=True)
+    e.kind = kind  # type: ignore[attr-defined]
+    return e
+
+
 class HttpTransport:
     """POSTs (and GETs) to one base URL over one keep-alive session, with basic auth when a
     username is given (Map My Tracks) or none (json-gpsr, whose token is a request field).
 
     Every call has a connect and a read timeout, and the whole reply must arrive within
-    connect + 2 * read timeout (a server dripping one byte at a time cannot hold the sender).
+    connect + 2 * read timeout (a server dripping one byte at a time cannot hold the sender:
+    the body is read one recv at a time, each bounded by the read timeout, and the deadline
+    is checked between them; replies are asked for uncompressed so a recv is never held back
+    to fill a decoder). A body is read up to `max_reply_bytes` and no further.
     Certificates are verified (`verify` may name a CA bundle). A plain http:// URL works but is
     warned about once per process and URL: basic auth sends the password (a form field the
     token) readable by anyone on the path.
@@ -76,6 +88,7 @@ class HttpTransport:
             self._session.auth = (username, password or "")
         self._session.verify = verify
         self._session.headers["User-Agent"] = f"tracker/{__version__}"
+        self._session.headers["Accept-Encoding"] = "identity"  # replies are a few hundred bytes
         if parts.scheme == "http" and url not in _warned_plain:
             _warned_plain.add(url)
             log.warning(
@@ -154,19 +167,22 @@ class HttpTransport:
             raise Transient(f"{where}: HTTP {status} (is the URL right?)")
         length = resp.headers.get("Content-Length", "")
         if length.isdigit() and int(length) > self.max_reply_bytes:
-            raise Transient(
+            raise _unusable(
                 f"{where}: reply of {int(length)} bytes is over the "
                 f"{self.max_reply_bytes}-byte limit",
-                maybe_applied=True,
+                "too_large",
             )
         body = bytearray()
         try:
-            for chunk in resp.iter_content(_CHUNK):
+            # read1, not iter_content: iter_content blocks until a whole chunk or the end of
+            # the body, so a body dripped one byte a second (each recv well inside the read
+            # timeout) would hold the thread for as many seconds as it has bytes.
+            while chunk := resp.raw.read1(_CHUNK, decode_content=True):
                 body += chunk
                 if len(body) > self.max_reply_bytes:
-                    raise Transient(
+                    raise _unusable(
                         f"{where}: reply over the {self.max_reply_bytes}-byte limit",
-                        maybe_applied=True,
+                        "too_large",
                     )
                 if time.monotonic() > deadline:
                     raise LostReply(f"{where}: reply still incomplete at the time limit")
@@ -178,11 +194,10 @@ class HttpTransport:
             raise LostReply(f"{where}: reply cut short: {e}") from e
         reply = Reply(status, resp.headers, bytes(body))
         if not reply.body.strip():
-            raise Transient(f"{where}: empty reply (HTTP {status})", maybe_applied=True)
+            raise _unusable(f"{where}: empty reply (HTTP {status})", "empty")
         if reply.looks_like_html:
-            raise Transient(
-                f"{where}: HTML page instead of a reply (captive portal or proxy?)",
-                maybe_applied=True,
+            raise _unusable(
+                f"{where}: HTML page instead of a reply (captive portal or proxy?)", "html"
             )
         return reply
 

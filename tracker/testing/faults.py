@@ -13,7 +13,12 @@ process it) and gets, for every request:
 4. otherwise `App.process` runs (processed = True), then faults that strike *after* it:
    `drop_reply` (connection closed, no reply: the ambiguous case), `truncate` (the reply body
    cut in half, HTTP framing intact), `slow` (the reply is held `slow_s` seconds; the wait ends
-   early, with no reply, when the server stops);
+   early, with no reply, when the server stops), and three hostile replies where the
+   protocol's should be: `garbage` (a 200 of random bytes, `application/octet-stream`),
+   `huge` (a 200 of `HUGE_BYTES` of `<p>` filler under the real reply's content type, without
+   Content-Length, written in 64 KiB pieces as the client reads, never built in memory, until
+   the client closes), `trickle` (the real reply's status and headers at once, then its body
+   one byte every `trickle_s` seconds: only a client with an overall deadline gets away);
 5. one `RecordedRequest` is appended to the log and one log line written.
 
 `Faults.offline = True` resets every connection, whatever the rates and the `only` filter.
@@ -44,14 +49,24 @@ from typing import Any, Protocol, Self
 
 log = logging.getLogger(__name__)
 
-#: Fault kinds in the fixed order in which the single per-request draw is matched against them.
+#: The network fault kinds, which tests that want "every fault" cycle through.
 KINDS = ("reset", "fail_500", "retry_after", "html", "drop_reply", "truncate", "slow")
+#: Hostile replies after processing: opted into by name, not part of "every fault".
+HOSTILE_KINDS = ("garbage", "huge", "trickle")
+#: Every kind, in the fixed order in which the single per-request draw is matched against
+#: them. New kinds go at the end, so an existing seed keeps drawing the same faults.
+ALL_KINDS = KINDS + HOSTILE_KINDS
 #: Kinds that strike before the request is processed (the others strike after it).
 BEFORE = frozenset({"reset", "fail_500", "retry_after", "html"})
 OFFLINE = "offline"
 
-#: Upper bound for a slow reply, whatever was configured.
+#: Upper bound for a slow reply's delay and a trickled reply's byte interval.
 MAX_SLOW_S = 120.0
+#: Size of a `huge` reply body; `HUGE_PIECE` is what one write sends.
+HUGE_BYTES = 50 * 1024 * 1024
+HUGE_PIECE = b"<p>" * (64 * 1024 // 3)
+#: Size of a `garbage` reply body.
+GARBAGE_BYTES = 512
 #: Largest request body read; larger requests get a 413.
 MAX_BODY = 16 * 1024 * 1024
 #: Parameter names never recorded.
@@ -68,7 +83,7 @@ class Faults:
     """Fault rates (each 0..1), chosen per request with a seeded RNG.
 
     The draw is one uniform number per request matched against the rates laid end to end in
-    `KINDS` order, so each kind fires at exactly its rate while the rates add up to at most 1;
+    `ALL_KINDS` order, so each kind fires at exactly its rate while the rates add up to at most 1;
     beyond that, kinds later in the order get what is left (`set(reset=1.0)` always resets).
     `only`, if given, restricts faults to those request names (`offline` ignores it).
     Changes take effect from the next request; all methods are thread-safe.
@@ -84,7 +99,11 @@ class Faults:
         drop_reply: float = 0.0,
         truncate: float = 0.0,
         slow: float = 0.0,
+        garbage: float = 0.0,
+        huge: float = 0.0,
+        trickle: float = 0.0,
         slow_s: float = 3.0,
+        trickle_s: float = 1.0,
         retry_after_s: int = 2,
         only: Iterable[str] | None = None,
         offline: bool = False,
@@ -92,15 +111,17 @@ class Faults:
     ) -> None:
         self._lock = threading.Lock()
         self._rng = random.Random(seed)
-        self._rates = dict.fromkeys(KINDS, 0.0)
+        self._rates = dict.fromkeys(ALL_KINDS, 0.0)
         self._slow_s = 3.0
+        self._trickle_s = 1.0
         self._retry_after_s = 2
         self._only: frozenset[str] | None = None
         self._offline = False
         self.set(
             reset=reset, fail_500=fail_500, retry_after=retry_after, html=html,
-            drop_reply=drop_reply, truncate=truncate, slow=slow, slow_s=slow_s,
-            retry_after_s=retry_after_s, only=only, offline=offline,
+            drop_reply=drop_reply, truncate=truncate, slow=slow, garbage=garbage, huge=huge,
+            trickle=trickle, slow_s=slow_s, trickle_s=trickle_s, retry_after_s=retry_after_s,
+            only=only, offline=offline,
         )  # fmt: skip
 
     _UNSET: Any = object()
@@ -111,12 +132,13 @@ class Faults:
         only: Iterable[str] | None = _UNSET,
         offline: bool | None = None,
         slow_s: float | None = None,
+        trickle_s: float | None = None,
         retry_after_s: int | None = None,
         **rates: float,
     ) -> Faults:
         """Change some settings, keep the others. Unknown kinds or rates outside 0..1 raise
         ValueError (and change nothing). `only=None` lifts the restriction."""
-        unknown = set(rates) - set(KINDS)
+        unknown = set(rates) - set(ALL_KINDS)
         if unknown:
             raise ValueError(f"unknown fault kind(s): {', '.join(sorted(unknown))}")
         for kind, rate in rates.items():
@@ -124,6 +146,8 @@ class Faults:
                 raise ValueError(f"fault rate {kind}={rate} is outside 0..1")
         if slow_s is not None and not 0.0 <= float(slow_s) <= MAX_SLOW_S:
             raise ValueError(f"slow_s={slow_s} is outside 0..{MAX_SLOW_S:g}")
+        if trickle_s is not None and not 0.0 <= float(trickle_s) <= MAX_SLOW_S:
+            raise ValueError(f"trickle_s={trickle_s} is outside 0..{MAX_SLOW_S:g}")
         if retry_after_s is not None and int(retry_after_s) < 0:
             raise ValueError(f"retry_after_s={retry_after_s} is negative")
         with self._lock:
@@ -135,13 +159,15 @@ class Faults:
                 self._offline = bool(offline)
             if slow_s is not None:
                 self._slow_s = float(slow_s)
+            if trickle_s is not None:
+                self._trickle_s = float(trickle_s)
             if retry_after_s is not None:
                 self._retry_after_s = int(retry_after_s)
         return self
 
     def clear(self) -> Faults:
         """All rates to 0, not offline, no restriction."""
-        return self.set(only=None, offline=False, **dict.fromkeys(KINDS, 0.0))
+        return self.set(only=None, offline=False, **dict.fromkeys(ALL_KINDS, 0.0))
 
     def reseed(self, seed: int | None) -> None:
         with self._lock:
@@ -160,6 +186,11 @@ class Faults:
     def slow_s(self) -> float:
         with self._lock:
             return self._slow_s
+
+    @property
+    def trickle_s(self) -> float:
+        with self._lock:
+            return self._trickle_s
 
     @property
     def retry_after_s(self) -> int:
@@ -183,7 +214,7 @@ class Faults:
             if self._only is not None and name not in self._only:
                 return None
             edge = 0.0
-            for kind in KINDS:
+            for kind in ALL_KINDS:
                 rate = self._rates[kind]
                 edge += rate
                 if rate > 0.0 and u < edge:
@@ -195,11 +226,17 @@ class Faults:
         with self._lock:
             return self._rng.choice(options)
 
+    def noise(self, n: int) -> bytes:
+        """`n` random bytes, from the same seeded RNG (a `garbage` reply)."""
+        with self._lock:
+            return self._rng.randbytes(n)
+
     def __repr__(self) -> str:
         with self._lock:
             on = {k: v for k, v in self._rates.items() if v}
             return (
-                f"Faults({on}, slow_s={self._slow_s:g}, retry_after_s={self._retry_after_s}, "
+                f"Faults({on}, slow_s={self._slow_s:g}, trickle_s={self._trickle_s:g}, "
+                f"retry_after_s={self._retry_after_s}, "
                 f"only={sorted(self._only) if self._only is not None else None}, "
                 f"offline={self._offline})"
             )
@@ -389,6 +426,13 @@ class _Handler(BaseHTTPRequestHandler):
                 summary = reply.summary
                 if fault == "truncate":
                     reply.body = reply.body[: len(reply.body) // 2]
+                elif fault == "garbage":
+                    reply = dataclasses.replace(
+                        reply, status=200, body=owner.faults.noise(GARBAGE_BYTES),
+                        content_type="application/octet-stream", headers={},
+                    )  # fmt: skip
+                elif fault == "huge":
+                    reply = dataclasses.replace(reply, status=200, headers={})
                 if fault == "drop_reply":
                     self.close_connection = True
                 else:
@@ -413,7 +457,13 @@ class _Handler(BaseHTTPRequestHandler):
             owner.request_log.replace(item, dataclasses.replace(item, status=None))
             self.close_connection = True
             return
-        if to_send is not None:
+        if to_send is None:
+            return
+        if fault == "huge":
+            self._send_huge(to_send)
+        elif fault == "trickle":
+            self._send_trickled(to_send, owner.faults.trickle_s)
+        else:
             self._send(to_send)
 
     @staticmethod
@@ -429,6 +479,41 @@ class _Handler(BaseHTTPRequestHandler):
             )  # fmt: skip
         return Reply(200, CAPTIVE_PORTAL_HTML, "text/html; charset=utf-8", processed=False,
                      summary="captive portal")  # fmt: skip
+
+    def _send_huge(self, reply: Reply) -> None:
+        """A 200 whose body is HUGE_BYTES of filler under `reply`'s content type, delimited by
+        closing the connection (no Content-Length to refuse it by); written piece by piece, it
+        ends early when the client goes away or the server stops."""
+        self.close_connection = True
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            sent = 0
+            while sent < HUGE_BYTES and not self.server.owner.stop_event.is_set():
+                self.wfile.write(HUGE_PIECE)
+                sent += len(HUGE_PIECE)
+        except OSError as e:
+            log.debug("huge reply cut by the client: %s", e)
+
+    def _send_trickled(self, reply: Reply, interval_s: float) -> None:
+        """`reply` with honest headers, then its body one byte every `interval_s`; ends
+        early, the connection closed, when the client goes away or the server stops."""
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            stop = self.server.owner.stop_event
+            for i in range(len(reply.body)):
+                if stop.wait(interval_s):
+                    self.close_connection = True
+                    return
+                self.wfile.write(reply.body[i : i + 1])
+        except OSError as e:
+            log.debug("trickled reply cut by the client: %s", e)
+            self.close_connection = True
 
     def _send(self, reply: Reply) -> None:
         try:
@@ -605,6 +690,14 @@ def add_fault_arguments(parser: Any) -> None:
     g.add_argument("--retry-after-s", type=int, default=2, help="the Retry-After value (s)")
     g.add_argument("--truncate", type=float, default=0.0,
                    help="processed, reply body cut in half")  # fmt: skip
+    g.add_argument("--garbage", type=float, default=0.0,
+                   help="processed, then a 200 of random bytes")  # fmt: skip
+    g.add_argument("--huge", type=float, default=0.0,
+                   help=f"processed, then a 200 of {HUGE_BYTES // 2**20} MB of filler")  # fmt: skip
+    g.add_argument("--trickle", type=float, default=0.0,
+                   help="processed, then the reply's body one byte every --trickle-s")  # fmt: skip
+    g.add_argument("--trickle-s", type=float, default=1.0,
+                   help="interval between the bytes of a trickled reply (s)")  # fmt: skip
     g.add_argument("--only", action="append", metavar="REQUEST",
                    help="fault only these requests (repeatable)")  # fmt: skip
     g.add_argument("--seed", type=int, default=0, help="fault RNG seed")
@@ -614,7 +707,9 @@ def faults_from_args(args: Any) -> Faults:
     return Faults(
         fail_500=args.fail_500, reset=args.reset, drop_reply=args.drop_reply, slow=args.slow,
         slow_s=args.slow_s, html=args.html, retry_after=args.retry_after,
-        retry_after_s=args.retry_after_s, truncate=args.truncate, only=args.only, seed=args.seed,
+        retry_after_s=args.retry_after_s, truncate=args.truncate, garbage=args.garbage,
+        huge=args.huge, trickle=args.trickle, trickle_s=args.trickle_s, only=args.only,
+        seed=args.seed,
     )  # fmt: skip
 
 

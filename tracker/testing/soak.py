@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tracker import simulate
 from tracker.pty import PtyWriter
-from tracker.testing.faults import KINDS, Faults
+from tracker.testing.faults import ALL_KINDS, Faults
 from tracker.testing.gpsr import GpsrServer
 from tracker.testing.mapmytracks import MapMyTracksServer
 
@@ -60,9 +60,9 @@ def _proc(pid: int) -> tuple[int, int, int]:
 
 
 def _faults(seed: int) -> Faults:
-    """Every kind the servers know, at a few percent each."""
-    return Faults(seed=seed, slow_s=0.5, retry_after_s=1,
-                  **{k: RATES.get(k, 0.01) for k in KINDS})  # fmt: skip
+    """Every kind the servers know (the hostile replies too), at a few percent each."""
+    return Faults(seed=seed, slow_s=0.5, retry_after_s=1, trickle_s=0.5,
+                  **{k: RATES.get(k, 0.01) for k in ALL_KINDS})  # fmt: skip
 
 
 def soak(
