@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tracker.testing.faults import KINDS, Faults
+from tracker.testing.faults import ALL_KINDS, Faults
 from tracker.testing.gpsr import GpsrServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -746,7 +746,7 @@ def test_server_seed_makes_a_faulty_run_repeatable():
     assert set(run(3)) == {200, 500}
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ALL_KINDS)
 def test_a_kept_alive_session_recovers_after_each_fault(server, kind):
     server.faults.set(**{kind: 1.0}, slow_s=0.5)
     session = requests.Session()
