@@ -1,0 +1,68 @@
+"""Faults of the unit itself, against a real `tracker run`: a corrupt database at start, and a
+receiver whose line goes away and comes back a hundred times in a row."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from support import Daemon, epochs, stored_fixes, wait_for
+
+from tracker.pty import PtyWriter
+from tracker.store import StoreError
+
+pytestmark = pytest.mark.slow
+
+
+def stored(db) -> list:
+    try:
+        return stored_fixes(db) if db.exists() else []
+    except StoreError:
+        return []
+
+
+def test_a_corrupt_database_at_start_is_moved_aside_and_tracking_goes_on(daemon, gps, tmp_path):
+    d = daemon()
+    d.db.write_bytes(b"SQLite format 3\x00" + os.urandom(8192))  # a header, then noise
+    d.start()
+    d.wait_gps_open()
+    for e in epochs(20, rate_hz=1.0):
+        gps.write(e.data)
+    wait_for(lambda: len(stored(d.db)) >= 20, what="fixes in a new database")
+    assert d.terminate() == 0
+    aside = list(tmp_path.glob("tracker.db.corrupt-*"))
+    assert len([p for p in aside if not p.name.endswith(("-wal", "-shm"))]) == 1
+    errors = [line for line in d.log_text().splitlines() if " is corrupt (" in line]
+    assert len(errors) == 1 and "ERROR" in errors[0] and str(aside[0]) in errors[0]
+
+
+def test_the_line_going_away_and_back_a_hundred_times(tmp_path):
+    link = tmp_path / "gps-line"
+    writer = PtyWriter.open(link, timeout=2.0)
+    d = Daemon(tmp_path, str(link)).start()
+    ride = epochs(100 * 3, rate_hz=1.0)
+    fds = []
+    try:
+        for cycle in range(100):
+            assert writer.wait_for_reader(timeout=20), f"not reopened after {cycle} cuts"
+            for e in ride[3 * cycle : 3 * cycle + 3]:
+                writer.write(e.data)
+            want = round(ride[3 * cycle + 2].unix, 3)
+            wait_for(lambda w=want: any(round(f.time, 3) == w for f in stored(d.db)),
+                     timeout=20, what=f"cycle {cycle}'s fixes")  # fmt: skip
+            if cycle in (10, 99):
+                fds.append(len(os.listdir(f"/proc/{d.proc.pid}/fd")))
+            writer.close()  # the cable is pulled...
+            writer = PtyWriter.open(link, timeout=2.0)  # ...and plugged back in
+    except BaseException:
+        d.stop()
+        raise
+    finally:
+        writer.close()
+    assert d.proc.poll() is None, "the daemon is still running"
+    assert fds[1] <= fds[0], f"no descriptor leaked over 90 reconnects: {fds}"
+    assert d.terminate() == 0
+    times = [round(f.time, 3) for f in stored(d.db)]
+    assert len(times) == len(set(times)) == 300  # every fix of every cycle, once
+    lost = [line for line in d.log_text().splitlines() if " lost (" in line]
+    assert 1 <= len(lost) <= 100
