@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from support import Daemon
+from support import Daemon, mount
 
 from tracker.pty import PtyWriter
 from tracker.store import Store, open_store
@@ -51,3 +51,17 @@ def store(db: Path, request: pytest.FixtureRequest) -> Iterator[Store]:
     s.register_backend(request.module.NAME)
     yield s
     s.close()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 512 KiB tmpfs, to be filled or remounted read-only; skipped where the machine
+    cannot mount one."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if not mount("-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)):
+        pytest.skip("cannot mount a tmpfs here (needs root and mount permission)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)

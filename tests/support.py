@@ -231,3 +231,8 @@ def drive(sender, until: Callable[[], object], steps: int = 500) -> int:
             return i
         sender.step()
     raise AssertionError(f"not done after {steps} steps: {sender.status}")
+
+
+def mount(*args: str) -> bool:
+    """`mount ARGS`; whether it worked (it needs root and mount permission)."""
+    return subprocess.run(["mount", *args], capture_output=True).returncode == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from support import Daemon, epochs, stored_fixes, wait_for
+from support import Daemon, epochs, mount, stored_fixes, wait_for
 
 from tracker.pty import PtyWriter
 from tracker.store import StoreError
@@ -66,3 +66,62 @@ def test_the_line_going_away_and_back_a_hundred_times(tmp_path):
     assert len(times) == len(set(times)) == 300  # every fix of every cycle, once
     lost = [line for line in d.log_text().splitlines() if " lost (" in line]
     assert 1 <= len(lost) <= 100
+
+
+def on_disk(d: Daemon, disk) -> Daemon:
+    """The daemon `d` with its database on `disk` (its config and log stay where they are)."""
+    db = disk / "tracker.db"
+    d.config.write_text(d.config.read_text().replace(f'path = "{d.db}"', f'path = "{db}"'))
+    d.db = db
+    return d
+
+
+def test_a_full_disk_then_space_again(daemon, gps, tiny_disk):
+    d = on_disk(daemon(), tiny_disk).start()
+    d.wait_gps_open()
+    ride = epochs(400, rate_hz=5.0)
+    for e in ride[:10]:
+        gps.write(e.data)
+    wait_for(lambda: len(stored(d.db)) >= 10, what="the first fixes")
+    filler = tiny_disk / "filler"
+    with open(filler, "wb", buffering=0) as f:  # someone else fills the disk to the last byte
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    for e in ride[10:]:
+        gps.write(e.data)
+    wait_for(lambda: "holding" in d.log_text(), timeout=30, what="the disk-full error")
+    assert d.proc.poll() is None
+    filler.unlink()
+    wait_for(lambda: len(stored(d.db)) >= 400, timeout=60, what="every fix once space is back")
+    assert d.terminate() == 0
+    times = [round(f.time, 3) for f in stored(d.db)]
+    assert len(times) == len(set(times)) == 400
+    log = d.log_text()
+    assert "storage writable again" in log
+    assert log.count("activity 1 started") == 1, "a commit that failed logs nothing it undid"
+    assert log.count("database or disk is full") == 1  # once, not at every retry
+
+
+def test_a_read_only_database_then_writable(daemon, gps, tiny_disk):
+    d = on_disk(daemon(), tiny_disk).start()
+    d.wait_gps_open()
+    ride = epochs(60, rate_hz=1.0)
+    for e in ride[:10]:
+        gps.write(e.data)
+    wait_for(lambda: len(stored(d.db)) >= 10, what="the first fixes")
+    assert d.terminate() == 0
+    assert mount("-o", "remount,ro", str(tiny_disk))
+    d.start()
+    d.wait_gps_open()
+    for e in ride[10:]:
+        gps.write(e.data)
+    wait_for(lambda: "read-only" in d.log_text().lower() or "readonly" in d.log_text().lower(),
+             timeout=30, what="the read-only error")  # fmt: skip
+    assert d.proc.poll() is None
+    assert mount("-o", "remount,rw", str(tiny_disk))
+    wait_for(lambda: len(stored(d.db)) >= 60, timeout=60, what="every fix once writable")
+    assert d.terminate() == 0
+    assert len({round(f.time, 3) for f in stored(d.db)}) == 60

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import logging
 import queue
-import subprocess
 import threading
 from pathlib import Path
 
-import pytest
-from support import epochs, stored_times, wait_for
+from support import epochs, mount, stored_times, wait_for
 
 from tracker.config import Config, StorageConfig
 from tracker.fix import Fix
@@ -98,20 +96,6 @@ def test_a_store_that_cannot_be_opened_is_retried(tmp_path, caplog):
         r.close()
 
 
-def _mount(*args: str) -> bool:
-    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if not _mount("-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mnt)):
-        pytest.skip("cannot mount a tmpfs here (needs root and mount permission)")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
-
-
 def test_a_really_full_disk_then_space_again(tiny_disk, caplog):
     caplog.set_level(logging.ERROR)
     db = tiny_disk / "tracker.db"
@@ -126,7 +110,7 @@ def test_a_really_full_disk_then_space_again(tiny_disk, caplog):
         wait_for(lambda: r.recorder.stats.storage_error, what="the disk-full error")
         assert r.thread.is_alive()
         (tiny_disk / "filler").unlink()
-        assert _mount("-o", "remount,size=16m", str(tiny_disk))
+        assert mount("-o", "remount,size=16m", str(tiny_disk))
         wait_for(lambda: r.recorder.stats.storage_error is None, timeout=30, what="recovery")
     finally:
         r.close()
@@ -148,14 +132,14 @@ def test_a_read_only_file_system_then_writable_again(tiny_disk, caplog):
     r.feed(ride[:10])
     wait_for(lambda: len(stored_times(db)) == 10)
     r.close()
-    assert _mount("-o", "remount,ro", str(tiny_disk))
+    assert mount("-o", "remount,ro", str(tiny_disk))
     r = Running(db)
     try:
         r.feed(ride[10:])
         wait_for(lambda: r.recorder.stats.storage_errors >= 2, what="the read-only errors")
         assert r.recorder.stats.held == 90
         assert r.thread.is_alive()
-        assert _mount("-o", "remount,rw", str(tiny_disk))
+        assert mount("-o", "remount,rw", str(tiny_disk))
         wait_for(lambda: r.recorder.stats.storage_error is None, timeout=30, what="recovery")
     finally:
         r.close()

@@ -58,7 +58,8 @@ class _Activity:
 
     life: Lifecycle
     current: Activity | None = None
-    started: list[int] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)  # log lines, once committed
+    ended: list[str] = field(default_factory=list)
 
     def copy(self) -> _Activity:
         return _Activity(self.life.snapshot(), self.current)
@@ -240,8 +241,8 @@ class Recorder:
             self.stats.storage_error = None
         for text in done:
             log.info("%s", text)
-        for activity_id in act.started:
-            log.info("activity %d started", activity_id)
+        for text in act.ended + act.started:  # only what was committed
+            log.info("%s", text)
         if now - self._last_prune >= PRUNE_EVERY_S:
             self._last_prune = now
             self._prune()
@@ -352,6 +353,7 @@ class Recorder:
         """End the current activity at GPS time `at`; its fixes after that leave it."""
         assert self.store is not None and act.current is not None
         self.store.end_activity(act.current.id, at or act.current.started_at, reason)
+        act.ended.append(f"activity {act.current.id} ended: {reason}")
         if at is not None:
             self.store.detach_fixes(act.current.id, at)
 
@@ -411,7 +413,7 @@ class Recorder:
                     a.title_for(d.start.at), a.type, a.privacy, a.tags, d.start.at
                 )
                 store.adopt_fixes(act.current.id, d.start.adopt)
-                act.started.append(act.current.id)
+                act.started.append(f"activity {act.current.id} started: {act.current.title}")
             inside = d.place in (Place.SENT, Place.LOCAL) and act.current is not None
             key = (act.current.id, d.place is Place.LOCAL) if inside else (None, False)
             if key != run_key:

@@ -104,7 +104,9 @@ class FixesMixin(StoreBase):
             )
             activity = self.activity(cur.lastrowid)
         assert activity is not None
-        log.info("activity %d started: %s", activity.id, activity.title)
+        # Logged at debug: inside a caller's transaction this may still roll back (a full
+        # disk), and the recorder logs what it committed.
+        log.debug("activity %d started: %s", activity.id, activity.title)
         return activity
 
     def end_activity(self, activity_id: int, ended_at: float, reason: str) -> None:
@@ -118,7 +120,7 @@ class FixesMixin(StoreBase):
             if cur.rowcount == 0 and self.activity(activity_id) is None:
                 raise StoreError(f"{self.path}: no activity {activity_id}")
         if cur.rowcount:
-            log.info("activity %d ended: %s", activity_id, reason)
+            log.debug("activity %d ended: %s", activity_id, reason)
 
     def activity(self, activity_id: int) -> Activity | None:
         row = self._one(f"SELECT {_ACTIVITY_COLUMNS} FROM activities WHERE id = ?", (activity_id,))
