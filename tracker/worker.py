@@ -72,15 +72,20 @@ def run_loop(
             delay = step()
         except Exception as e:  # the loop boundary: log it, keep the thread
             failures += 1
-            delay = error_wait_s
-            errors.log(
-                logging.ERROR, f"{type(e).__name__}",
-                "%s: unexpected error, the thread goes on in %g s: %s",
-                name, error_wait_s, e, exc_info=True,
-            )  # fmt: skip
+            delay = _failed(errors, name, e, error_wait_s)
         if delay > 0 and not stop.is_set():
             pause(min(delay, max_wait_s))
     return failures
+
+
+def _failed(errors: RateLimitedLog, name: str, e: Exception, wait_s: float) -> float:
+    """Log an error that escaped a step (with its traceback, once a minute per kind); the
+    wait before the next step."""
+    errors.log(
+        logging.ERROR, type(e).__name__,
+        "%s: unexpected error, going on in %g s: %s", name, wait_s, e, exc_info=True,
+    )  # fmt: skip
+    return wait_s
 
 
 async def run_loop_async(
@@ -110,12 +115,7 @@ async def run_loop_async(
             delay = await step()
         except Exception as e:  # the loop boundary: log it, keep the task
             failures += 1
-            delay = error_wait_s
-            errors.log(
-                logging.ERROR, f"{type(e).__name__}",
-                "%s: unexpected error, the task goes on in %g s: %s",
-                name, error_wait_s, e, exc_info=True,
-            )  # fmt: skip
+            delay = _failed(errors, name, e, error_wait_s)
         deadline = clock() + min(max(delay, 0.0), max_wait_s)
         while not stop.is_set() and clock() < deadline:
             await asyncio.sleep(min(poll_s, max(0.0, deadline - clock())))
