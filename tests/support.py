@@ -59,6 +59,14 @@ def stored_fixes(db: Path) -> list[StoredFix]:
         store.close()
 
 
+def stored_so_far(db: Path) -> list[StoredFix]:
+    """The stored fixes while a daemon runs: none while it is still creating the database."""
+    try:
+        return stored_fixes(db) if db.exists() else []
+    except StoreError:
+        return []
+
+
 def stored_activities(db: Path) -> list:
     """Every stored activity, oldest first, through a read-only connection."""
     store = open_store(db, readonly=True)

@@ -6,19 +6,13 @@ from __future__ import annotations
 import os
 
 import pytest
-from support import Daemon, epochs, mount, stored_fixes, wait_for
+from support import Daemon, epochs, mount, stored_so_far, wait_for
 
 from tracker.pty import PtyWriter
-from tracker.store import StoreError
 
 pytestmark = pytest.mark.slow
 
 
-def stored(db) -> list:
-    try:
-        return stored_fixes(db) if db.exists() else []
-    except StoreError:
-        return []
 
 
 def test_a_corrupt_database_at_start_is_moved_aside_and_tracking_goes_on(daemon, gps, tmp_path):
@@ -28,7 +22,7 @@ def test_a_corrupt_database_at_start_is_moved_aside_and_tracking_goes_on(daemon,
     d.wait_gps_open()
     for e in epochs(20, rate_hz=1.0):
         gps.write(e.data)
-    wait_for(lambda: len(stored(d.db)) >= 20, what="fixes in a new database")
+    wait_for(lambda: len(stored_so_far(d.db)) >= 20, what="fixes in a new database")
     assert d.terminate() == 0
     aside = list(tmp_path.glob("tracker.db.corrupt-*"))
     assert len([p for p in aside if not p.name.endswith(("-wal", "-shm"))]) == 1
@@ -48,7 +42,7 @@ def test_the_line_going_away_and_back_a_hundred_times(tmp_path):
             for e in ride[3 * cycle : 3 * cycle + 3]:
                 writer.write(e.data)
             want = round(ride[3 * cycle + 2].unix, 3)
-            wait_for(lambda w=want: any(round(f.time, 3) == w for f in stored(d.db)),
+            wait_for(lambda w=want: any(round(f.time, 3) == w for f in stored_so_far(d.db)),
                      timeout=20, what=f"cycle {cycle}'s fixes")  # fmt: skip
             if cycle in (10, 99):
                 fds.append(len(os.listdir(f"/proc/{d.proc.pid}/fd")))
@@ -62,27 +56,29 @@ def test_the_line_going_away_and_back_a_hundred_times(tmp_path):
     assert d.proc.poll() is None, "the daemon is still running"
     assert fds[1] <= fds[0], f"no descriptor leaked over 90 reconnects: {fds}"
     assert d.terminate() == 0
-    times = [round(f.time, 3) for f in stored(d.db)]
+    times = [round(f.time, 3) for f in stored_so_far(d.db)]
     assert len(times) == len(set(times)) == 300  # every fix of every cycle, once
     lost = [line for line in d.log_text().splitlines() if " lost (" in line]
     assert 1 <= len(lost) <= 100
 
 
-def on_disk(d: Daemon, disk) -> Daemon:
-    """The daemon `d` with its database on `disk` (its config and log stay where they are)."""
+def started_on(d: Daemon, disk, gps, ride) -> Daemon:
+    """The daemon `d` with its database on `disk` (its config and log stay where they are),
+    started, with the first 10 epochs of `ride` stored."""
     db = disk / "tracker.db"
     d.config.write_text(d.config.read_text().replace(f'path = "{d.db}"', f'path = "{db}"'))
     d.db = db
+    d.start()
+    d.wait_gps_open()
+    for e in ride[:10]:
+        gps.write(e.data)
+    wait_for(lambda: len(stored_so_far(d.db)) >= 10, what="the first fixes")
     return d
 
 
 def test_a_full_disk_then_space_again(daemon, gps, tiny_disk):
-    d = on_disk(daemon(), tiny_disk).start()
-    d.wait_gps_open()
     ride = epochs(400, rate_hz=5.0)
-    for e in ride[:10]:
-        gps.write(e.data)
-    wait_for(lambda: len(stored(d.db)) >= 10, what="the first fixes")
+    d = started_on(daemon(), tiny_disk, gps, ride)
     filler = tiny_disk / "filler"
     with open(filler, "wb", buffering=0) as f:  # someone else fills the disk to the last byte
         try:
@@ -95,9 +91,9 @@ def test_a_full_disk_then_space_again(daemon, gps, tiny_disk):
     wait_for(lambda: "holding" in d.log_text(), timeout=30, what="the disk-full error")
     assert d.proc.poll() is None
     filler.unlink()
-    wait_for(lambda: len(stored(d.db)) >= 400, timeout=60, what="every fix once space is back")
+    wait_for(lambda: len(stored_so_far(d.db)) >= 400, timeout=60, what="every fix, space back")
     assert d.terminate() == 0
-    times = [round(f.time, 3) for f in stored(d.db)]
+    times = [round(f.time, 3) for f in stored_so_far(d.db)]
     assert len(times) == len(set(times)) == 400
     log = d.log_text()
     assert "storage writable again" in log
@@ -106,12 +102,8 @@ def test_a_full_disk_then_space_again(daemon, gps, tiny_disk):
 
 
 def test_a_read_only_database_then_writable(daemon, gps, tiny_disk):
-    d = on_disk(daemon(), tiny_disk).start()
-    d.wait_gps_open()
     ride = epochs(60, rate_hz=1.0)
-    for e in ride[:10]:
-        gps.write(e.data)
-    wait_for(lambda: len(stored(d.db)) >= 10, what="the first fixes")
+    d = started_on(daemon(), tiny_disk, gps, ride)
     assert d.terminate() == 0
     assert mount("-o", "remount,ro", str(tiny_disk))
     d.start()
@@ -122,6 +114,6 @@ def test_a_read_only_database_then_writable(daemon, gps, tiny_disk):
              timeout=30, what="the read-only error")  # fmt: skip
     assert d.proc.poll() is None
     assert mount("-o", "remount,rw", str(tiny_disk))
-    wait_for(lambda: len(stored(d.db)) >= 60, timeout=60, what="every fix once writable")
+    wait_for(lambda: len(stored_so_far(d.db)) >= 60, timeout=60, what="every fix once writable")
     assert d.terminate() == 0
-    assert len({round(f.time, 3) for f in stored(d.db)}) == 60
+    assert len({round(f.time, 3) for f in stored_so_far(d.db)}) == 60

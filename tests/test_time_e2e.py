@@ -13,10 +13,18 @@ import math
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from support import T0, USER, epochs, mmt_section, stored_activities, stored_fixes, wait_for
+from support import (
+    T0,
+    USER,
+    epochs,
+    mmt_section,
+    stored_activities,
+    stored_fixes,
+    stored_so_far,
+    wait_for,
+)
 
 from tracker.gpstime import ERA_S
-from tracker.store import StoreError
 from tracker.testing.mapmytracks import MapMyTracksServer
 
 pytestmark = pytest.mark.slow
@@ -25,12 +33,6 @@ PASSWORD = "t1me-pw"
 ALWAYS = '[activity]\nstart = "always"\n\n'
 
 
-def stored(db) -> list:
-    """The stored fixes; none while the daemon is still creating the database."""
-    try:
-        return stored_fixes(db) if db.exists() else []
-    except StoreError:
-        return []
 
 
 def play(gps, eps) -> None:
@@ -48,7 +50,7 @@ def _ride_through_server(daemon, gps, start: datetime, n: int = 40):
                  what="the server's clock known")  # fmt: skip
         ride = epochs(n, rate_hz=1.0, start=start)
         play(gps, ride)
-        wait_for(lambda: len(stored(d.db)) >= n, what="the ride stored")
+        wait_for(lambda: len(stored_so_far(d.db)) >= n, what="the ride stored")
         wait_for(lambda: sum(len(a.points) for a in server.activities.values()) >= n,
                  what="the ride on the server")  # fmt: skip
         return d, ride, list(server.activities.values())
@@ -82,7 +84,7 @@ def test_repeats_are_dropped_and_a_jump_back_ends_the_activity_cleanly(daemon, g
     sent = ride[:60] + [ride[57], ride[59]]  # 2 s back, and a repeat: dropped
     sent += ride[30:90]  # 30 s back: the receiver's clock jumped
     play(gps, sent)
-    wait_for(lambda: stored(d.db) and stored(d.db)[-1].time >= ride[89].unix - 0.01,
+    wait_for(lambda: stored_so_far(d.db) and stored_so_far(d.db)[-1].time >= ride[89].unix - 0.01,
              what="the last epoch stored")  # fmt: skip
     assert d.terminate() == 0
     report = d.status()  # the counters the daemon wrote as it stopped

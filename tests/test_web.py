@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import threading
 import urllib.error
@@ -16,18 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from support import T0, epochs, stored_fixes, wait_for
+from support import T0, epochs, free_port, stored_fixes, wait_for
 
 from tracker import status, web
 from tracker.config import Config, StorageConfig, WebConfig, parse
 from tracker.fix import Fix, Sample
 from tracker.store import open_store
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ silently ignored on a unit that then runs at the wrong speed for a whole ride).
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 # ConfigError and validate are re-exported: the rest of tracker imports them from here. The
 # validators keep the short private names the SCHEMA below is written with.
-from tracker.validate import ConfigError, key_text, validate
+from tracker.validate import ConfigError, credential_exists, key_text, validate
 from tracker.validate import boolean as _bool
 from tracker.validate import bounded as _bounded
 from tracker.validate import nonempty_str as _str
@@ -158,7 +157,7 @@ class WebConfig:
     def check(self) -> None:
         host, _ = split_listen(self.listen)
         if not _loopback(host) and not (
-            self.token or self.token_file or _credential("web-token")
+            self.token or self.token_file or credential_exists("web-token")
         ):
             raise ValueError(
                 f"token: missing; {self.listen} is reachable from other machines, so the page "
@@ -184,11 +183,6 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _credential(name: str) -> bool:
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    return bool(creds) and (Path(creds) / name).exists()
 
 
 def _listen(v: Any) -> str:

@@ -119,3 +119,11 @@ def validate(
         except ValueError as e:
             raise ConfigError(f"{at} {key}: {e}") from None
     return values
+
+
+def credential_exists(name: str) -> bool:
+    """Whether systemd passed the credential `name` (LoadCredential=) to this process."""
+    import os
+
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    return bool(creds) and (Path(creds) / name).exists()

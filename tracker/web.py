@@ -28,12 +28,12 @@ import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tracker.config import Config, split_listen
 from tracker.store import StoreError, open_store
+from tracker.validate import credential_exists
 from tracker.worker import run_loop
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ def web_token(cfg: Config) -> str:
     from tracker.senders.transport import SecretError, read_secret
 
     w = cfg.web
-    if not (w.token or w.token_file or _credential_exists()):
+    if not (w.token or w.token_file or credential_exists(CREDENTIAL)):
         return ""
     try:
         return read_secret(w.token or None, w.token_file, CREDENTIAL, what="token")
@@ -256,8 +256,3 @@ def web_token(cfg: Config) -> str:
         raise ValueError(str(e)) from None
 
 
-def _credential_exists() -> bool:
-    import os
-
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    return bool(creds) and (Path(creds) / CREDENTIAL).exists()

@@ -10,13 +10,12 @@ Light on purpose: `tracker status` parses the config, and must not pay for an HT
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tracker.validate import boolean, nonempty_str, pos_float, pos_int
+from tracker.validate import boolean, credential_exists, nonempty_str, pos_float, pos_int
 
 
 def url(v: Any) -> str:
@@ -86,8 +85,7 @@ class SenderSettings:
 
 def require_secret(value: str, file: Path | None, credential: str, key: str) -> None:
     """ValueError naming `key` unless the secret comes inline, from a file or a credential."""
-    creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if value or file or (creds and (Path(creds) / credential).exists()):
+    if value or file or credential_exists(credential):
         return
     raise ValueError(
         f"{key}: missing (set {key} or {key}_file, or pass the systemd credential {credential})"
