@@ -459,6 +459,44 @@ def test_fixes_outside_an_activity_are_never_sent_and_wait_above_the_cursor(stor
     assert store.pending() == {"mmt": 2}
 
 
+def test_a_backend_of_scope_all_is_sent_every_fix_in_an_activity_or_not(store: Store) -> None:
+    store.add_fixes(None, [fix(0), fix(1)])  # 1, 2: parked
+    a = start(store, 2)
+    store.add_fixes(a.id, [fix(2)])  # 3
+    store.add_fixes(a.id, [fix(3)], local=True)  # 4: paused, kept local for a rider's map
+    store.end_activity(a.id, fix(3).time, "stop")
+    store.add_fixes(None, [fix(4)])  # 5
+    store.register_backend("mmt")
+    store.register_backend("fleet", "all")
+    assert ids(store.next_batch("fleet", 100)) == [1, 2, 3, 4, 5]
+    assert ids(store.next_batch("fleet", 100, a.id)) == [3, 4]
+    assert store.pending() == {"fleet": 5, "mmt": 1}
+    assert store.pending_in("fleet", a.id) == 2 and store.pending_in("mmt", a.id) == 1
+    store.acknowledge("fleet", [1, 2, 3, 4, 5])
+    assert cursor(store, "fleet") == 5 and marks(store) == []  # past fixes outside, too
+    assert store.pending() == {"fleet": 0, "mmt": 1}
+    # Registered again with another scope (the rider set `send = "activities"`): kept.
+    store.register_backend("fleet", "activities")
+    store.add_fixes(None, [fix(5)])  # 6
+    assert store.next_batch("fleet", 100) == [] and store.pending()["fleet"] == 0
+    with pytest.raises(ValueError, match="scope 'some'"):
+        store.register_backend("fleet", "some")
+
+
+def test_prune_keeps_fixes_outside_an_activity_that_a_backend_of_scope_all_still_needs(
+    db: Path,
+) -> None:
+    s = open_store(db, max_mb=LIMIT_MB)
+    s.register_backend("fleet", "all")
+    fill(s, None, 9000)
+    s.acknowledge("fleet", range(1, 3001))
+    report = s.prune_if_needed()
+    left = {f.id for f in s.iter_fixes()}
+    assert set(range(3001, 9001)) <= left and report.dropped_undelivered == 0
+    assert report.deleted_fixes == 9000 - len(left) > 0
+    s.close()
+
+
 def test_adopt_takes_only_the_newest_fixes_stored_outside(store: Store) -> None:
     a = start(store)
     store.add_fixes(a.id, [fix(0)])  # 1

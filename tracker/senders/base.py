@@ -185,7 +185,7 @@ class Sender(ABC):
         """One pass: at most one protocol request (or one check) unless waiting."""
         if self.store is None:
             self.store = self._open_db()
-            self.store.register_backend(self.name)
+            self.store.register_backend(self.name, self.options.scope())
             self._published = None
         if self.disabled:
             self._publish()

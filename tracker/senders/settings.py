@@ -71,6 +71,11 @@ class SenderSettings:
     REQUIRED: ClassVar[dict[str, str]] = {}
     SECRET: ClassVar[tuple[str, str] | None] = None
 
+    def scope(self) -> str:
+        """What this backend is sent (tracker/store/db.py's SCOPES): the fixes of activities.
+        A fleet backend, which maps parked units too, returns its `send` key."""
+        return "activities"
+
     def check(self) -> None:
         """Cross-key checks of an enabled section; ValueError("<key>: ...")."""
         if not self.enabled:

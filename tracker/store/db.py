@@ -156,12 +156,25 @@ MIGRATIONS: list[str] = [
     DROP INDEX fixes_deliverable;
     CREATE INDEX fixes_deliverable ON fixes (id) WHERE activity_id IS NOT NULL AND local = 0;
     """,
+    # 3: what a backend is sent. 'activities': the fixes of activities, not paused ones kept on
+    # the unit (a rider's live map). 'all': every stored fix, in an activity or not (a fleet
+    # map shows parked units too: Traccar, MQTT with their default `send = "all"`).
+    """
+    ALTER TABLE backends ADD COLUMN scope TEXT NOT NULL DEFAULT 'activities'
+        CHECK (scope IN ('activities', 'all'));
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
-# A fix some backend is to be sent: in an activity, and not a paused fix kept on the unit. The
-# same words as the fixes_deliverable index, so that SQLite uses it.
+# A fix a backend of scope 'activities' is to be sent: in an activity, and not a paused fix
+# kept on the unit. The same words as the fixes_deliverable index, so that SQLite uses it.
 _DELIVERABLE = "f.activity_id IS NOT NULL AND f.local = 0"
+SCOPES = ("activities", "all")
+
+
+def deliverable(scope: str) -> str:
+    """The WHERE term for the fixes a backend of `scope` is to be sent (alias `f`)."""
+    return _DELIVERABLE if scope == "activities" else "1"
 
 # SQLite primary result codes (the low byte of an extended code).
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED = 3, 5, 6

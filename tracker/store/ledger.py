@@ -27,7 +27,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from tracker.fix import Sample
-from tracker.store.db import _DELIVERABLE, StoreBase, StoreError
+from tracker.store.db import SCOPES, StoreBase, StoreError, deliverable
 from tracker.store.fixes import _FIX_SELECT, Activity, StoredFix, _stored_fix
 
 # One logger for the whole package, named as before the split: log lines keep "tracker.store"
@@ -49,7 +49,7 @@ class Ledger(Protocol):
     # -- the backend's ledger
     def transaction(self) -> AbstractContextManager[object]: ...
 
-    def register_backend(self, name: str) -> None: ...
+    def register_backend(self, name: str, scope: str = "activities") -> None: ...
 
     def next_batch(
         self, backend: str, limit: int, activity_id: int | None = None
@@ -89,11 +89,16 @@ class LedgerMixin(StoreBase):
     """Delivery state of a Store: backends, cursors, marks, sender state. Each write is one
     transaction, or part of the caller's inside `transaction()`."""
 
-    def register_backend(self, name: str) -> None:
-        """Make `name` a delivery target (idempotent). A new backend starts at cursor 0: it
-        is offered every stored fix that belongs to an activity."""
+    def register_backend(self, name: str, scope: str = "activities") -> None:
+        """Make `name` a delivery target of `scope` (idempotent; a changed scope is kept). A
+        new backend starts at cursor 0: it is offered every stored fix of its scope
+        ('activities': those in an activity and not kept local; 'all': every fix)."""
+        if scope not in SCOPES:
+            raise ValueError(f"backend scope {scope!r}: expected one of {', '.join(SCOPES)}")
         with self.transaction():
             self._conn.execute("INSERT OR IGNORE INTO backends (name) VALUES (?)", (name,))
+            self._conn.execute("UPDATE backends SET scope = ? WHERE name = ? AND scope != ?",
+                               (scope, name, scope))  # fmt: skip
 
     def backends(self) -> list[str]:
         return [r[0] for r in self._all("SELECT name FROM backends ORDER BY name")]
@@ -101,25 +106,27 @@ class LedgerMixin(StoreBase):
     def next_batch(
         self, backend: str, limit: int, activity_id: int | None = None
     ) -> list[StoredFix]:
-        """Up to `limit` fixes for `backend`, ascending id: fixes that belong to an activity
-        (or to `activity_id`), neither acknowledged nor quarantined by this backend.
+        """Up to `limit` fixes for `backend`, ascending id: fixes of its scope (or of
+        `activity_id`), neither acknowledged nor quarantined by this backend.
 
         Reading does not claim anything: the same fixes come back until acknowledged or
         quarantined. A batch may span two activities; a sender whose protocol works per
         activity cuts it at the first change of activity_id (or passes activity_id).
         """
         sql, params = self._next_batch_query(backend, limit, activity_id)
-        rows = self._all(sql, params)
-        if not rows:
-            self._cursor(backend)  # an unknown backend is an error, not an empty queue
-        return [_stored_fix(r) for r in rows]
+        return [_stored_fix(r) for r in self._all(sql, params)]
 
     def _next_batch_query(
         self, backend: str, limit: int, activity_id: int | None
     ) -> tuple[str, dict[str, Any]]:
-        # One query, and indexed either way: fixes_deliverable or fixes_activity give the ids
-        # above the cursor in order, marks' primary key answers each NOT EXISTS.
-        where = _DELIVERABLE if activity_id is None else "f.activity_id = :a AND f.local = 0"
+        # One query, and indexed either way: fixes_deliverable (or the primary key for scope
+        # 'all') or fixes_activity give the ids above the cursor in order, marks' primary key
+        # answers each NOT EXISTS. An unknown backend is an error, not an empty queue.
+        scope = self._scope(backend)
+        if activity_id is None:
+            where = deliverable(scope)
+        else:
+            where = "f.activity_id = :a" + (" AND f.local = 0" if scope == "activities" else "")
         sql = (
             f"SELECT {_FIX_SELECT} FROM fixes f "
             f"WHERE {where} AND f.id > {_CURSOR} AND {_NOT_MARKED} "
@@ -181,6 +188,12 @@ class LedgerMixin(StoreBase):
                 reason,
             )
 
+    def _scope(self, backend: str) -> str:
+        scope = self._scalar("SELECT scope FROM backends WHERE name = ?", (backend,))
+        if scope is None:
+            raise StoreError(f"{self.path}: backend {backend!r} is not registered")
+        return scope
+
     def _cursor(self, backend: str) -> int:
         cursor = self._scalar("SELECT cursor FROM backends WHERE name = ?", (backend,))
         if cursor is None:
@@ -195,8 +208,9 @@ class LedgerMixin(StoreBase):
         Reads the unsettled fixes above the cursor one by one and stops at the first not in
         `acked`: as many rows as the cursor moves, plus one.
         """
+        where = deliverable(self._scope(backend))
         rows = self._conn.execute(
-            f"SELECT f.id FROM fixes f WHERE {_DELIVERABLE} AND f.id > :c "
+            f"SELECT f.id FROM fixes f WHERE {where} AND f.id > :c "
             f"AND {_NOT_MARKED} ORDER BY f.id",
             {"b": backend, "c": cursor},
         )
@@ -210,7 +224,7 @@ class LedgerMixin(StoreBase):
             rows.close()
         # Never past the newest deliverable fix: fixes stored outside an activity after it may
         # still be adopted by one (a lead-in), and must then be above the cursor.
-        newest = f"SELECT max(f.id) FROM fixes f WHERE {_DELIVERABLE}"
+        newest = f"SELECT max(f.id) FROM fixes f WHERE {where}"
         new = (self._scalar(newest) or 0) if blocker is None else blocker - 1
         if new <= cursor:
             return cursor
@@ -222,21 +236,24 @@ class LedgerMixin(StoreBase):
         return new
 
     def pending(self) -> dict[str, int]:
-        """Backend -> fixes still to send (in an activity, neither acknowledged nor
+        """Backend -> fixes still to send (of its scope, neither acknowledged nor
         quarantined). Not acknowledged = pending + quarantined. {} with no backend."""
-        return dict(
-            self._all(
-                f"SELECT b.name, (SELECT count(*) FROM fixes f WHERE {_DELIVERABLE} "
+        out: dict[str, int] = {}
+        for scope in SCOPES:  # one query per scope, so that each uses its index
+            out.update(self._all(
+                f"SELECT b.name, (SELECT count(*) FROM fixes f WHERE {deliverable(scope)} "
                 "AND f.id > b.cursor AND NOT EXISTS (SELECT 1 FROM marks m "
-                "WHERE m.backend = b.name AND m.fix_id = f.id)) FROM backends b ORDER BY b.name"
-            )
-        )
+                "WHERE m.backend = b.name AND m.fix_id = f.id)) FROM backends b "
+                "WHERE b.scope = ?", (scope,)
+            ))  # fmt: skip
+        return dict(sorted(out.items()))
 
     def pending_in(self, backend: str, activity_id: int) -> int:
         """Fixes of one activity `backend` has still to send (as `pending`, for one activity;
         read through the fixes_activity index)."""
+        local = " AND f.local = 0" if self._scope(backend) == "activities" else ""
         return self._scalar(
-            f"SELECT count(*) FROM fixes f WHERE f.activity_id = :a AND f.local = 0 "
+            f"SELECT count(*) FROM fixes f WHERE f.activity_id = :a{local} "
             f"AND f.id > {_CURSOR} AND {_NOT_MARKED}",
             {"a": activity_id, "b": backend},
         )

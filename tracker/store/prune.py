@@ -203,8 +203,9 @@ class PruneMixin(FixesMixin, ControlMixin):
             "(SELECT fix_id FROM marks WHERE state = 'quarantined') ORDER BY id LIMIT :n",
             params,
         )
-        # Outside any activity: never sent to anyone.
-        outside = self._all(
+        # Outside any activity: sent to no backend, unless one takes every fix (scope 'all').
+        everything = self._scalar("SELECT count(*) FROM backends WHERE scope = 'all'")
+        outside = [] if everything else self._all(
             "SELECT id FROM fixes WHERE (activity_id IS NULL OR local = 1) AND id > :low "
             "AND id < :newest ORDER BY id LIMIT :n",
             params,
@@ -238,7 +239,7 @@ class PruneMixin(FixesMixin, ControlMixin):
         lo, hi = ids[0], ids[-1]  # ids are the oldest stored, so every stored id in between
         per_backend = self._all(
             "SELECT b.name, (SELECT count(*) FROM fixes f WHERE f.id BETWEEN :lo AND :hi "
-            f"AND {_DELIVERABLE} AND ("
+            f"AND (b.scope = 'all' OR ({_DELIVERABLE})) AND ("
             "  (f.id > b.cursor AND NOT EXISTS (SELECT 1 FROM marks m WHERE m.backend = b.name "
             "     AND m.fix_id = f.id AND m.state = 'acked'))"
             "  OR EXISTS (SELECT 1 FROM marks q WHERE q.backend = b.name AND q.fix_id = f.id "
