@@ -16,7 +16,15 @@ import pytest
 from support import ROOT
 
 from tracker.cli import main
-from tracker.export import CSV_COLUMNS, NS, TerminalProgress, write_csv, write_geojson, write_gpx
+from tracker.export import (
+    CSV_COLUMNS,
+    INSTRUMENTS_NS,
+    NS,
+    TerminalProgress,
+    write_csv,
+    write_geojson,
+    write_gpx,
+)
 from tracker.fix import Fix, Sample
 from tracker.store import open_store
 
@@ -188,6 +196,69 @@ def test_geojson_one_linestring_per_activity_with_aligned_arrays(store):
     out = io.StringIO()
     write_geojson(store, out, [])
     assert json.loads(out.getvalue()) == {"type": "FeatureCollection", "features": []}
+
+
+KNOT = 1852 / 3600
+
+
+def sail_instruments(store) -> None:
+    """The evening sail (activity 2, fixes at T+3600..T+3604 s) gets a depth sounder every
+    2 s and one wind reading; the morning ride gets none."""
+    store.add_samples(
+        [Sample(T + 3600 + 2 * i, "depth", 4.0 + i / 10, "nmea0") for i in range(3)]
+        + [Sample(T + 3601.2, "wind_speed_app", 12.6 * KNOT, "nmea0")]
+    )
+
+
+def test_csv_instrument_columns_only_for_the_kinds_the_activities_have(store):
+    sail_instruments(store)
+    out = io.StringIO()
+    write_csv(store, out, [1])
+    assert next(csv.reader(io.StringIO(out.getvalue()))) == list(CSV_COLUMNS)  # a ride: none
+    out = io.StringIO()
+    write_csv(store, out)
+    rows = list(csv.reader(io.StringIO(out.getvalue())))
+    assert rows[0] == [*CSV_COLUMNS, "depth", "wind_speed_app"]  # after the known columns
+    sail = [dict(zip(rows[0], r, strict=True)) for r in rows[1:] if r[0] == "2"]
+    # depth at T+3600, +3602, +3604: every fix within 1 s of one; the wind at T+3601.2 s for
+    # the fixes at +3601 and +3602 only. SI units, 4 decimals.
+    assert [r["depth"] for r in sail] == ["4", "4", "4.1", "4.1", "4.2"]
+    assert [r["wind_speed_app"] for r in sail] == ["", "6.482", "6.482", "", ""]
+    assert rows[1][len(CSV_COLUMNS) :] == ["", ""]  # the ride's rows: empty
+
+
+def test_geojson_instrument_arrays_per_activity(store):
+    sail_instruments(store)
+    out = io.StringIO()
+    write_geojson(store, out)
+    ride, sail = (f["properties"] for f in json.loads(out.getvalue())["features"])
+    assert "depth" not in ride and "wind_speed_app" not in ride
+    assert sail["depth"] == [4, 4, 4.1, 4.1, 4.2]
+    assert sail["wind_speed_app"] == [None, 6.482, 6.482, None, None]
+
+
+def test_gpx_instruments_in_our_namespace_and_never_in_an_upload(store):
+    sail_instruments(store)
+    text = export(store)
+    root = ET.fromstring(text.encode())
+    gpx = "{http://www.topografix.com/GPX/1/1}"
+    inst = f"{{{INSTRUMENTS_NS}}}"
+    ride, sail = root.findall(f"{gpx}trk")
+    assert ride.find(f".//{inst}instruments") is None
+    points = sail.findall(f".//{gpx}trkpt")
+
+    def shown(point):
+        el = point.find(f"{gpx}extensions/{inst}instruments")
+        return [(c.tag.removeprefix(inst), c.text) for c in el]
+
+    # The wind at T+3601.2 s is within GPX's 1.5 s of the points at +3600..+3602.
+    assert shown(points[0]) == [("depth", "4"), ("wind_speed_app", "6.482")]
+    assert shown(points[4]) == [("depth", "4.2")]
+    assert len(gpxpy.parse(text).tracks[1].segments[0].points) == 5  # still plain GPX
+    # An upload to a backend (Map My Tracks) gets the fitness data only.
+    out = io.StringIO()
+    write_gpx(store, out, sent_only=True)
+    assert "instruments" not in out.getvalue() and "gpxtpx:hr" in out.getvalue()
 
 
 def test_progress_shows_only_on_long_exports_and_at_most_every_quarter_second():

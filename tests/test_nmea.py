@@ -362,6 +362,25 @@ def test_proprietary_and_ais_sentences_are_ignored_not_rejected() -> None:
     assert dec.stats.rejected == 0
 
 
+def test_instrument_sentences_are_decoded_not_ignored_and_other_types_stay_ignored() -> None:
+    """Instrument types (tracker/instruments.py) from any talker are decoded into readings;
+    a proprietary sentence of the same three letters and instrument types we do not decode
+    (VWR, MDA) are ignored as before."""
+    dec = Decoder()
+    fixes = run(
+        s("IIMWV,045.0,R,12.6,N,A"),
+        s("PXMTW,17.9,C"),
+        s("IIVWR,045.0,R,12.6,N,,M,,K"),
+        s("WIMDA,29.9,I,1.013,B,19.5,C,,C,,,,C,,T,,M,,N,,M"),
+        rmc("123519"),
+        dec=dec,
+    )
+    assert len(fixes) == 1
+    knot = 1852 / 3600
+    assert dec.take_readings() == [("wind_angle_app", 45.0), ("wind_speed_app", 12.6 * knot)]
+    assert dec.stats.instruments == 1 and dec.stats.ignored == 3 and dec.stats.sentences == 2
+
+
 @pytest.mark.parametrize(
     "sentence",
     [

@@ -102,3 +102,25 @@ def test_an_empty_store_says_so(tmp_path, capsys):
     open_store(db).close()
     assert cli.main(["activities", "-c", str(write_config(tmp_path, db))]) == 0
     assert capsys.readouterr().out.strip() == "no activities stored yet"
+
+
+def test_a_boat_ride_shows_its_latest_instrument_readings(tmp_path, capsys):
+    db = tmp_path / "sail.db"
+    s = open_store(db)
+    a = s.start_activity("Sail", "sailing", "private", (), T0)
+    s.add_fixes(a.id, [Fix(T0 + i, 46.5 + i * 1e-5, 6.6, speed=2.0) for i in range(60)])
+    s.add_samples(
+        [Sample(T0 + i, "depth", 10.0 + i / 10, "nmea0") for i in range(0, 60, 5)]
+        + [Sample(T0 + 30, "wind_speed_app", 12.6 * 1852 / 3600), Sample(T0 + 31, "hr", 80)]
+        + [Sample(T0 + 20, "water_temp", 17.9), Sample(T0 + 9999, "depth", 99.0)]
+    )
+    s.end_activity(a.id, T0 + 59, "stop")  # the reading at T0+9999 s is after it
+    s.close()
+    conf = write_config(tmp_path, db, "UTC")
+    assert cli.main(["activities", "--json", "-c", str(conf)]) == 0
+    (sail,) = json.loads(capsys.readouterr().out)
+    assert sail["instruments"] == {"depth": 15.5, "wind_speed_app": 6.482, "water_temp": 17.9}
+    assert sail["samples"] == 1  # the fitness samples: the heart rate only
+    assert cli.main(["activities", "-c", str(conf)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].strip() == "depth 15.5 m, apparent wind 12.6 kn, water 17.9 °C"

@@ -379,6 +379,58 @@ def test_samples(store: Store) -> None:
         store.add_samples([Sample(13.0, "speed", 1.0)])
 
 
+def test_instrument_readings_are_kept_apart_from_fitness_samples(store: Store) -> None:
+    """One add_samples for both; the fitness readers (what Map My Tracks sends: samples_between,
+    samples_for_batch) never see a depth, the instrument readers never see a heart rate."""
+    store.add_samples([
+        Sample(10.0, "hr", 120), Sample(10.2, "depth", 4.1, "nmea0"),
+        Sample(10.5, "wind_speed_app", 6.48, "nmea0"), Sample(11.0, "cad", 85),
+        Sample(12.0, "depth", 4.3, "nmea0"),
+    ])  # fmt: skip
+    assert [s.kind for s in store.samples_between(0, 99)] == ["hr", "cad"]
+    batch, newest = store.samples_for_batch(0, 99, 0, None)
+    assert [s.kind for s in batch] == ["hr", "cad"] and newest == 2  # ids of `samples` only
+    assert store.samples_for_batch(0, 99, 0, 0)[0] == batch
+    assert store.instruments_between(0, 99) == [
+        Sample(10.2, "depth", 4.1, "nmea0"), Sample(10.5, "wind_speed_app", 6.48, "nmea0"),
+        Sample(12.0, "depth", 4.3, "nmea0"),
+    ]  # fmt: skip
+    assert [s.value for s in store.instruments_between(0, 99, "depth")] == [4.1, 4.3]
+    assert store.instrument_kinds(0, 99) == ["depth", "wind_speed_app"]
+    assert store.instrument_kinds(11.0, 99) == ["depth"]
+    latest = store.latest_instruments(0, 11.5)
+    assert {k: s.value for k, s in latest.items()} == {"depth": 4.1, "wind_speed_app": 6.48}
+    assert store.latest_instruments(0, 99)["depth"] == Sample(12.0, "depth", 4.3, "nmea0")
+    assert store.latest_instruments(20, 30) == {}
+    # The newest of a kind is one index seek, not a scan of the activity's readings.
+    plan = " ".join(r[-1] for r in store._all(
+        "EXPLAIN QUERY PLAN SELECT time, kind, value, sensor FROM instruments "
+        "WHERE kind = ? AND time BETWEEN ? AND ? ORDER BY time DESC, id DESC LIMIT 1",
+        ("depth", 0, 99)))  # fmt: skip
+    assert "instruments_kind" in plan and "TEMP B-TREE" not in plan
+    with pytest.raises(StoreError):  # neither kind: refused, nothing of the batch stored
+        store.add_samples([Sample(13.0, "depth", 5.0), Sample(13.0, "bogus", 1.0)])
+    assert len(store.instruments_between(0, 99)) == 3
+
+
+def test_migration_4_adds_the_instruments_table_and_keeps_the_samples(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for script in MIGRATIONS[:3]:
+        for statement in store_mod._statements(script):
+            conn.execute(statement)
+    conn.execute("INSERT INTO samples (time, kind, value) VALUES (1.0, 'hr', 120)")
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    with open_store(path) as s:
+        assert s.pragma("user_version") == SCHEMA_VERSION >= 4
+        assert s.samples_between(0, 2) == [Sample(1.0, "hr", 120.0)]
+        s.add_samples([Sample(2.0, "water_temp", 17.9)])
+        assert s.instruments_between(0, 3) == [Sample(2.0, "water_temp", 17.9)]
+        indexes = {r[0] for r in s._all("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert {"instruments_time", "instruments_kind"} <= indexes
+
+
 # -- delivery ----------------------------------------------------------------------------------
 
 
@@ -825,6 +877,19 @@ def test_prune_removes_old_samples_and_empty_ended_activities(db: Path) -> None:
     assert report.deleted_samples == 1 and report.deleted_activities == 1
     assert [x.id for x in s.activities()] == [a.id, current.id]
     assert [x.value for x in s.samples_between(0, 2e9)] == [150.0]
+    s.close()
+
+
+def test_prune_removes_old_instrument_readings_too(db: Path) -> None:
+    s = open_store(db, max_mb=LIMIT_MB)
+    a = start(s)
+    s.add_samples([Sample(fix(-100).time, "depth", 3.0), Sample(fix(-50).time, "hr", 90),
+                   Sample(fix(8999).time, "depth", 4.0)])  # fmt: skip
+    fill(s, a.id, 9000)
+    report = s.prune_if_needed()
+    assert report.deleted_samples == 2  # one of each table, counted together
+    assert [x.value for x in s.instruments_between(0, 2e9)] == [4.0]
+    assert s.samples_between(0, 2e9) == []
     s.close()
 
 

@@ -69,7 +69,8 @@ def test_the_json_is_what_status_and_activities_read(db):
             want = json.loads(json.dumps(status.collect(s, server.cfg)))
         finally:
             s.close()
-        assert {k: v for k, v in got.items() if k != "web"} == want
+        assert {k: v for k, v in got.items() if k not in ("web", "instruments")} == want
+        assert got["instruments"] == {"activity": 1, "readings": []}  # a bike has none
         (act,) = json.loads(fetch(server.url + "api/activities")[2])
         assert act["points"] == 3000 and act["distance_m"] == pytest.approx(2999 * 5.0, 0.01)
         track = json.loads(fetch(server.url + "api/track")[2])
@@ -150,6 +151,7 @@ def test_the_page_in_a_real_browser_shows_the_store(daemon, gps, tmp_path):
     assert int(shown("fixes")) == len(fixes)
     assert shown("lat") == f"{last.lat:.6f}" and shown("lon") == f"{last.lon:.6f}"
     assert shown("act-title") == "Cycling 2026-06-01 08:00"
+    assert '<div id="instruments-box" hidden="">' in dom  # a bike: no instruments section
     track = json.loads(urllib.request.urlopen(url + "api/track", timeout=10).read())
     path = re.search(r'<path id="track" d="([^"]*)"[^>]*data-points="(\d+)"', dom)
     assert path, "the SVG track is drawn"
@@ -158,6 +160,52 @@ def test_the_page_in_a_real_browser_shows_the_store(daemon, gps, tmp_path):
     rows = re.findall(r'<tr data-id="(\d+)">', dom)
     assert rows == [str(a) for a in sorted({f.activity_id for f in fixes if f.activity_id})]
     assert d.terminate() == 0
+
+
+@pytest.fixture
+def boat_db(db: Path) -> Path:
+    """The fixture's activity with a depth sounder and a wind instrument on board."""
+    s = open_store(db)
+    s.add_samples([Sample(T0.timestamp() + i, "depth", 4.0 + i / 1000, "nmea0")
+                   for i in range(0, 3000, 2)]
+                  + [Sample(T0.timestamp() + 2990, "wind_speed_app", 12.6 * 1852 / 3600),
+                     Sample(T0.timestamp() + 2991, "wind_angle_app", 45.0)])  # fmt: skip
+    s.close()
+    return db
+
+
+def test_api_status_has_the_latest_instrument_readings(boat_db):
+    server, stop = serve(boat_db)
+    try:
+        got = json.loads(fetch(server.url + "api/status")[2])["instruments"]
+        assert got["activity"] == 1
+        assert [(r["kind"], r["value"], r["text"]) for r in got["readings"]] == [
+            ("depth", 6.998, "7.0 m"), ("wind_angle_app", 45.0, "45°"),
+            ("wind_speed_app", 6.482, "12.6 kn"),
+        ]  # fmt: skip
+        assert got["readings"][0]["time"] == "2026-06-01T08:49:58Z"
+        (act,) = json.loads(fetch(server.url + "api/activities")[2])
+        assert act["instruments"]["depth"] == 6.998
+    finally:
+        stop.set()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium; .ci/run does)")
+def test_the_page_in_a_real_browser_shows_the_instruments(boat_db, tmp_path):
+    server, stop = serve(boat_db)
+    try:
+        dom = subprocess.run([CHROMIUM, *BROWSER, f"--user-data-dir={tmp_path / 'profile'}",
+                              "--dump-dom", server.url], capture_output=True, text=True,
+                             timeout=90).stdout  # fmt: skip
+    finally:
+        stop.set()
+    assert 'data-loaded="yes"' in dom, dom[-2000:]
+    assert re.search(r'<div id="instruments-box">', dom), "shown: the activity has readings"
+    boxes = re.findall(r'data-kind="(\w+)"[^>]*><div class="label">([^<]*)</div>'
+                       r'<div class="value">([^<]*)</div>', dom)  # fmt: skip
+    assert boxes == [("depth", "depth", "7.0 m"), ("wind_angle_app", "apparent wind angle", "45°"),
+                     ("wind_speed_app", "apparent wind", "12.6 kn")]  # fmt: skip
 
 
 def test_replace_keeps_web_optional():

@@ -14,6 +14,14 @@ written here, because building a whole gpxpy document costs about 400 bytes a po
 CSV (one row per fix) and GeoJSON (one LineString Feature per activity, with per-point arrays of
 times and sensor values) are written with the csv and json modules, a page of fixes at a time.
 Their sensor columns take the nearest sample within TABLE_WINDOW_S of the fix.
+
+Boat instruments (depth, wind, heading...: tracker/instruments.py) are exported the same way,
+the nearest reading of each kind: in CSV as columns after CSV_COLUMNS, in GeoJSON as arrays
+beside `hr`, both named by the kind and only for the kinds the exported activities have; in
+GPX as our own extension, `<inst:instruments>` in the namespace INSTRUMENTS_NS, one child
+element per kind (`<inst:depth>2.3</inst:depth>`). Values in SI units as stored (temperatures
+in Celsius), to 4 decimals. docs/boats.md lists the kinds. An upload to a backend (`sent_only`)
+carries none: the fitness backends get fitness data only.
 """
 
 from __future__ import annotations
@@ -35,13 +43,14 @@ import gpxpy.gpx
 from gpxpy.gpxfield import gpx_fields_to_xml
 
 from tracker import __version__
-from tracker.fix import SAMPLE_KINDS
+from tracker.fix import INSTRUMENT_KINDS, SAMPLE_KINDS
 from tracker.store import Activity, Store, StoredFix
 
 NS = {
     "gpxtpx": "http://www.garmin.com/xmlschemas/TrackPointExtension/v1",
     "pwr": "http://www.garmin.com/xmlschemas/PowerExtension/v1",
 }
+INSTRUMENTS_NS = "urn:pi-live-tracker:gpx:instruments:v1"  # ours; prefix "inst"
 SAMPLE_WINDOW_S = 1.5  # a sample further than this from a point is not that point's value
 TABLE_WINDOW_S = 1.0  # the same for CSV and GeoJSON, whose columns promise "within 1 s"
 CHUNK = 1000  # points read and serialised at a time
@@ -74,17 +83,52 @@ def _extensions(values: dict[str, float]) -> list[ET.Element]:
         pwr = ET.Element("pwr:PowerInWatts")
         pwr.text = str(round(values["pwr"]))
         out.append(pwr)
+    kinds = [k for k in INSTRUMENT_KINDS if k in values]
+    if kinds:
+        inst = ET.Element("inst:instruments")
+        for kind in kinds:
+            ET.SubElement(inst, f"inst:{kind}").text = str(_instrument_value(values[kind]))
+        out.append(inst)
     return out
 
 
-class _Samples:
-    """Nearest sample of each kind to a time, over one chunk of points."""
+def _instrument_value(value: float) -> float | int:
+    """SI to 4 decimals (0.1 mm, 0.1 mm/s: below what any sentence carries), a whole number
+    without ".0"."""
+    v = round(value, 4)
+    return int(v) if v.is_integer() else v
 
-    def __init__(self, store: Store, t0: float, t1: float, window: float = SAMPLE_WINDOW_S) -> None:
+
+def _instrument_kinds(store: Store, activities: Iterable[Activity], window: float) -> list[str]:
+    """The instrument kinds with a reading within `window` of these activities, in the order
+    of INSTRUMENT_KINDS."""
+    found: set[str] = set()
+    for a in activities:
+        end = a.ended_at if a.ended_at is not None else float("inf")
+        found.update(store.instrument_kinds(a.started_at - window, end + window))
+    return [k for k in INSTRUMENT_KINDS if k in found]
+
+
+class _Samples:
+    """Nearest sample of each kind to a time, over one chunk of points; with `instruments`,
+    the instrument readings too (their kinds are names of their own)."""
+
+    def __init__(
+        self,
+        store: Store,
+        t0: float,
+        t1: float,
+        window: float = SAMPLE_WINDOW_S,
+        *,
+        instruments: bool = False,
+    ) -> None:
         self.window = window
         self.times: dict[str, list[float]] = {}
         self.values: dict[str, list[float]] = {}
-        for s in store.samples_between(t0 - window, t1 + window):
+        samples = store.samples_between(t0 - window, t1 + window)
+        if instruments:
+            samples += store.instruments_between(t0 - window, t1 + window)
+        for s in samples:
             self.times.setdefault(s.kind, []).append(s.time)
             self.values.setdefault(s.kind, []).append(s.value)
 
@@ -114,7 +158,11 @@ def _chunks(fixes: Iterable[StoredFix]) -> Iterator[list[StoredFix]]:
 
 
 def _track_xml(
-    store: Store, activity: Activity, sent_only: bool = False, progress: Progress | None = None
+    store: Store,
+    activity: Activity,
+    sent_only: bool = False,
+    progress: Progress | None = None,
+    instruments: bool = False,
 ) -> Iterator[str]:
     track = gpxpy.gpx.GPXTrack(name=activity.title)
     track.type = activity.type
@@ -126,7 +174,7 @@ def _track_xml(
     if sent_only:
         fixes = (f for f in fixes if not f.local)
     for chunk in _chunks(fixes):
-        samples = _Samples(store, chunk[0].time, chunk[-1].time)
+        samples = _Samples(store, chunk[0].time, chunk[-1].time, instruments=instruments)
         for fix in chunk:
             point = gpxpy.gpx.GPXTrackPoint(
                 fix.lat, fix.lon, elevation=fix.alt, time=_time(fix.time), name=fix.poi
@@ -247,20 +295,25 @@ def write_csv(
     progress: Progress | None = None,
 ) -> int:
     """Write one row per fix of the activities (all when `activity_ids` is None) under a header
-    of CSV_COLUMNS; return the activity count. `out` should be opened with newline=""."""
+    of CSV_COLUMNS, then one column per instrument kind these activities have; return the
+    activity count. `out` should be opened with newline=""."""
     activities = select_activities(store, activity_ids)
+    kinds = _instrument_kinds(store, activities, TABLE_WINDOW_S)
     writer = csv.writer(out, lineterminator="\n")  # "\r\n" would end up in the poi column
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow((*CSV_COLUMNS, *kinds))
     for activity in activities:
         for chunk in _chunks(store.iter_fixes(activity.id)):
-            samples = _Samples(store, chunk[0].time, chunk[-1].time, TABLE_WINDOW_S)
+            samples = _Samples(
+                store, chunk[0].time, chunk[-1].time, TABLE_WINDOW_S, instruments=bool(kinds)
+            )
             rows = []
             for fix in chunk:
                 values = samples.at(fix.time)
                 rows.append(
                     (activity.id, iso_time(fix.time), fix.lat, fix.lon, fix.alt, fix.speed,
                      fix.course, fix.hdop, fix.sats, fix.quality,
-                     *(_sample_value(values.get(kind)) for kind in SAMPLE_KINDS), fix.poi)
+                     *(_sample_value(values.get(kind)) for kind in SAMPLE_KINDS), fix.poi,
+                     *(_instrument_value(values[k]) if k in values else None for k in kinds))
                 )  # fmt: skip
             writer.writerows(rows)
             if progress is not None:
@@ -278,17 +331,20 @@ def _write_feature(
 ) -> None:
     # Coordinates go straight to `out`; the per-point arrays, which follow them in the
     # properties, wait in spools, so one pass over the fixes keeps them all aligned.
+    kinds = _instrument_kinds(store, [activity], TABLE_WINDOW_S)
     with contextlib.ExitStack() as stack:
         arrays = {
             name: stack.enter_context(
                 tempfile.SpooledTemporaryFile(SPOOL_BYTES, mode="w+", encoding="utf-8")
             )
-            for name in ("times", *SAMPLE_KINDS)
+            for name in ("times", *SAMPLE_KINDS, *kinds)
         }
         out.write('{"type": "Feature", "geometry": {"type": "LineString", "coordinates": [')
         n = 0
         for chunk in _chunks(store.iter_fixes(activity.id)):
-            samples = _Samples(store, chunk[0].time, chunk[-1].time, TABLE_WINDOW_S)
+            samples = _Samples(
+                store, chunk[0].time, chunk[-1].time, TABLE_WINDOW_S, instruments=bool(kinds)
+            )
             values = [samples.at(fix.time) for fix in chunk]
             sep = "," if n else ""
             out.write(sep + ",".join(json.dumps(_position(fix)) for fix in chunk))
@@ -296,6 +352,14 @@ def _write_feature(
             for kind in SAMPLE_KINDS:
                 arrays[kind].write(
                     sep + ",".join(json.dumps(_sample_value(v.get(kind))) for v in values)
+                )
+            for kind in kinds:
+                arrays[kind].write(
+                    sep
+                    + ",".join(
+                        json.dumps(_instrument_value(v[kind]) if kind in v else None)
+                        for v in values
+                    )
                 )
             n += len(chunk)
             if progress is not None:
@@ -327,7 +391,8 @@ def write_geojson(
 ) -> int:
     """Write the activities (all when `activity_ids` is None) as a GeoJSON FeatureCollection, one
     LineString Feature each, with `times`, `hr`, `cad` and `pwr` arrays aligned with the
-    coordinates in its properties; return the count."""
+    coordinates in its properties, and one for each instrument kind the activity has; return
+    the count."""
     activities = select_activities(store, activity_ids)
     out.write('{"type": "FeatureCollection", "features": [')
     for i, activity in enumerate(activities):
@@ -344,11 +409,17 @@ def write_gpx(
     *,
     sent_only: bool = False,
     progress: Progress | None = None,
+    instruments: bool | None = None,
 ) -> int:
     """Write the activities (all when `activity_ids` is None) as GPX 1.1; return the count.
-    `sent_only`: without the paused fixes kept on the unit (an upload to a backend)."""
+    `sent_only`: without the paused fixes kept on the unit (an upload to a backend).
+    `instruments`: with the boat instruments' readings (`inst:instruments`); by default unless
+    `sent_only` (a fitness backend gets none, and its store is read through the Ledger only)."""
+    if instruments is None:
+        instruments = not sent_only
     activities = select_activities(store, activity_ids)
-    ns = " ".join(f'xmlns:{k}="{v}"' for k, v in NS.items())
+    namespaces = {**NS, "inst": INSTRUMENTS_NS} if instruments else NS
+    ns = " ".join(f'xmlns:{k}="{v}"' for k, v in namespaces.items())
     out.write(
         '<?xml version="1.0" encoding="UTF-8"?>\n'
         f'<gpx xmlns="http://www.topografix.com/GPX/1/1" {ns} '
@@ -361,7 +432,8 @@ def write_gpx(
         f'version="1.1" creator="tracker {__version__}">\n'
     )
     for activity in activities:
-        for text in _track_xml(store, activity, sent_only, progress):
+        with_inst = instruments and bool(_instrument_kinds(store, [activity], SAMPLE_WINDOW_S))
+        for text in _track_xml(store, activity, sent_only, progress, with_inst):
             out.write(text)
     out.write("</gpx>\n")
     return len(activities)

@@ -47,14 +47,24 @@ class Fix:
     err_alt: float | None = None
 
 
+# Fitness samples: what a rider's sensors give and the fitness backends (Map My Tracks) send.
 SAMPLE_KINDS = ("hr", "cad", "pwr")
+# Boat instruments (tracker/instruments.py has the units, docs/boats.md the sentences): stored
+# apart from the fitness samples (the store's `instruments` table), never sent as them.
+INSTRUMENT_KINDS = (
+    "depth", "depth_surface", "depth_keel",
+    "wind_angle_app", "wind_speed_app", "wind_angle_true", "wind_speed_true", "wind_dir_true",
+    "heading_mag", "heading_true", "water_speed", "log_total", "log_trip",
+    "water_temp", "air_temp", "air_pressure", "battery_v", "rudder",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One sensor reading: heart rate (bpm), cadence (rpm) or power (W) at a GPS UTC time."""
+    """One sensor reading at a GPS UTC time: heart rate (bpm), cadence (rpm) or power (W), or a
+    boat instrument's value in SI units (INSTRUMENT_KINDS, tracker/instruments.py)."""
 
     time: float
-    kind: str  # one of SAMPLE_KINDS
+    kind: str  # one of SAMPLE_KINDS or INSTRUMENT_KINDS
     value: float
     sensor: str = ""

@@ -34,6 +34,16 @@ What is decoded, and what is not even looked at
   same date as the previous one is checksummed but only its time is read. Proprietary
   `$P...` sentences, AIS `!` lines and other types are counted as `ignored`: not errors.
 
+Instrument sentences
+  Depth, wind, heading, water speed and log, water temperature, transducers and rudder (DBT,
+  DPT, MWV, MWD, HDG, HDT, HDM, VHW, VLW, MTW, XDR, RSA: `tracker.instruments.INSTRUMENT_TYPES`),
+  from any talker, are checksummed like the others, split on commas (not pynmea2) and handed
+  to `tracker.instruments.decode`. Their readings, `(kind, value)` in SI units, wait in the
+  order the stream sent them until `take_readings()`; they carry no time (the caller stamps
+  them as they arrive, `tracker/sensors/clock.py`) and take no part in epochs: a fix is the
+  same with or without them. Counted as `sentences` and `instruments`. Not taken, at most
+  `MAX_READINGS` wait: the oldest go first (`readings_dropped`).
+
 Checksums
   A bad checksum rejects the sentence. A missing one is accepted, as gpsd does, as long as
   the receiver has sent no checksummed sentence on this stream: old receivers send none at
@@ -103,6 +113,7 @@ from os import PathLike
 
 import pynmea2
 
+from tracker import instruments
 from tracker.fix import Fix
 from tracker.logutil import RateLimitedLog
 
@@ -111,6 +122,7 @@ logger = logging.getLogger(__name__)
 MAX_SENTENCE = 200  # characters of a sentence we decode, `$` to checksum
 MAX_LINE = 1024  # bytes buffered without a line end before the run is dropped
 MAX_HELD = 128  # valid epochs held while no date is known yet
+MAX_READINGS = 4096  # instrument readings waiting for take_readings()
 
 REJECT_REASONS = (
     "checksum",
@@ -161,6 +173,10 @@ class DecoderStats:
     invalid_epochs: int = 0  # completed epochs without a valid position
     no_checksum: int = 0  # accepted sentences that had no checksum
     late: int = 0  # timed sentences after their epoch was complete (a GLL after its GGA...)
+    # Instrument sentences decoded (also in `sentences`), and readings nobody took in time.
+    # Not in as_dict() yet: tracker/runtime.py's GpsStatus, built from it, has no such fields.
+    instruments: int = 0
+    readings_dropped: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -289,7 +305,7 @@ def _num(s: str) -> float | None:
 _GNS_QUALITY = {"A": 1, "D": 2, "P": 3, "R": 4, "F": 5, "E": 6, "M": 7, "S": 8}
 
 # Sentence kinds we decode. Timed kinds carry the epoch's time of day.
-_RMC, _GGA, _GNS, _GLL, _GST, _VTG, _GSA, _ZDA, _GSV = range(9)
+_RMC, _GGA, _GNS, _GLL, _GST, _VTG, _GSA, _ZDA, _GSV, _INSTRUMENT = range(10)
 _KINDS = {
     b"RMC": _RMC,
     b"GGA": _GGA,
@@ -300,7 +316,7 @@ _KINDS = {
     b"GSA": _GSA,
     b"ZDA": _ZDA,
     b"GSV": _GSV,
-}
+} | {t.encode(): _INSTRUMENT for t in instruments.INSTRUMENT_TYPES}
 # Fields (after the sentence id) of a complete sentence of each kind, required when it has no
 # checksum to catch a truncated one. NMEA 2.0 lengths: later versions only add fields.
 _MIN_FIELDS = {_RMC: 11, _GGA: 14, _GNS: 12, _GLL: 6, _GST: 8, _VTG: 4, _GSA: 17, _ZDA: 6}
@@ -319,7 +335,9 @@ class Decoder:
     """Not thread-safe: owned by the one GPS reader thread.
 
     `feed(data)` returns the fixes of the epochs completed by this data, in order; `flush()`
-    completes the pending epoch (call it on a read timeout, a closed port, end of file).
+    completes the pending epoch (call it on a read timeout, a closed port, end of file);
+    `take_readings()` returns the instrument readings decoded meanwhile (see the module
+    docstring), to be stamped with their arrival time by the caller.
     """
 
     def __init__(self, *, log_interval_s: float = 60.0) -> None:
@@ -339,6 +357,13 @@ class Decoder:
         self._ref: tuple[int, int] | None = None  # (day, tod) of the latest known date
         self._held: list[_Epoch] = []
         self._zda: tuple[tuple[str, str, str], int] | None = None  # last ZDA date, its day
+        self._readings: list[tuple[str, float]] = []
+
+    def take_readings(self) -> list[tuple[str, float]]:
+        """The instrument readings decoded since the last call, `(kind, value)` in the
+        stream's order (tracker/instruments.py has the kinds and units); clears them."""
+        out, self._readings = self._readings, []
+        return out
 
     # -- input ---------------------------------------------------------------------------
 
@@ -468,6 +493,9 @@ class Decoder:
             return
         else:
             body = line
+        if kind == _INSTRUMENT:
+            self._instrument(line[3:6].decode(), body, checked)
+            return
         try:
             text = body.decode()
         except UnicodeDecodeError:
@@ -490,6 +518,34 @@ class Decoder:
         self.stats.sentences += 1
         if not checked:
             self.stats.no_checksum += 1
+
+    def _instrument(self, stype: str, body: bytes, checked: bool) -> None:
+        """An instrument sentence (`body`: `$` to before the checksum, verified): its readings
+        wait for take_readings()."""
+        try:
+            fields = body[7:].decode().split(",")  # after "$ttTTT,"
+        except UnicodeDecodeError:
+            self._reject("non_utf8", "non-UTF-8 sentence: %r", body[:40])
+            return
+        try:
+            if not checked and len(fields) < instruments.MIN_FIELDS[stype]:
+                raise ValueError("truncated")
+            got = instruments.decode(stype, fields)
+        except ValueError as e:
+            self._reject("unparsable", "cannot decode %r: %s", body, e)
+            return
+        s = self.stats
+        s.sentences += 1
+        s.instruments += 1
+        if not checked:
+            s.no_checksum += 1
+        if got:
+            readings = self._readings
+            readings += got
+            over = len(readings) - MAX_READINGS
+            if over > 0:
+                del readings[:over]
+                s.readings_dropped += over
 
     def _zda_shortcut(self, text: str) -> bool:
         """A ZDA with the same date as the last one only moves the date reference's time:

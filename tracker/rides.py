@@ -5,6 +5,10 @@ Distance and moving time count only movement (tracker/activity.py's evidence: a 
 least the activity's start speed at a usable HDOP), so a parked unit's drift at the cafe adds
 neither metres nor minutes; gaps longer than MAX_GAP_S (no fix: a tunnel, a restart) count as
 not moving, since nothing is known of them.
+
+A boat's ride also has its instruments' latest readings (depth, wind, heading...: the newest
+of each kind within the activity, tracker/instruments.py), in SI units in the JSON and as a
+skipper reads them in the table.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from tracker import instruments as inst
 from tracker.activity import Rules, distance_m
 from tracker.store import Activity, Store
 
@@ -41,6 +46,8 @@ class Ride:
     points: int = 0
     samples: int = 0
     backends: dict[str, BackendProgress] = field(default_factory=dict)
+    # The newest reading of each instrument kind in the activity, with its GPS time.
+    instruments: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def avg_speed_mps(self) -> float | None:
@@ -72,7 +79,31 @@ def summarize(store: Store, activity: Activity, rules: Rules) -> Ride:
     end = activity.ended_at if activity.ended_at is not None else last_time
     samples = len(store.samples_between(activity.started_at, end))
     return Ride(activity, distance, max(0.0, end - activity.started_at), moving, max_speed,
-                points, samples, backend_progress(store, activity.id))  # fmt: skip
+                points, samples, backend_progress(store, activity.id),
+                latest_instruments(store, activity))  # fmt: skip
+
+
+def latest_instruments(store: Store, activity: Activity) -> dict[str, tuple[float, float]]:
+    """kind -> (GPS time, value) of the newest instrument reading of each kind in the
+    activity (the current one: up to now)."""
+    end = activity.ended_at if activity.ended_at is not None else math.inf
+    got = store.latest_instruments(activity.started_at, end)
+    return {k: (s.time, s.value) for k, s in got.items()}
+
+
+def instruments_json(latest: dict[str, tuple[float, float]]) -> list[dict[str, Any]]:
+    """The readings for a page: kind, label, SI value and unit, the text a skipper reads, and
+    the GPS time (ISO 8601 UTC)."""
+    from datetime import UTC, datetime
+
+    def iso(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")[:-6] + "Z"
+
+    return [
+        {"kind": k, "label": inst.LABELS[k], "value": round(v, 4), "unit": inst.UNITS[k],
+         "text": inst.display(k, v), "time": iso(t)}
+        for k, (t, v) in latest.items()
+    ]  # fmt: skip
 
 
 def backend_progress(store: Store, activity_id: int) -> dict[str, BackendProgress]:
@@ -112,6 +143,7 @@ def as_json(ride: Ride, tz: Any) -> dict[str, Any]:
         "max_speed_mps": _round(ride.max_speed_mps),
         "points": ride.points,
         "samples": ride.samples,
+        "instruments": {k: round(v, 4) for k, (_, v) in ride.instruments.items()},
         "backends": {
             name: {"to_send": p.to_send, "delivered": p.delivered, "finished": p.finished}
             for name, p in ride.backends.items()
@@ -134,6 +166,10 @@ def render(items: list[Ride], tz: Any) -> str:
             f"{_kmh(r.avg_speed_mps):>8}  {_kmh(r.max_speed_mps):>8}  {r.points:>6}  "
             f"{r.samples:>7}  {a.title}"
         )
+        if r.instruments:
+            lines.append(f"{'':>6}" + ", ".join(
+                f"{inst.LABELS[k]} {inst.display(k, v)}" for k, (_, v) in r.instruments.items()
+            ))  # fmt: skip
         states = []
         for name, p in r.backends.items():
             what = "sent" if p.delivered else f"{p.to_send} to send"

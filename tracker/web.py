@@ -4,7 +4,8 @@ One page (tracker/data/status.html: no framework, no external resource, so it wo
 or in a field without network) that refreshes itself from a JSON API:
 
     /                          the page
-    /api/status                `tracker status --json`
+    /api/status                `tracker status --json`, and `instruments`: the latest boat
+                               instrument readings of the current activity (or the newest)
     /api/activities            `tracker activities --json`
     /api/track?activity=ID     the activity's track as [[lat, lon], ...] (thinned), for the SVG;
                                without `activity`, the current one (or the newest)
@@ -187,7 +188,19 @@ class StatusServer(ThreadingHTTPServer):
 
         report = status.collect(store, self.cfg)
         report["web"] = {"tiles_url": self.cfg.web.tiles_url or None}
+        report["instruments"] = self.instruments(store)
         return report
+
+    def instruments(self, store: Any) -> dict[str, Any]:
+        """The latest instrument readings (depth, wind...) of the current activity, else the
+        newest one: `{"activity": id, "readings": [...]}` (rides.instruments_json)."""
+        from tracker import rides
+
+        a = store.current_activity() or (store.activities() or [None])[-1]
+        if a is None:
+            return {"activity": None, "readings": []}
+        readings = rides.instruments_json(rides.latest_instruments(store, a))
+        return {"activity": a.id, "readings": readings}
 
     def activities(self, store: Any) -> list[dict[str, Any]]:
         from tracker import rides

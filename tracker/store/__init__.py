@@ -8,7 +8,8 @@ One class, `Store` (get one from `open_store()`), over one connection, composed 
 concern, each in its own module with its own docstring:
 
 - `db`: the file (open, check, move aside, migrate), the schema, SQLite errors, transactions.
-- `fixes`: activities, fixes, samples and point-of-interest notes.
+- `fixes`: activities, fixes, samples (fitness) and instrument readings (a boat's, in a table
+  of their own), point-of-interest notes.
 - `ledger`: delivery state per backend (cursors, marks, sender state), and `Ledger`, the narrow
   interface a sender gets.
 - `control`: control requests from the CLI, runtime rows for `tracker status`, counters.

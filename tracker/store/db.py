@@ -163,6 +163,23 @@ MIGRATIONS: list[str] = [
     ALTER TABLE backends ADD COLUMN scope TEXT NOT NULL DEFAULT 'activities'
         CHECK (scope IN ('activities', 'all'));
     """,
+    # 4: boat instrument readings (depth, wind, heading...: tracker/instruments.py), in GPS time
+    # like the samples but a table of their own: `samples` stays the fitness readings (hr, cad,
+    # pwr) that the fitness backends send, and no reader of it ever meets a depth. No CHECK on
+    # kind (SQLite cannot change one without rebuilding the table): the store validates it
+    # against tracker.fix.INSTRUMENT_KINDS. Values in SI units (temperatures in Celsius).
+    """
+    CREATE TABLE instruments (
+        id INTEGER PRIMARY KEY,
+        time REAL NOT NULL,                    -- GPS unix seconds (tracker/sensors/clock.py)
+        kind TEXT NOT NULL,
+        value REAL NOT NULL,
+        sensor TEXT NOT NULL DEFAULT ''        -- the input it came from
+    );
+    CREATE INDEX instruments_time ON instruments (time);
+    -- The latest value of each kind (the status page, `tracker activities`): one seek a kind.
+    CREATE INDEX instruments_kind ON instruments (kind, time);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,6 +1,12 @@
 """Activities, fixes, samples and point-of-interest notes: what the writer stores, what
 exports and senders read.
 
+Samples are of two meanings, in two tables: fitness samples (hr, cad, pwr: `samples`, what
+`samples_between` and `samples_for_batch` read and the fitness backends send) and boat
+instrument readings (depth, wind, heading...: `instruments`, read by `instruments_between`,
+`instrument_kinds` and `latest_instruments`). `add_samples` takes both and puts each where it
+belongs, so a source hands the recorder one kind of Sample whatever it measures.
+
 An activity is a ride: fixes belong to one (and are then sent), or to none (stored outside any
 activity, never sent). At most one activity is current. Fixes are read a page at a time, so a
 long ride costs neither memory nor a long read snapshot.
@@ -15,7 +21,7 @@ from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any
 
-from tracker.fix import Fix, Sample
+from tracker.fix import INSTRUMENT_KINDS, Fix, Sample
 from tracker.store.db import StoreBase, StoreError
 
 # One logger for the whole package, named as before the split: log lines keep "tracker.store"
@@ -23,6 +29,7 @@ from tracker.store.db import StoreBase, StoreError
 log = logging.getLogger("tracker.store")
 
 _PAGE = 1000  # rows per page when streaming fixes
+_INSTRUMENT_KINDS = frozenset(INSTRUMENT_KINDS)
 
 _FIX_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Fix))
 _fix_values = attrgetter(*_FIX_FIELDS)
@@ -232,13 +239,24 @@ class FixesMixin(StoreBase):
         return {"total": total, "outside": outside, "local": local}
 
     def add_samples(self, samples: Sequence[Sample]) -> None:
+        """Store samples: instrument kinds (INSTRUMENT_KINDS) in `instruments`, the others in
+        `samples`, whose CHECK refuses a kind that is neither (StoreError, nothing stored)."""
         if not samples:
             return
+        fitness = [(s.time, s.kind, s.value, s.sensor) for s in samples
+                   if s.kind not in _INSTRUMENT_KINDS]  # fmt: skip
+        boat = [(s.time, s.kind, s.value, s.sensor) for s in samples
+                if s.kind in _INSTRUMENT_KINDS] if len(fitness) < len(samples) else []  # fmt: skip
         with self.transaction():
-            self._conn.executemany(
-                "INSERT INTO samples (time, kind, value, sensor) VALUES (?, ?, ?, ?)",
-                [(s.time, s.kind, s.value, s.sensor) for s in samples],
-            )
+            if fitness:
+                self._conn.executemany(
+                    "INSERT INTO samples (time, kind, value, sensor) VALUES (?, ?, ?, ?)", fitness
+                )
+            if boat:
+                self._conn.executemany(
+                    "INSERT INTO instruments (time, kind, value, sensor) VALUES (?, ?, ?, ?)",
+                    boat,
+                )
 
     def mark_poi(self, fix_id: int, text: str) -> None:
         """Attach a point-of-interest note to a fix (replacing any earlier note)."""
@@ -274,7 +292,8 @@ class FixesMixin(StoreBase):
             last = rows[-1][0]
 
     def samples_between(self, t0: float, t1: float, kind: str | None = None) -> list[Sample]:
-        """Samples with t0 <= time <= t1 (GPS unix seconds), by time."""
+        """Fitness samples with t0 <= time <= t1 (GPS unix seconds), by time: never an
+        instrument reading (instruments_between)."""
         sql = "SELECT time, kind, value, sensor FROM samples WHERE time BETWEEN ? AND ?"
         params: tuple[Any, ...] = (t0, t1)
         if kind is not None:
@@ -304,6 +323,41 @@ class FixesMixin(StoreBase):
             {"newest": newest, "lo": lo, "hi": hi, "since": since, "late": late},
         )
         return [Sample(*r) for r in rows], newest
+
+    def instruments_between(self, t0: float, t1: float, kind: str | None = None) -> list[Sample]:
+        """Instrument readings with t0 <= time <= t1 (GPS unix seconds), by time."""
+        sql = "SELECT time, kind, value, sensor FROM instruments WHERE time BETWEEN ? AND ?"
+        params: tuple[Any, ...] = (t0, t1)
+        if kind is not None:
+            sql += " AND kind = ?"
+            params += (kind,)
+        return [Sample(*r) for r in self._all(sql + " ORDER BY time, id", params)]
+
+    def instrument_kinds(self, t0: float, t1: float) -> list[str]:
+        """The instrument kinds with a reading in [t0, t1], in INSTRUMENT_KINDS order (one
+        index seek a kind)."""
+        return [
+            k
+            for k in INSTRUMENT_KINDS
+            if self._one(
+                "SELECT 1 FROM instruments WHERE kind = ? AND time BETWEEN ? AND ? LIMIT 1",
+                (k, t0, t1),
+            )
+        ]
+
+    def latest_instruments(self, t0: float, t1: float) -> dict[str, Sample]:
+        """The newest reading of each instrument kind in [t0, t1], by kind in INSTRUMENT_KINDS
+        order; kinds without one are left out."""
+        out = {}
+        for k in INSTRUMENT_KINDS:
+            row = self._one(
+                "SELECT time, kind, value, sensor FROM instruments "
+                "WHERE kind = ? AND time BETWEEN ? AND ? ORDER BY time DESC, id DESC LIMIT 1",
+                (k, t0, t1),
+            )
+            if row is not None:
+                out[k] = Sample(*row)
+        return out
 
     def fix_count(self, activity_id: int | None = None) -> int:
         """Every stored fix, or those of one activity."""

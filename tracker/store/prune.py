@@ -7,8 +7,9 @@ Size limit
 rows cannot reduce. It is a soft limit, checked when pruning runs. `prune_if_needed()`, which
 the writer calls every few commits, first deletes the oldest fixes that no backend still needs
 (acknowledged by every registered backend, or outside any activity, or all of them when no
-backend is registered), the samples older than the oldest fix left, and ended activities left
-without fixes, down to 90 % of the limit. When that is not enough it depends on `prune`:
+backend is registered), the samples and instrument readings older than the oldest fix left
+(counted together as `deleted_samples`), and ended activities left without fixes, down to 90 %
+of the limit. When that is not enough it depends on `prune`:
 
 - "drop_oldest" (the default): deletes the oldest undelivered fixes too, with an ERROR line that
   says how many and for which backends, and adds them to persistent counters (`counters()`,
@@ -265,7 +266,10 @@ class PruneMixin(FixesMixin, ControlMixin):
         if oldest is None:
             return 0
         cur = self._conn.execute("DELETE FROM samples WHERE time < ?", (oldest,))
-        return max(cur.rowcount, 0)
+        n = max(cur.rowcount, 0)
+        # Instrument readings (a table of their own, see db.MIGRATIONS 4) go by the same rule.
+        cur = self._conn.execute("DELETE FROM instruments WHERE time < ?", (oldest,))
+        return n + max(cur.rowcount, 0)
 
     def _admit(self, count: int) -> None:
         """With prune = drop_newest and the limit reached: prune what every backend has
