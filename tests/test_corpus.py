@@ -287,3 +287,34 @@ def test_sentences_with_broken_fields_and_good_checksums_never_raise() -> None:
         assert -90 <= f.lat <= 90 and -180 <= f.lon <= 180
     assert dec.stats.rejected_by["unparsable"] > 1000
     assert dec.stats.fixes > 0
+
+
+def test_our_field_split_agrees_with_pynmea2_on_every_sentence_we_parse() -> None:
+    """The decoder splits RMC, GGA, GNS, GLL, GST, VTG, GSA and ZDA itself (tracker.nmea
+    .fields) instead of calling pynmea2.parse: the fields must be pynmea2's, sentence by
+    sentence, over every capture, and what pynmea2 refuses we refuse too."""
+    import pynmea2
+
+    from tracker.nmea import fields
+
+    kinds = {"RMC", "GGA", "GNS", "GLL", "GST", "VTG", "GSA", "ZDA"}
+    compared = 0
+    for log in ALL_LOGS:
+        for raw in log.read_bytes().splitlines():
+            line = raw.strip()
+            if line[:1] != b"$" or line[3:6].decode("latin-1") not in kinds or line[1:2] == b"P":
+                continue
+            try:
+                text = line.decode()
+            except UnicodeDecodeError:
+                continue  # rejected as non_utf8 before any split
+            body = text[: text.index("*")] if "*" in text else text
+            try:
+                theirs = pynmea2.parse(body).data
+            except pynmea2.ParseError:
+                with pytest.raises(ValueError):
+                    fields(body)
+                continue
+            assert fields(body) == theirs, (log.name, text)
+            compared += 1
+    assert compared > 5_000  # the captures hold thousands of them
