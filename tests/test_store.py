@@ -131,6 +131,26 @@ def test_a_v1_file_reaches_the_latest_schema_and_keeps_its_data(db: Path) -> Non
         assert s.current_activity().uuid == "0123456789abcdef0123456789abcdef"
 
 
+def test_a_file_with_4k_pages_is_rewritten_with_small_pages_once_it_is_free(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _make_v1(db)  # SQLite's default page size, as earlier releases made it
+    other = sqlite3.connect(db, isolation_level=None)  # a reader in the middle of a read
+    other.execute("BEGIN")
+    other.execute("SELECT count(*) FROM fixes").fetchone()
+    with open_store(db) as s:  # VACUUM needs the file to itself: kept, and said so
+        assert s.pragma("page_size") == 4096 and s.fix_count() == 1
+        assert s.pragma("journal_mode") == "wal"
+    assert "kept 4096-byte pages for now" in caplog.text
+    other.close()
+    with open_store(db) as s:
+        assert s.pragma("page_size") == 512
+        assert s.pragma("journal_mode") == "wal" and s.fix_count() == 1
+        assert s.current_activity().uuid == "0123456789abcdef0123456789abcdef"
+    with open_store(db) as s:  # a new file is made with them
+        assert s.pragma("page_size") == 512
+
+
 def test_pending_migrations_run_in_order(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _make_v1(db)
     later = [

@@ -32,6 +32,11 @@ log = logging.getLogger("tracker.store")
 
 BUSY_TIMEOUT_S = 5.0
 _SQLITE_HEADER = b"SQLite format 3\x00"
+# Small pages for small commits. Linux accounts (and an SD card wears by) every 4 KiB page of
+# a file dirtied, and a commit of one fix appends one WAL frame of a page per b-tree it touches
+# (the fixes table and its two indexes): 3 x 4 KiB pages before, under one 4 KiB page now.
+# scripts/bench.py's `wear` row measures it against the leanest durable design.
+PAGE_SIZE = 512
 _WAL_LIMIT_BYTES = 4 * 1024 * 1024  # keep the WAL file at most this big after a checkpoint
 
 
@@ -320,6 +325,7 @@ def _try_open(path: Path, *, check: bool) -> tuple[sqlite3.Connection | None, st
     conn = None
     try:
         conn = _connect(path)
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # takes effect on a new file only
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode.lower() != "wal":
             log.warning("%s: journal_mode is %s, not wal (file system without mmap?)", path, mode)
@@ -330,6 +336,7 @@ def _try_open(path: Path, *, check: bool) -> tuple[sqlite3.Connection | None, st
                 # aside: they belong to it.
                 conn.close()
                 return None, "quick_check: " + "; ".join(rows[:3])
+            _convert_page_size(conn, path)
         return conn, ""
     except sqlite3.Error as e:
         if conn is not None:
@@ -337,6 +344,28 @@ def _try_open(path: Path, *, check: bool) -> tuple[sqlite3.Connection | None, st
         if _code(e) not in _BROKEN:
             raise _translate(e, path, "open") from e
         return None, f"{e} ({_name(e)})"
+
+
+def _convert_page_size(conn: sqlite3.Connection, path: Path) -> None:
+    """Rewrite a database made with another page size (SQLite's default 4 KiB, which earlier
+    releases used) with PAGE_SIZE, once: VACUUM in rollback-journal mode, the only way SQLite
+    changes it. Needs the file to itself
+    and as much free space as the database; when either is missing the old size is kept (it
+    works, it only writes more per commit) and the next start tries again."""
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    if size == PAGE_SIZE:
+        return
+    log.warning("%s: rewriting the database with %d-byte pages instead of %d (once: each "
+                "commit then writes less to the SD card)", path, PAGE_SIZE, size)  # fmt: skip
+    try:
+        conn.execute("PRAGMA journal_mode=DELETE")
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+        conn.execute("VACUUM")
+    except sqlite3.Error as e:
+        log.warning("%s: kept %d-byte pages for now (%s); trying again at the next start",
+                    path, size, e)  # fmt: skip
+    finally:
+        conn.execute("PRAGMA journal_mode=WAL")
 
 
 def _move_aside(path: Path, clock: Callable[[], float]) -> Path:
