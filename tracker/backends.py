@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 REGISTRY: dict[str, str] = {
     "mapmytracks": "tracker.senders.mapmytracks",
     "gpsr": "tracker.senders.gpsr",
+    "traccar": "tracker.senders.traccar",
 }
 
 

@@ -37,6 +37,7 @@ MODULE_COMMANDS = (
     ("demo", "tracker.demo", "a simulated ride through a pty into the daemon, to test servers"),
     ("serve-mapmytracks", "tracker.testing.mapmytracks", "run the Map My Tracks test server"),
     ("serve-gpsr", "tracker.testing.gpsr", "run the json-gpsr test server"),
+    ("serve-traccar", "tracker.testing.osmand", "run the OsmAnd (Traccar) test server"),
 )
 
 

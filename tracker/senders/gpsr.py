@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tracker.checks import FAIL, OK, Check, Probe, unreachable
+from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy  # shared with [traccar]
 from tracker.senders.base import Sender
 from tracker.senders.settings import SenderSettings, secret
 from tracker.senders.state import STATE_VERSION, Pending, check_version
@@ -77,7 +78,6 @@ log = logging.getLogger(__name__)
 
 NAME = "gpsr"
 CREDENTIAL = "gpsr-token"
-DEFAULT_UERE_M = 5.0
 TAG_MAX = 100  # [gpsr] tag: as long as an activity title may be
 STATIONARY_SPEED_MS = 0.5
 EARTH_RADIUS_M = 6_371_008.8
@@ -93,23 +93,6 @@ MAX_PAGES = 1000  # a server that always says "more" cannot keep a check going f
 def wire_time(t: float, millis: bool = False) -> int:
     """A fix's time as sent: floor seconds, or rounded milliseconds (13 digits today)."""
     return round(t * 1000) if millis else math.floor(t)
-
-
-def accuracy(fix: StoredFix, uere_m: float = DEFAULT_UERE_M) -> tuple[float | None, float | None]:
-    """(ha, va) in metres, 1 sigma: GST when sent, else DOP x UERE; None when unknown."""
-    if fix.err_lat is not None and fix.err_lon is not None:
-        ha: float | None = math.hypot(fix.err_lat, fix.err_lon)
-    elif fix.hdop is not None:
-        ha = fix.hdop * uere_m
-    else:
-        ha = None
-    if fix.err_alt is not None:
-        va: float | None = fix.err_alt
-    elif fix.vdop is not None:
-        va = fix.vdop * uere_m
-    else:
-        va = None
-    return ha, va
 
 
 def _finite(x: float | None) -> bool:

@@ -75,7 +75,12 @@ class HttpTransport:
         verify: bool | str = True,
         name: str = "http",
         session: requests.Session | None = None,
+        empty_ok: bool = False,
+        secret: str | None = "token",
     ) -> None:
+        """`empty_ok`: an empty 2xx body is the protocol's acknowledgement (Traccar), not an
+        unusable reply. `secret`: what the plain-http warning says goes in clear text (the
+        password with `username`; None when the protocol sends nothing secret)."""
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"{name}: not an http(s) URL: {url!r}")
@@ -83,19 +88,21 @@ class HttpTransport:
         self.name = name
         self.timeout = (connect_timeout_s, read_timeout_s)
         self.max_reply_bytes = max_reply_bytes
+        self.empty_ok = empty_ok
         self._session = session or requests.Session()
         if username is not None:
             self._session.auth = (username, password or "")
         self._session.verify = verify
         self._session.headers["User-Agent"] = f"tracker/{__version__}"
         self._session.headers["Accept-Encoding"] = "identity"  # replies are a few hundred bytes
-        if parts.scheme == "http" and url not in _warned_plain:
+        secret = "password" if username is not None else secret
+        if parts.scheme == "http" and url not in _warned_plain and secret is not None:
             _warned_plain.add(url)
             log.warning(
                 "%s: %s is plain http: the %s goes over the network in clear text%s; use https",
                 name,
                 url,
-                "password" if username is not None else "token",
+                secret,
                 " (basic auth)" if username is not None else "",
             )
 
@@ -193,7 +200,7 @@ class HttpTransport:
         except OSError as e:
             raise LostReply(f"{where}: reply cut short: {e}") from e
         reply = Reply(status, resp.headers, bytes(body))
-        if not reply.body.strip():
+        if not reply.body.strip() and not self.empty_ok:
             raise _unusable(f"{where}: empty reply (HTTP {status})", "empty")
         if reply.looks_like_html:
             raise _unusable(
