@@ -265,3 +265,69 @@ def test_an_inline_secret_in_a_world_readable_file_is_named_with_its_chmod(tmp_p
     path.chmod(0o644)
     other = write(tmp_path, '[mapmytracks]\nusername = "r"\npassword_file = "/etc/pw"\n')
     assert exposed_secrets(load(other)) is None  # no secret in the file itself
+
+
+# --- [[inputs]], [share], gpsd:// (issue 15) ---------------------------------------------------
+
+
+def test_inputs_share_and_gpsd_parse(tmp_path):
+    cfg = load(write(tmp_path, """
+[gps]
+device = "gpsd://127.0.0.1:2947"
+
+[[inputs]]
+name = "mux"
+url = "tcp://192.168.1.10:10110"
+
+[[inputs]]
+name = "sounder"
+url = "/dev/ttyUSB1"
+baudrate = 38400
+reconnect_max_s = 5
+
+[share]
+nmea_tcp = "0.0.0.0:10110"
+"""))
+    assert cfg.gps.device == "gpsd://127.0.0.1:2947"
+    assert [(i.name, i.url, i.baudrate, i.reconnect_max_s) for i in cfg.inputs] == [
+        ("mux", "tcp://192.168.1.10:10110", 4800, 30.0),
+        ("sounder", "/dev/ttyUSB1", 38400, 5.0),
+    ]
+    assert cfg.share.nmea_tcp == "0.0.0.0:10110"
+
+
+def test_inputs_and_share_are_off_by_default(tmp_path):
+    cfg = load(write(tmp_path, ""))
+    assert cfg.inputs == () and cfg.share.nmea_tcp is None
+    assert load(write(tmp_path, "[share]\n")).share.nmea_tcp is None
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ('[[inputs]]\nname = "a"\nurl = "tcp://:10110"\n', ["inputs[1].url:", "with a host"]),
+        ('[[inputs]]\nname = "a"\nurl = "udp://10110"\n', ["inputs[1].url:", "udp://host:port"]),
+        ('[[inputs]]\nname = "a"\nurl = "gpsd://h:2947"\n', ["inputs[1].url:", "[gps] device"]),
+        ('[[inputs]]\nname = "a"\nurl = "/dev/x"\n[[inputs]]\nurl = "/dev/y"\n',
+         ["inputs[2].name: missing"]),
+        ('[[inputs]]\nname = "a"\n', ["inputs[1].url: missing"]),
+        ('[[inputs]]\nname = "a"\nurl = "/dev/x"\nbaud = 4800\n',
+         ["inputs[1].baud: unknown key", "baudrate"]),
+        ('[[inputs]]\nname = "a"\nurl = "/dev/x"\nbaudrate = true\n', ["inputs[1].baudrate:"]),
+        ('[[inputs]]\nname = "a b"\nurl = "/dev/x"\n', ["inputs[1].name:", "letters"]),
+        ('[[inputs]]\nname = "a"\nurl = "/dev/x"\n[[inputs]]\nname = "a"\nurl = "/dev/y"\n',
+         ["inputs[2].name:", "used twice"]),
+        ("inputs = 3\n", ["inputs must be an array of tables"]),
+        ('[share]\nnmea_tcp = "10110"\n', ["[share] nmea_tcp", "host:port"]),
+        ('[share]\nnmea_udp = "x:1"\n', ["[share] nmea_udp: unknown key", "nmea_tcp"]),
+        ('[gps]\ndevice = "gpsd://:2947"\n', ["[gps] device", "gpsd://host:port"]),
+    ],
+)  # fmt: skip
+def test_inputs_and_share_errors_name_the_key_in_one_line(tmp_path, text, names):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message
+    for name in names:
+        assert name in message, message

@@ -76,3 +76,56 @@ def test_watch_refreshes_until_interrupted(tmp_path):
     out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and "Traceback" not in err
     assert sum("fixes:     1 stored" in line for line in lines) >= 3  # a report each refresh
+
+
+def test_inputs_and_the_share_are_shown():
+    inputs = [
+        {"name": "mux", "url": "tcp://192.168.1.10:10110", "state": "open", "error": None,
+         "sentences": 1200, "readings": 800, "last_seen": "2026-06-01T08:10:00.000Z"},
+        {"name": "sounder", "url": "/dev/ttyUSB1", "state": "connecting",
+         "error": "No such file or directory", "sentences": 0, "readings": 0, "last_seen": None},
+    ]  # fmt: skip
+    share = {"listen": "0.0.0.0:10110", "clients": 2, "dropped_bytes": 4096}
+    text = render(status(inputs=inputs, share=share,
+                         gps={"device": "gpsd://127.0.0.1:2947", "state": "open",
+                              "baudrate": 9600, "sentences": 99}))  # fmt: skip
+    assert ("input:     mux (tcp://192.168.1.10:10110) open: 1200 sentences, 800 readings, "
+            "last seen 2026-06-01T08:10:00.000Z") in text
+    assert ("input:     sounder (/dev/ttyUSB1) connecting (No such file or directory): "
+            "0 sentences, 0 readings, nothing yet") in text
+    assert "share:     tcp 0.0.0.0:10110, 2 clients, 4096 bytes dropped for slow clients" in text
+    assert "gps:       gpsd://127.0.0.1:2947 open, 99 reports" in text  # no baud rate
+    failed = {"listen": "0.0.0.0:10110", "error": "Address already in use", "clients": 0}
+    assert "SHARE:     tcp 0.0.0.0:10110 not serving: Address already in use" in render(
+        status(share=failed)
+    )
+    plain = render(status())  # neither configured: no lines for them
+    assert "input:" not in plain and "share:" not in plain
+
+
+def test_collect_reads_the_inputs_and_share_rows(tmp_path):
+    from tracker.config import Config, StorageConfig
+    from tracker.runtime import DAEMON_KEY, DaemonStatus, InputStatus, ShareStatus
+    from tracker.status import collect
+    from tracker.store import open_store
+
+    db = tmp_path / "tracker.db"
+    store = open_store(db)
+    row = DaemonStatus(
+        pid=1, running=False,
+        inputs=[InputStatus(name="mux", url="tcp://h:1", state="lost", last_seen=1.78e9,
+                            connects=2).to_json()],
+        share=ShareStatus(listen="127.0.0.1:10110", clients=1, dropped_bytes=7),
+    )  # fmt: skip
+    store.put_runtime(DAEMON_KEY, row.to_json())
+    got = collect(store, Config(storage=StorageConfig(path=db)))
+    store.close()
+    (mux,) = got["inputs"]
+    assert (mux["name"], mux["state"], mux["connects"]) == ("mux", "lost", 2)
+    assert mux["last_seen"] == "2026-05-28T20:26:40.000Z"
+    assert got["share"]["clients"] == 1 and got["share"]["dropped_bytes"] == 7
+    store = open_store(db)
+    store.put_runtime(DAEMON_KEY, DaemonStatus(pid=1).to_json())  # a daemon without them
+    got = collect(store, Config(storage=StorageConfig(path=db)))
+    store.close()
+    assert got["inputs"] == [] and got["share"] == {}

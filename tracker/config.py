@@ -55,6 +55,23 @@ class GpsConfig:
 
 
 @dataclass(frozen=True)
+class InputConfig:
+    """One `[[inputs]]` entry (tracker/inputs.py, docs/boats.md): an NMEA instrument stream."""
+
+    name: str
+    url: str  # a serial device or pyserial URL, tcp://host:port, udp://:port
+    baudrate: int = 4800  # serial only: NMEA 0183's speed (38400 for NMEA 0183-HS, AIS)
+    reconnect_max_s: float = 30.0  # longest wait between attempts to reopen it
+
+
+@dataclass(frozen=True)
+class ShareConfig:
+    """[share] (tracker/share.py): serve the NMEA read to TCP clients; off without the key."""
+
+    nmea_tcp: str | None = None  # host:port, e.g. "0.0.0.0:10110"
+
+
+@dataclass(frozen=True)
 class StorageConfig:
     path: Path = Path("/var/lib/tracker/tracker.db")
     commit_interval_s: float = 1.0
@@ -174,6 +191,30 @@ def split_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def split_host_port(url: str, scheme: str, *, host_required: bool) -> tuple[str, int]:
+    """`scheme://host:port` -> (host, port); ValueError naming what is wrong."""
+    rest = url[len(scheme) + 3 :]
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 < int(port) <= 65535 or "/" in host:
+        raise ValueError(f"expected {scheme}://host:port, got {url!r}")
+    if host_required and not host:
+        raise ValueError(f"expected {scheme}://host:port with a host, got {url!r}")
+    return host, int(port)
+
+
+def check_input_url(url: str) -> str:
+    """An `[[inputs]]` url: tcp://host:port, udp://[host]:port, or a serial device or pyserial
+    URL (opened as such); ValueError naming what is wrong."""
+    if url.startswith("tcp://"):
+        split_host_port(url, "tcp", host_required=True)
+    elif url.startswith("udp://"):
+        split_host_port(url, "udp", host_required=False)
+    elif url.startswith("gpsd://"):
+        raise ValueError("gpsd:// is a GPS source ([gps] device), not an input")
+    return url
+
+
 def _loopback(host: str) -> bool:
     import ipaddress
 
@@ -207,6 +248,8 @@ class Config:
     button: ButtonConfig | None = None  # None: no [button] section
     web: WebConfig | None = None  # None: no [web] section, no status page
     sensors: tuple[SensorConfig, ...] = ()  # the [[sensors]] array of tables
+    inputs: tuple[InputConfig, ...] = ()  # the [[inputs]] array of tables
+    share: ShareConfig = field(default_factory=ShareConfig)
     # Backend section -> its Settings (tracker/backends.py), only those present in the file.
     backends: Mapping[str, Any] = field(default_factory=dict)
 
@@ -264,6 +307,60 @@ def _gpio(v: Any) -> int:
     return v
 
 
+def _gps_device(v: Any) -> str:
+    device = _str(v)
+    if device.startswith("gpsd://"):
+        from tracker.gpsd import parse_url
+
+        parse_url(device)
+    return device
+
+
+def _input_url(v: Any) -> str:
+    return check_input_url(_str(v))
+
+
+def _input_name(v: Any) -> str:
+    name = _str(v)
+    if not all(c.isalnum() or c in "-_." for c in name) or len(name) > 32:
+        raise ValueError(f"expected up to 32 letters, digits, '-', '_' or '.', got {v!r}")
+    return name
+
+
+INPUT_KEYS: dict[str, Callable[[Any], Any]] = {
+    "name": _input_name,
+    "url": _input_url,
+    "baudrate": _pos_int,
+    "reconnect_max_s": _pos_float,
+}
+
+
+def parse_inputs(body: Any, where: str = "") -> tuple[InputConfig, ...]:
+    """The `[[inputs]]` array of tables; ConfigError naming the entry and key
+    (`inputs[1].url: ...`, counted from 1 as a rider counts them)."""
+    if not isinstance(body, list) or not all(isinstance(e, dict) for e in body):
+        raise ConfigError(f"{where}inputs must be an array of tables ([[inputs]])")
+    out: list[InputConfig] = []
+    for i, entry in enumerate(body, 1):
+        at = f"{where}inputs[{i}]"
+        values: dict[str, Any] = {}
+        for key, raw in entry.items():
+            if key not in INPUT_KEYS:
+                known = ", ".join(INPUT_KEYS)
+                raise ConfigError(f"{at}.{key_text(key)}: unknown key (known: {known})")
+            try:
+                values[key] = INPUT_KEYS[key](raw)
+            except ValueError as e:
+                raise ConfigError(f"{at}.{key}: {e}") from None
+        for key in ("name", "url"):
+            if key not in values:
+                raise ConfigError(f"{at}.{key}: missing")
+        if any(e.name == values["name"] for e in out):
+            raise ConfigError(f"{at}.name: {values['name']!r} is used twice (names must differ)")
+        out.append(InputConfig(**values))
+    return tuple(out)
+
+
 def _level(v: Any) -> str:
     return _one_of("debug", "info", "warning", "error")(str(v).lower())
 
@@ -271,7 +368,7 @@ def _level(v: Any) -> str:
 SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "gps": (
         GpsConfig,
-        {"device": _str, "baudrate": _pos_int, "reconnect_max_s": _pos_float},
+        {"device": _gps_device, "baudrate": _pos_int, "reconnect_max_s": _pos_float},
     ),
     "storage": (
         StorageConfig,
@@ -305,6 +402,7 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
         WebConfig,
         {"listen": _listen, "token": _str, "token_file": _path, "tiles_url": _str},
     ),
+    "share": (ShareConfig, {"nmea_tcp": _listen}),
     "button": (
         ButtonConfig,
         {
@@ -329,8 +427,11 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
 
             sections["sensors"] = tuple(parse_sensors(body, where))
             continue
+        if name == "inputs":
+            sections["inputs"] = parse_inputs(body, where)
+            continue
         if name not in SCHEMA and name not in REGISTRY:
-            known = ", ".join([*SCHEMA, *REGISTRY, "sensors"])
+            known = ", ".join([*SCHEMA, *REGISTRY, "sensors", "inputs"])
             raise ConfigError(f"{where}unknown section [{key_text(name)}] (known: {known})")
         if not isinstance(body, dict):
             raise ConfigError(f"{where}[{name}] must be a table")

@@ -3,8 +3,11 @@
     GPS reader thread ---+
                          +--(inbox queue)--> recorder thread --> SQLite store --> sender threads
     sensor threads ------+                   (the only writer)     ^             (one a backend)
+    input threads -------+  (NMEA instruments: samples only)       |
                                                                    |
     button (optional) ------- requests, like the CLI's ------------+
+
+    GPS reader, input threads --(whole NMEA lines, never blocking)--> share server --> TCP clients
 
 Under systemd the main loop is the supervisor (tracker/systemd.py): READY=1, STATUS=, and
 WATCHDOG=1 only while the GPS, recorder and every sender thread show recent heartbeats.
@@ -28,7 +31,7 @@ from tracker.backends import make_senders
 from tracker.config import Config
 from tracker.gps import GpsReader
 from tracker.recorder import INBOX_MAX, Recorder
-from tracker.runtime import GpsStatus
+from tracker.runtime import GpsStatus, ShareStatus
 from tracker.sensors.manager import SensorManager
 from tracker.ubx_i2c import open_gps_port
 
@@ -53,6 +56,26 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
         latest[0] = fixes[-1]
         recorder.offer(fixes)
 
+    # [share]: bound before the sources start, so that they publish from their first line.
+    share = None
+    share_off = ShareStatus()  # what status shows without a running share server
+    if cfg.share.nmea_tcp is not None:
+        from tracker.config import split_listen
+        from tracker.share import ShareServer
+
+        try:
+            share = ShareServer(*split_listen(cfg.share.nmea_tcp), stop).start()
+        except OSError as e:  # one part failing to start is one line, not a dead daemon
+            reason = e.strerror or str(e)
+            log.error("cannot share NMEA on %s: %s", cfg.share.nmea_tcp, reason)
+            share_off = ShareStatus(listen=cfg.share.nmea_tcp, error=reason)
+
+    def instrument_readings(readings: list[Any]) -> None:
+        """Instrument readings of the NMEA sources, in GPS time through the sensor clock."""
+        samples = sensors.clock.convert(readings)
+        if samples:
+            recorder.offer(samples)
+
     gps = GpsReader(
         cfg.gps.device,
         cfg.gps.baudrate,
@@ -60,6 +83,8 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
         stop,
         reconnect_max_s=cfg.gps.reconnect_max_s,
         open_port=open_gps_port,
+        readings=instrument_readings,
+        share=share.publish if share else None,
     )
     gps_thread = threading.Thread(target=gps.run, name="gps", daemon=True)
     # Sensor samples go to the same inbox, stamped in GPS time through the reader's offset.
@@ -68,6 +93,15 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
         cfg.sensors, lambda samples: recorder.offer(samples), stop, lambda: gps.clock_offset,
         state_dir=cfg.storage.path.parent,
     )  # fmt: skip
+    # [[inputs]]: instrument streams; samples only (their positions are ignored). Not watchdog
+    # components either: a dead echo sounder must never get the GPS restarted.
+    inputs: list[Any] = []
+    if cfg.inputs:
+        from tracker.inputs import InputReader
+
+        publish = share.publish if share else None
+        inputs = [InputReader(entry, instrument_readings, stop, share=publish)
+                  for entry in cfg.inputs]  # fmt: skip
 
     def runtime() -> dict[str, Any]:
         """The sources' part of the daemon's runtime row (tracker/runtime.py DaemonStatus)."""
@@ -75,19 +109,24 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
             "gps": GpsStatus(
                 device=gps.device, baudrate=gps.baudrate, state=gps.state,
                 bytes_read=gps.bytes_read, connects=gps.connects,
-                **gps.decoder.stats.as_dict(),  # type: ignore[arg-type]
+                **{**gps.stats.as_dict(), "instruments": gps.stats.instruments,
+                   "readings_dropped": gps.stats.readings_dropped},  # type: ignore[arg-type]
             ),
             "sensors": sensors.status(),
+            "inputs": [i.status.to_json() for i in inputs],
+            "share": ShareStatus.from_json(share.status()) if share else share_off,
         }  # fmt: skip
 
     recorder = Recorder(cfg, inbox, stop, sources=sources, runtime=runtime)
-    sources += [gps_thread, *sensors.threads]
+    sources += [gps_thread, *sensors.threads, *(i.thread for i in inputs)]
     recorder_thread = threading.Thread(target=recorder.run, name="recorder", daemon=True)
 
     log.info("tracker starting (config %s)", cfg.path or "built-in defaults")
     recorder_thread.start()
     gps_thread.start()
     sensors.start()
+    for reader in inputs:
+        reader.thread.start()
     sender_threads = []
     senders = []
     for sender in make_senders(cfg, stop):
@@ -144,7 +183,9 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
         deadline = time.monotonic() + SHUTDOWN_BUDGET_S - 1.0
         # Senders last: all threads see `stop` at once, and the recorder's final commit must not
         # wait behind a sender's request in flight (its pending marker makes that one safe).
-        for thread in (gps_thread, *sensors.threads, recorder_thread, *sender_threads):
+        share_threads = [share.thread] if share and share.thread else []
+        for thread in (gps_thread, *sensors.threads, *(i.thread for i in inputs),
+                       recorder_thread, *share_threads, *sender_threads):  # fmt: skip
             thread.join(timeout=max(0.1, deadline - time.monotonic()))
             if thread.is_alive():
                 log.warning("thread %s still running at shutdown", thread.name)

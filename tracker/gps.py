@@ -5,7 +5,15 @@ to the recorder through `out` (in practice a queue). It never touches the store 
 so a slow SD card or a dead network can never make it miss serial input.
 
 The device is anything `serial.serial_for_url` opens: a device path (`/dev/serial0`,
-`/dev/ttyUSB0`, a pty) or a pyserial URL (`socket://host:port`, `rfc2217://…`, `loop://`).
+`/dev/ttyUSB0`, a pty) or a pyserial URL (`socket://host:port`, `rfc2217://…`, `loop://`), or
+`gpsd://host:port`: a running gpsd's JSON reports (tracker/gpsd.py, which gives this loop a
+port and a decoder of the same shape).
+
+Besides fixes, the decoder may find instrument sentences in the receiver's stream (a combined
+GPS and heading sensor): their readings go to `readings`, stamped with their monotonic arrival,
+for the sensor clock to put in GPS time. With `[share]` on, the whole lines read go to `share`
+(tracker/share.py), never blocking this thread.
+
 When it is missing or disappears (USB pulled, socket closed) the reader logs once, retries with a
 capped exponential backoff and resumes when it is back. It never gives up: a tracker that stops
 tracking because a cable wobbled is worse than useless.
@@ -19,13 +27,19 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import serial
 
 from tracker.fix import Fix
 from tracker.logutil import RateLimitedLog
-from tracker.nmea import Decoder
+from tracker.nmea import Decoder, DecoderStats
+from tracker.sensors.clock import Reading
+from tracker.share import LineCutter
 from tracker.worker import run_loop
+
+if TYPE_CHECKING:
+    from tracker.gpsd import GpsdDecoder
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +66,21 @@ class GpsReader:
         *,
         reconnect_max_s: float = 30.0,
         open_port: Callable[..., serial.SerialBase] = serial.serial_for_url,
+        readings: Callable[[list[Reading]], None] | None = None,
+        share: Callable[[bytes], None] | None = None,
     ) -> None:
         self.device = device
         self.baudrate = baudrate
-        self.decoder = Decoder()
+        self.gpsd = device.startswith("gpsd://")
+        self.decoder: Decoder | GpsdDecoder
+        if self.gpsd:
+            from tracker import gpsd
+
+            self.decoder = gpsd.GpsdDecoder(device=gpsd.parse_url(device)[2])
+            open_port = gpsd.open_port
+            share = None  # JSON, not NMEA: gpsd serves its own NMEA to whoever wants it
+        else:
+            self.decoder = Decoder()
         self.state = "connecting"
         self.heartbeat = time.monotonic()
         self.clock_offset: float | None = None
@@ -67,7 +92,15 @@ class GpsReader:
         self._stop = stop
         self._reconnect_max_s = reconnect_max_s
         self._open_port = open_port
+        self._readings = readings
+        self._share = share
+        self._cutter = LineCutter()
         self._limited = RateLimitedLog(log, 60.0)
+
+    @property
+    def stats(self) -> DecoderStats:
+        """The decoder's counters (NMEA sentences, or gpsd reports)."""
+        return self.decoder.stats
 
     def run(self) -> None:
         """The thread's body: the shared worker loop (tracker/worker.py) around one session,
@@ -102,7 +135,10 @@ class GpsReader:
         self.state = "open"
         self.tried.set()
         if self._outage_started is None:
-            log.info("GPS %s open at %d baud", self.device, self.baudrate)
+            if self.gpsd:
+                log.info("GPS %s open at gpsd (JSON reports)", self.device)
+            else:
+                log.info("GPS %s open at %d baud", self.device, self.baudrate)
         else:
             log.info(
                 "GPS %s back after %.0f s", self.device, time.monotonic() - self._outage_started
@@ -117,6 +153,7 @@ class GpsReader:
             log.warning("GPS %s lost (%s); reconnecting", self.device, _reason(e))
         finally:
             self._emit(self.decoder.flush())  # the last epoch before the line went away
+            self._cutter.reset()
             with contextlib.suppress(serial.SerialException, OSError):
                 port.close()
         return 0.0
@@ -133,6 +170,8 @@ class GpsReader:
                 self.bytes_read += len(data)
                 last_byte, quiet = now, False
                 self._emit(self.decoder.feed(data))
+                if self._share is not None and (lines := self._cutter.feed(data)):
+                    self._share(lines)
             elif not quiet and now - last_byte >= QUIET_S:
                 quiet = True
                 self._emit(self.decoder.flush())
@@ -140,17 +179,36 @@ class GpsReader:
                 sentences_seen = self.decoder.stats.sentences
                 last_sentence = now
             elif now - last_sentence >= SILENT_WARN_S:
-                self._limited.warning(
-                    "silent",
-                    "GPS %s: no valid NMEA sentence for %.0f s at %d baud (wrong baud rate, "
-                    "wrong device, or the receiver is off?)",
-                    self.device, now - last_sentence, self.baudrate,
-                )  # fmt: skip
+                if self.gpsd:
+                    self._limited.warning(
+                        "silent", "GPS %s: no report from gpsd for %.0f s (is its receiver "
+                        "attached?)", self.device, now - last_sentence,
+                    )  # fmt: skip
+                else:
+                    self._limited.warning(
+                        "silent",
+                        "GPS %s: no valid NMEA sentence for %.0f s at %d baud (wrong baud "
+                        "rate, wrong device, or the receiver is off?)",
+                        self.device, now - last_sentence, self.baudrate,
+                    )  # fmt: skip
 
     def _emit(self, fixes: list[Fix]) -> None:
+        now = time.monotonic()
         if fixes:
-            self.clock_offset = fixes[-1].time - time.monotonic()
+            # gpsd's fixes are completed an epoch after their TPV came: offset from its arrival
+            arrived = getattr(self.decoder, "arrived", None) if self.gpsd else None
+            self.clock_offset = fixes[-1].time - (arrived if arrived is not None else now)
             self._out(fixes)
+        if self._readings is not None:
+            readings = decoded_readings(self.decoder, "gps", now)
+            if readings:
+                self._readings(readings)
+
+
+def decoded_readings(decoder: Decoder | GpsdDecoder, sensor: str, now: float) -> list[Reading]:
+    """The instrument readings `decoder` decoded since the last call (nmea.Decoder's
+    `take_readings()`: (kind, value) in SI), as Readings from `sensor` arrived at `now`."""
+    return [Reading(now, kind, value, sensor) for kind, value in decoder.take_readings()]
 
 
 def _reason(e: BaseException) -> str:

@@ -111,6 +111,40 @@ class GpsStatus(Row):
     invalid_epochs: int = 0
     no_checksum: int = 0
     late: int = 0
+    instruments: int = 0  # instrument sentences in the GPS's own stream
+    readings_dropped: int = 0  # instrument readings nobody took in time (nmea.MAX_READINGS)
+
+
+@dataclass
+class InputStatus(Row):
+    """One `[[inputs]]` entry (tracker/inputs.py): an NMEA instrument stream."""
+
+    name: str = ""
+    url: str = ""
+    state: str = ""  # connecting, open, lost, stopped
+    error: str | None = None  # why the last attempt failed, None while open
+    connects: int = 0
+    bytes_read: int = 0
+    sentences: int = 0  # accepted by the decoder
+    rejected: int = 0
+    readings: int = 0  # instrument readings decoded (depth, wind, heading...)
+    positions_ignored: int = 0  # fixes in this stream: only the [gps] source gives positions
+    last_seen: float | None = None  # wall clock of the last accepted sentence
+
+
+@dataclass
+class ShareStatus(Row):
+    """The NMEA share server (tracker/share.py); `listen` "" when `[share]` is off."""
+
+    listen: str = ""
+    error: str | None = None  # the port could not be bound: not serving
+    clients: int = 0
+    accepted: int = 0
+    refused: int = 0
+    published_bytes: int = 0
+    sent_bytes: int = 0
+    dropped_bytes: int = 0  # for slow clients, all together
+    per_client: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -122,10 +156,13 @@ class DaemonStatus(Row):
     lifecycle: LifecycleStatus = field(default_factory=LifecycleStatus)
     gps: GpsStatus = field(default_factory=GpsStatus)
     sensors: list[dict[str, Any]] = field(default_factory=list)  # SensorStatus.as_dict()
+    inputs: list[dict[str, Any]] = field(default_factory=list)  # InputStatus.to_json()
+    share: ShareStatus = field(default_factory=ShareStatus)
 
 
 _ROWS: dict[str, type[Row]] = {
     "recorder": RecorderCounters,
     "lifecycle": LifecycleStatus,
     "gps": GpsStatus,
+    "share": ShareStatus,
 }

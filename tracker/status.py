@@ -15,7 +15,7 @@ from typing import Any
 
 from tracker.config import Config
 from tracker.fix import QUALITY_NAMES
-from tracker.runtime import DAEMON_KEY, BackendStatus, DaemonStatus, backend_key
+from tracker.runtime import DAEMON_KEY, BackendStatus, DaemonStatus, InputStatus, backend_key
 from tracker.store import Store
 from tracker.store.control import RUNTIME_EVERY_S
 
@@ -54,6 +54,17 @@ def _backends(store: Store) -> dict[str, dict[str, Any]]:
             "quarantined": quarantined.get(name, 0),
             "updated": _iso(updated),
         }
+    return out
+
+
+def _inputs(runtime: DaemonStatus) -> list[dict[str, Any]]:
+    """Each `[[inputs]]` entry's row (tracker/runtime.py InputStatus), times as ISO strings."""
+    out = []
+    for raw in runtime.inputs:
+        row = InputStatus.from_json(raw).to_json()
+        last = row.get("last_seen")
+        row["last_seen"] = _iso(last) if isinstance(last, int | float) else None
+        out.append(row)
     return out
 
 
@@ -118,6 +129,9 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
         },
         "gps": {k: v for k, v in gps.items() if k not in ("rejected", "rejected_by")},
         "sensors": runtime.sensors,
+        "inputs": _inputs(runtime),
+        # Off ({}) without [share], and when the daemon never ran with it.
+        "share": runtime.share.to_json() if runtime.share.listen else {},
         "storage": {**recorder, **store.counters()},
     }
 
@@ -131,9 +145,12 @@ def render(status: dict[str, Any]) -> str:
     else:
         lines.append(f"daemon:    not running (last seen {d['updated'] or 'never'})")
     if gps:
+        device = str(gps.get("device"))
+        at = "" if device.startswith("gpsd://") else f" at {gps.get('baudrate')} baud"
+        what = "reports" if device.startswith("gpsd://") else "sentences"
         lines.append(
-            f"gps:       {gps.get('device')} {gps.get('state')} at {gps.get('baudrate')} baud, "
-            f"{gps.get('sentences', 0)} sentences, {status['rejected']['total']} rejected"
+            f"gps:       {device} {gps.get('state')}{at}, "
+            f"{gps.get('sentences', 0)} {what}, {status['rejected']['total']} rejected"
         )
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(status["rejected"]["by_reason"].items()) if v)
     if reasons:
@@ -144,6 +161,22 @@ def render(status: dict[str, Any]) -> str:
         lines.append(
             f"sensor:    {sensor['label']} ({sensor['type']}) {sensor['state']}{problem}"
             + (f": {values}" if values else "")
+        )
+    for i in status.get("inputs", []):
+        problem = f" ({i['error']})" if i.get("error") else ""
+        seen = f", last seen {i['last_seen']}" if i.get("last_seen") else ", nothing yet"
+        lines.append(
+            f"input:     {i['name']} ({i['url']}) {i['state']}{problem}: "
+            f"{i['sentences']} sentences, {i['readings']} readings{seen}"
+        )
+    share = status.get("share") or {}
+    if share.get("error"):
+        lines.append(f"SHARE:     tcp {share['listen']} not serving: {share['error']}")
+    elif share:
+        dropped = share.get("dropped_bytes", 0)
+        lines.append(
+            f"share:     tcp {share['listen']}, {share['clients']} clients"
+            + (f", {dropped} bytes dropped for slow clients" if dropped else "")
         )
     if last:
         quality = QUALITY_NAMES.get(last["quality"], "fix") if last["quality"] else "fix"

@@ -1,0 +1,248 @@
+"""NMEA inputs besides the GPS: one reader thread per `[[inputs]]` entry (issue 15).
+
+An input is an instrument stream: an echo sounder, a wind instrument, a compass, a NMEA
+multiplexer. Its bytes go through its own `nmea.Decoder`; the instrument readings it decodes
+(`Decoder.take_readings()`: depth, wind, heading... in SI) are stamped with `time.monotonic()`
+at arrival and handed to `out`, which converts them to GPS time through the daemon's
+`SensorClock` and offers them to the recorder like any sensor's. Positions in an input are
+ignored (counted as `positions_ignored`): only the `[gps]` source gives fixes, so a plotter's
+echoed GPS or a second receiver on the multiplexer never makes a second track.
+
+Transports, by the entry's `url`:
+
+    tcp://host:port   a client of a multiplexer (a Yacht Devices or Actisense gateway,
+                      kplex, Signal K's NMEA output); reconnects with backoff, and reconnects
+                      when the stream stays silent for SILENT_RECONNECT_S (a half-open link)
+    udp://:10110      listen for NMEA datagrams, broadcast or unicast (the common marine
+                      default); `udp://192.168.1.10:10110` binds that address only
+    anything else     a serial device or a pyserial URL, at `baudrate` (4800 by default,
+                      NMEA 0183's speed), opened like the GPS (tracker/gps.py)
+
+Each input reconnects on its own, with the GPS's backoff (1 s doubling to its `reconnect_max_s`);
+one that is missing or drops is one WARNING line at the start of the outage and one INFO line
+when it is back, and never affects the GPS or another input. Every blocking call has a timeout
+(READ_TIMEOUT_S, CONNECT_TIMEOUT_S), and the thread stops through the shared stop event.
+
+With `[share]` on, whole lines read here go to the share server too (tracker/share.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import serial
+
+from tracker.config import InputConfig, split_host_port
+from tracker.gps import QUIET_S, READ_TIMEOUT_S, _reason, decoded_readings
+from tracker.logutil import RateLimitedLog
+from tracker.nmea import Decoder
+from tracker.runtime import InputStatus
+from tracker.sensors.clock import Reading
+from tracker.share import LineCutter
+from tracker.worker import run_loop
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+SILENT_RECONNECT_S = 60.0  # a TCP stream without a byte for this long is reconnected
+SILENT_WARN_S = 60.0  # open but no valid sentence for this long: one warning per silence
+RECV_MAX = 65536
+
+
+class Port(Protocol):
+    """One open transport: `read()` returns what arrived (b"" after READ_TIMEOUT_S without
+    data) and raises OSError when the line is gone."""
+
+    def read(self) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class _SerialPort:
+    def __init__(self, port: serial.SerialBase) -> None:
+        self._port = port
+
+    def read(self) -> bytes:
+        return self._port.read(self._port.in_waiting or 1)
+
+    def close(self) -> None:
+        self._port.close()
+
+
+class _TcpPort:
+    def __init__(self, host: str, port: int) -> None:
+        self._sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S)
+        self._sock.settimeout(READ_TIMEOUT_S)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        self._last = time.monotonic()
+
+    def read(self) -> bytes:
+        try:
+            data = self._sock.recv(RECV_MAX)
+        except TimeoutError:
+            if time.monotonic() - self._last > SILENT_RECONNECT_S:
+                raise ConnectionError(f"nothing for {SILENT_RECONNECT_S:g} s") from None
+            return b""
+        if not data:
+            raise ConnectionError("closed by the other end")
+        self._last = time.monotonic()
+        return data
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class _UdpPort:
+    def __init__(self, host: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            # Another listener on the port (Signal K, OpenCPN) gets the broadcasts too. Not
+            # SO_REUSEPORT: the kernel would share unicast datagrams out between the listeners.
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            self._sock.bind((host, port))
+            self._sock.settimeout(READ_TIMEOUT_S)
+        except OSError:
+            self._sock.close()
+            raise
+
+    def read(self) -> bytes:
+        try:
+            data, _ = self._sock.recvfrom(RECV_MAX)
+        except TimeoutError:
+            return b""
+        if data and not data.endswith(b"\n"):
+            data += b"\r\n"  # one datagram, one or more whole sentences: some senders omit CRLF
+        return data
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+def open_input(url: str, baudrate: int) -> Port:
+    """Open the transport `url` names (raises OSError, ValueError or SerialException)."""
+    if url.startswith("tcp://"):
+        return _TcpPort(*split_host_port(url, "tcp", host_required=True))
+    if url.startswith("udp://"):
+        return _UdpPort(*split_host_port(url, "udp", host_required=False))
+    return _SerialPort(serial.serial_for_url(url, baudrate=baudrate, timeout=READ_TIMEOUT_S))
+
+
+class InputReader:
+    """Reads one `[[inputs]]` entry until `stop` is set. Run `run()` in its own thread.
+
+    `status` is read by other threads (the recorder's runtime row): plain values replaced
+    atomically.
+    """
+
+    def __init__(
+        self,
+        cfg: InputConfig,
+        out: Callable[[list[Reading]], None],
+        stop: threading.Event,
+        *,
+        share: Callable[[bytes], None] | None = None,
+        reconnect_max_s: float | None = None,
+        open_port: Callable[[str, int], Port] = open_input,
+    ) -> None:
+        self.cfg = cfg
+        self.decoder = Decoder()
+        self.status = InputStatus(name=cfg.name, url=cfg.url, state="connecting")
+        self.heartbeat = time.monotonic()
+        self.thread = threading.Thread(target=self.run, name=f"input-{cfg.name}", daemon=True)
+        self._out = out
+        self._stop = stop
+        self._share = share
+        self._cutter = LineCutter()
+        self._reconnect_max_s = reconnect_max_s or cfg.reconnect_max_s
+        self._open_port = open_port
+        self._delay = 1.0
+        self._outage_started: float | None = None
+        self._limited = RateLimitedLog(log, 60.0)
+
+    @property
+    def who(self) -> str:
+        return f"input {self.cfg.name} ({self.cfg.url})"
+
+    def run(self) -> None:
+        run_loop(f"input {self.cfg.name}", self._session, self._stop, beat=self._beat,
+                 error_wait_s=1.0, max_wait_s=self._reconnect_max_s)  # fmt: skip
+        self.status.state = "stopped"
+
+    def _beat(self, now: float) -> None:
+        self.heartbeat = now
+
+    def _session(self) -> float:
+        st = self.status
+        try:
+            port = self._open_port(self.cfg.url, self.cfg.baudrate)
+        except (serial.SerialException, OSError, ValueError) as e:
+            st.error = _reason(e)
+            st.state = "lost" if st.connects else "connecting"
+            if self._outage_started is None:
+                self._outage_started = time.monotonic()
+                log.warning("%s not available (%s); retrying every %g s at most until it is "
+                            "back", self.who, st.error, self._reconnect_max_s)  # fmt: skip
+            delay, self._delay = self._delay, min(self._delay * 2, self._reconnect_max_s)
+            return delay
+        st.connects += 1
+        st.state, st.error = "open", None
+        if self._outage_started is None:
+            log.info("%s open", self.who)
+        else:
+            log.info("%s back after %.0f s", self.who, time.monotonic() - self._outage_started)
+        self._outage_started = None
+        self._delay = 1.0
+        try:
+            self._read(port)
+        except (serial.SerialException, OSError) as e:
+            self._outage_started = time.monotonic()
+            st.state, st.error = "lost", _reason(e)
+            log.warning("%s lost (%s); reconnecting", self.who, st.error)
+        finally:
+            self._decoded(self.decoder.flush(), time.monotonic())
+            self._cutter.reset()
+            with contextlib.suppress(serial.SerialException, OSError):
+                port.close()
+        return 0.0
+
+    def _read(self, port: Port) -> None:
+        last_byte = last_sentence = time.monotonic()
+        quiet = False
+        seen = self.decoder.stats.sentences
+        while not self._stop.is_set():
+            now = self.heartbeat = time.monotonic()
+            data = port.read()
+            if data:
+                self.status.bytes_read += len(data)
+                last_byte, quiet = now, False
+                self._decoded(self.decoder.feed(data), now)
+                if self._share is not None and (lines := self._cutter.feed(data)):
+                    self._share(lines)
+            elif not quiet and now - last_byte >= QUIET_S:
+                quiet = True
+                self._decoded(self.decoder.flush(), now)
+            if self.decoder.stats.sentences != seen:
+                seen = self.decoder.stats.sentences
+                last_sentence = now
+                self.status.last_seen = time.time()  # for status only: never stamps data
+            elif now - last_sentence >= SILENT_WARN_S:
+                self._limited.warning("silent", "%s: no valid NMEA sentence for %.0f s",
+                                      self.who, now - last_sentence)  # fmt: skip
+
+    def _decoded(self, fixes: list, now: float) -> None:
+        st = self.status
+        st.positions_ignored += len(fixes)  # only the [gps] source gives positions
+        st.sentences = self.decoder.stats.sentences
+        st.rejected = self.decoder.stats.rejected
+        readings = decoded_readings(self.decoder, self.cfg.name, now)
+        if readings:
+            st.readings += len(readings)
+            self._out(readings)
