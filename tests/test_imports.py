@@ -15,7 +15,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from support import ROOT, epochs, stored_times, wait_for
+from support import ROOT, epochs, free_port, gpsr_section, mmt_section, stored_times, wait_for
 
 import tracker
 from tracker import cli, config
@@ -186,8 +186,11 @@ def test_relative_imports_and_modules_named_in_from_imports_are_edges(tmp_path):
 # --- what each command loads -------------------------------------------------------------------
 
 # Not for the daemon: a command's module, a test server, or what only those use.
+# ... nor what costs resident memory it does not use (scripts/bench.py, `memory`): asyncio is
+# for BLE sensors only; requests is the tests' HTTP client, the senders use http.client.
 NOT_FOR_RUN = ("tracker.demo", "tracker.simulate", "tracker.doctor", "tracker.testing", "gpxpy",
-               "importlib.metadata")  # fmt: skip
+               "importlib.metadata", "asyncio", "requests", "urllib3", "charset_normalizer",
+               "pynmea2")  # fmt: skip
 NOT_FOR_RUN_PACKAGES = tuple(f"{name}." for name in NOT_FOR_RUN)  # and their submodules
 
 
@@ -205,8 +208,10 @@ def test_a_module_commands_help_loads_its_module_only(tmp_path):
 
 @pytest.mark.slow
 def test_tracker_run_loads_no_demo_simulator_doctor_test_server_or_gpxpy(daemon, gps, tmp_path):
-    """A real daemon, recording fixes from a pty, then stopped by SIGTERM."""
-    d = daemon()
+    """A real daemon with both HTTP backends (nothing listens: each makes its connection and
+    fails), recording fixes from a pty, then stopped by SIGTERM."""
+    nobody = f"http://127.0.0.1:{free_port()}/"
+    d = daemon(mmt_section(nobody, "pw") + gpsr_section(nobody, "token"))
     out = tmp_path / "modules.txt"
     with d.log.open("a") as log:
         d.proc = subprocess.Popen(

@@ -416,7 +416,7 @@ class GpsrSender(Sender):
         if self.transport is not None:
             return
         o = self.options
-        from tracker.senders.http import HttpTransport  # requests: only for a running sender
+        from tracker.senders.http import HttpTransport  # ssl: only for a running sender
 
         self.transport = HttpTransport(
             o.url,

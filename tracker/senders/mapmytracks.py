@@ -360,7 +360,7 @@ class MapMyTracksSender(Sender):
             return
         o = self.options
         secret = self._secret() if self._secret else ""
-        from tracker.senders.http import HttpTransport  # requests: only for a running sender
+        from tracker.senders.http import HttpTransport  # ssl: only for a running sender
 
         self.transport = HttpTransport(
             o.url,

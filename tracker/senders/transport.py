@@ -14,7 +14,7 @@ subclasses, so the senders handle five cases and nothing else:
 - AuthFailed: 401/403. Retrying cannot help until the configuration changes.
 - Rejected: the server understood and refused the data for good (its XML error, 400, 413).
 
-Thread safety: one HttpTransport per sender thread (a requests.Session is not shared).
+Thread safety: one HttpTransport per sender thread (its connection is not shared).
 Secrets: the password goes into the session's auth and nowhere else; it is in no message,
 no repr and no exception.
 """
