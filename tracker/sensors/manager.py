@@ -18,7 +18,6 @@ State for status (`status()`) is plain values replaced atomically, read from any
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -232,10 +231,16 @@ class SensorManager:
 
     # --- BLE: one asyncio loop for every BLE link ---------------------------------------------
 
+    # asyncio is imported only here: ~8 MB of resident memory a unit without BLE never needs.
+
     def _run_ble(self, links: list[tuple[SensorConfig, SensorStatus, AsyncLink]]) -> None:
+        import asyncio
+
         asyncio.run(self._ble_main(links))
 
     async def _ble_main(self, links: list[tuple[SensorConfig, SensorStatus, AsyncLink]]) -> None:
+        import asyncio
+
         tasks = [asyncio.create_task(self._run_async(*entry)) for entry in links]
         while not self._stop.is_set() and not all(t.done() for t in tasks):
             await asyncio.sleep(POLL_S)
@@ -276,6 +281,8 @@ class SensorManager:
             status.state = "stopped"
 
     async def _aclose(self, cfg: SensorConfig, link: AsyncLink) -> None:
+        import asyncio
+
         try:
             await asyncio.wait_for(asyncio.shield(link.close()), timeout=CLOSE_TIMEOUT_S)
         except asyncio.CancelledError:

@@ -37,6 +37,7 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 # (the fixes table and its two indexes): 3 x 4 KiB pages before, under one 4 KiB page now.
 # scripts/bench.py's `wear` row measures it against the leanest durable design.
 PAGE_SIZE = 512
+CACHE_KIB = 512  # page cache per connection
 _WAL_LIMIT_BYTES = 4 * 1024 * 1024  # keep the WAL file at most this big after a checkpoint
 
 
@@ -525,6 +526,10 @@ class StoreBase:
             # In WAL mode NORMAL may lose committed transactions on a power cut; FULL does not.
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # Every thread has its own connection and each would cache up to 2 MB of pages
+            # (SQLite's default): 512 KiB each is plenty for appends at the end and streamed
+            # reads, and the OS page cache holds the rest.
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             # The default here (SECURE_DELETE builds) zeroes every freed page: extra writes to
             # an SD card on every prune. FAST zeroes only what is written anyway.
             conn.execute("PRAGMA secure_delete = FAST")
