@@ -28,6 +28,7 @@ REGISTRY: dict[str, str] = {
     "mapmytracks": "tracker.senders.mapmytracks",
     "gpsr": "tracker.senders.gpsr",
     "traccar": "tracker.senders.traccar",
+    "mqtt": "tracker.senders.mqtt",
 }
 
 
