@@ -14,6 +14,7 @@ included), and nothing else about the pty is faked.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import termios
@@ -23,7 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from support import ROOT, epochs
+from support import ROOT, epochs, free_port, wait_for
+from test_share import GPSD, Gpsd
 
 from tracker import doctor
 from tracker.pty import PtyWriter
@@ -479,3 +481,260 @@ def test_the_installed_unit_is_this_releases(tmp_path):
     unit.write_text(shipped.replace("MemoryMax=", "MemoryMax=9"))
     (stale,) = doctor.check_unit(ctx)
     assert stale.result == doctor.FAIL and "systemctl edit tracker" in stale.fix
+
+
+# --- gpsd as the GPS source (a real gpsd fed from a pty) -------------------------------------
+
+GPSD_SENTENCES = ("GGA", "RMC", "GSA", "GSV", "GST", "VTG")  # what gpsd maps to TPV, SKY, GST
+needs_gpsd = pytest.mark.skipif(GPSD is None, reason="gpsd is not installed (apt install gpsd)")
+
+
+class Feed:
+    """The simulated ride into a pty at 5 Hz, GPS time now: what a receiver gives gpsd."""
+
+    def __init__(self, path: Path) -> None:
+        self.writer = PtyWriter.open(path, timeout=0.5)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            for e in epochs(50, rate_hz=5.0, sentences=GPSD_SENTENCES, start=datetime.now(UTC)):
+                if self.stop.wait(0.2):  # pacing, as a receiver would
+                    return
+                self.writer.write(e.data)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        self.writer.close()
+
+
+def gpsd_ctx(tmp_path: Path, url: str, listen_s: float = 1.5) -> doctor.Context:
+    ctx = doctor.Context(doctor.load(write_config(tmp_path, url, 9600)), me())
+    ctx.listen_s = listen_s
+    return ctx
+
+
+def wait_for_gpsd_fix(gpsd: Gpsd) -> None:
+    """A freshly started gpsd hunts for the protocol first: wait for its first fix."""
+    watch = gpsd.watch()
+    got = b""
+    try:
+        watch.settimeout(20)
+        while not (b'"class":"TPV"' in got and b'"time"' in got):
+            data = watch.recv(65536)
+            assert data, f"gpsd closed the watch (log: {gpsd.log})"
+            got += data
+    finally:
+        watch.close()
+
+
+@needs_gpsd
+def test_gpsd_with_a_receiver_reports_its_fixes_and_the_clock(tmp_path):
+    feed = Feed(tmp_path / "gps0")
+    gpsd = Gpsd(tmp_path, feed.writer.path)
+    try:
+        wait_for_gpsd_fix(gpsd)
+        url = f"gpsd://127.0.0.1:{gpsd.port}"
+        ctx = gpsd_ctx(tmp_path, url)
+        (device,) = doctor.check_device(ctx)
+        assert device.result == doctor.SKIP  # no serial port of ours to stat
+        (check,) = doctor.check_nmea(ctx)
+        assert (check.name, check.result) == ("gpsd", doctor.OK), check
+        assert check.detail.startswith("gpsd 3.") and f"127.0.0.1:{gpsd.port}" in check.detail
+        assert f"({feed.writer.path})" in check.detail  # the receiver gpsd has
+        reports, fixes = re.search(r"(\d+) reports in 1.5 s, (\d+) fixes", check.detail).groups()
+        assert int(reports) > int(fixes) > 0
+        # The fixes' GPS time (the feed's: now) is the clock check's reference.
+        assert [c.result for c in doctor.check_clock(ctx)] == [doctor.OK]
+
+        # One receiver of gpsd's named in the URL: there; another: not.
+        (check,) = doctor.check_nmea(gpsd_ctx(tmp_path, f"{url}{feed.writer.path}", 1.0))
+        assert check.result == doctor.OK, check
+        (check,) = doctor.check_nmea(gpsd_ctx(tmp_path, f"{url}/dev/ttyNOPE", 1.0))
+        assert check.result == doctor.FAIL and "No such device as /dev/ttyNOPE" in check.detail
+        assert "gpspipe" in (check.fix or "")
+    finally:
+        gpsd.stop()
+        feed.close()
+
+
+@needs_gpsd
+def test_gpsd_without_a_receiver_or_with_a_silent_one(tmp_path):
+    port = free_port()
+    bare = subprocess.Popen(
+        [GPSD, "-N", "-n", "-b", "-S", str(port), "-F", str(tmp_path / "bare.sock")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _connects(port), 20, what="gpsd to listen")
+        (check,) = doctor.check_nmea(gpsd_ctx(tmp_path, f"gpsd://127.0.0.1:{port}", 1.0))
+    finally:
+        bare.terminate()
+        bare.wait(timeout=10)
+    assert check.result == doctor.FAIL and check.detail.endswith("has no receiver"), check
+    assert "/etc/default/gpsd" in (check.fix or "")
+
+    with PtyWriter.open(tmp_path / "gps0", timeout=0.5) as silent:
+        gpsd = Gpsd(tmp_path, silent.path)
+        try:
+            gpsd.watch().close()
+            (check,) = doctor.check_nmea(gpsd_ctx(tmp_path, f"gpsd://127.0.0.1:{gpsd.port}", 1.0))
+        finally:
+            gpsd.stop()
+    assert check.result == doctor.FAIL and "no report in 1 s" in check.detail, check
+    assert silent.path in check.detail and "gpsmon" in (check.fix or "")
+
+
+def _connects(port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_no_gpsd_is_one_clear_line(tmp_path):
+    import socket
+
+    config = write_config(tmp_path, f"gpsd://127.0.0.1:{free_port()}", 9600)
+    done = doctor_cli(config)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert line(done.stdout, "[skip] gps device: gpsd://")
+    failed = line(done.stdout, "[FAIL] gpsd: no gpsd at 127.0.0.1:")
+    assert failed.endswith(": Connection refused")
+    assert fix_after(done.stdout, "[FAIL] gpsd:").startswith("fix: start gpsd")
+    assert "nmea" not in done.stdout and "baud" not in done.stdout
+
+    # Something else on the port: it answers, but no gpsd greeting.
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        ctx = gpsd_ctx(tmp_path, f"gpsd://127.0.0.1:{other.getsockname()[1]}", 0.5)
+        (check,) = doctor.check_nmea(ctx)
+    assert check.result == doctor.FAIL and "is not gpsd" in check.detail, check
+
+
+# --- [[inputs]] and [share] (real sockets) ---------------------------------------------------
+
+
+def nmea(body: str) -> bytes:
+    cs = 0
+    for ch in body.encode():
+        cs ^= ch
+    return f"${body}*{cs:02X}\r\n".encode()
+
+
+def inputs_config(tmp_path: Path, entries: dict[str, str], extra: str = "") -> Path:
+    body = "".join(f'[[inputs]]\nname = "{k}"\nurl = "{v}"\n\n' for k, v in entries.items())
+    return write_config(tmp_path, "/dev/null", 9600, body + extra)
+
+
+def test_each_input_is_opened_as_the_daemon_would(tmp_path):
+    import socket
+
+    # A multiplexer: accepts, sends depth and wind a few times, as a gateway does.
+    mux = socket.socket()
+    mux.bind(("127.0.0.1", 0))
+    mux.listen()
+
+    def serve() -> None:
+        conn, _ = mux.accept()
+        with conn:
+            for _ in range(3):
+                conn.sendall(nmea("SDDBT,22.6,f,6.9,M,3.7,F") + nmea("WIMWV,45.0,R,12.6,N,A"))
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    held = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # another program's, no SO_REUSEADDR
+    held.bind(("127.0.0.1", 0))
+    udp_free = free_port()
+    pty = PtyWriter.open(tmp_path / "sounder0")
+    try:
+        entries = {
+            "mux": f"tcp://127.0.0.1:{mux.getsockname()[1]}",
+            "gone": f"tcp://127.0.0.1:{free_port()}",
+            "wifi": f"udp://127.0.0.1:{udp_free}",
+            "taken": f"udp://127.0.0.1:{held.getsockname()[1]}",
+            "sounder": pty.path,
+            "missing": str(tmp_path / "ttyUSB9"),
+            "bridge": "socket://127.0.0.1:9",
+        }  # fmt: skip
+        ctx = doctor.Context(doctor.load(inputs_config(tmp_path, entries)), me(), input_s=0.5)
+        checks = {c.name: c for c in doctor.check_inputs(ctx)}
+        server.join(timeout=10)
+    finally:
+        pty.close()
+        held.close()
+        mux.close()
+    assert list(checks) == [f"input {k}" for k in entries]
+    ok = checks["input mux"]
+    assert ok.result == doctor.OK  # DBT gives a depth, MWV an angle and a speed
+    assert "connects: 6 sentences in 0.5 s, 9 instrument readings" in ok.detail
+    gone = checks["input gone"]
+    assert gone.result == doctor.FAIL and "Connection refused" in gone.detail
+    assert "multiplexer" in (gone.fix or "")
+    assert checks["input wifi"].result == doctor.OK
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as again:  # the test bind released it
+        again.bind(("127.0.0.1", udp_free))
+    taken = checks["input taken"]
+    assert taken.result == doctor.FAIL and "Address already in use" in taken.detail
+    assert "another program holds the port (ss -ulpn" in (taken.fix or "")
+    assert checks["input sounder"].result == doctor.OK
+    missing = checks["input missing"]
+    assert missing.result == doctor.FAIL and "No such file" in missing.detail
+    assert checks["input bridge"].result == doctor.SKIP
+
+
+def test_the_share_port_free_taken_or_held_by_the_running_daemon(tmp_path):
+    import socket
+
+    from tracker.runtime import DAEMON_KEY, DaemonStatus, ShareStatus
+    from tracker.store import open_store
+
+    port = free_port()
+    listen = f"127.0.0.1:{port}"
+    config = inputs_config(tmp_path, {}, f'[share]\nnmea_tcp = "{listen}"\n')
+    ctx = doctor.Context(doctor.load(config), me())
+    (free,) = doctor.check_share(ctx)
+    assert free.result == doctor.OK and "can be bound" in free.detail
+    with socket.socket() as plotter_server:  # nothing kept: the port binds again
+        plotter_server.bind(("127.0.0.1", port))
+        plotter_server.listen()
+        (taken,) = doctor.check_share(ctx)
+        assert taken.result == doctor.FAIL and "Address already in use" in taken.detail
+        assert "ss -tlpn" in (taken.fix or "") and "[share] nmea_tcp" in (taken.fix or "")
+
+        # The daemon running (this process stands for it) says it serves there: fine.
+        ctx.cfg.storage.path.parent.mkdir(parents=True, exist_ok=True)
+        store = open_store(ctx.cfg.storage.path)
+        row = DaemonStatus(pid=os.getpid(), running=True,
+                           share=ShareStatus(listen=listen, clients=2))  # fmt: skip
+        store.put_runtime(DAEMON_KEY, row.to_json())
+        (served,) = doctor.check_share(ctx)
+        assert served.result == doctor.OK, served
+        assert served.detail == f"{listen} in use by the running tracker (pid {os.getpid()}), " \
+            "which serves it: 2 clients"  # fmt: skip
+        # ... but a daemon whose own bind failed does not hold it: someone else does.
+        row.share.error = "Address already in use"
+        store.put_runtime(DAEMON_KEY, row.to_json())
+        store.close()
+        (other,) = doctor.check_share(ctx)
+        assert other.result == doctor.FAIL
+
+
+def test_inputs_and_share_are_in_the_checklist(tmp_path):
+    import json
+
+    extra = f'[share]\nnmea_tcp = "127.0.0.1:{free_port()}"\n'
+    config = inputs_config(tmp_path, {"sounder": str(tmp_path / "ttyUSB9")}, extra)
+    config.write_text(config.read_text().replace("/dev/null", "/dev/serial0-not-here"))
+    checks = json.loads(doctor_cli(config, "--json").stdout)
+    assert [c["name"] for c in checks] == [
+        "config", "gps device", "input sounder", "share", "service", "disk", "clock",
+    ]  # fmt: skip
+    assert [c["result"] for c in checks[2:4]] == ["FAIL", "ok"]

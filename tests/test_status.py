@@ -129,3 +129,59 @@ def test_collect_reads_the_inputs_and_share_rows(tmp_path):
     got = collect(store, Config(storage=StorageConfig(path=db)))
     store.close()
     assert got["inputs"] == [] and got["share"] == {}
+
+
+def test_the_current_activitys_latest_instrument_readings(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tracker.config import Config, StorageConfig
+    from tracker.fix import Fix, Sample
+    from tracker.status import collect
+    from tracker.store import open_store
+
+    t0 = 1_780_300_800.0
+    db = tmp_path / "tracker.db"
+    store = open_store(db)
+    a = store.start_activity("Race", "sailing", "private", (), t0)
+    store.add_fixes(a.id, [Fix(t0 + i, 47.0, 7.6, speed=3.0) for i in range(10)])
+    store.add_samples([Sample(t0 + 1, "depth", 9.0, "mux"), Sample(t0 + 8, "depth", 15.5, "mux"),
+                       Sample(t0 + 9, "wind_speed_app", 12.6 * 1852 / 3600, "mux"),
+                       Sample(t0 + 9, "water_temp", 17.9, "mux"),
+                       Sample(t0 - 60, "heading_mag", 90.0, "mux"),  # before the activity
+                       Sample(t0 + 5, "hr", 120.0)])  # fmt: skip
+    cfg = Config(storage=StorageConfig(path=db))
+    got = collect(store, cfg)["instruments"]
+    assert got["activity"] == a.id
+    assert [(r["kind"], r["value"], r["text"]) for r in got["readings"]] == [
+        ("depth", 15.5, "15.5 m"), ("wind_speed_app", 6.482, "12.6 kn"),
+        ("water_temp", 17.9, "17.9 °C"),
+    ]  # fmt: skip
+    text = render(status(instruments=got))
+    assert "readings:  depth 15.5 m, apparent wind 12.6 kn, water 17.9 °C" in text
+    assert text.index("activity:") < text.index("readings:")
+
+    # The JSON a script reads is the same, through the command.
+    conf = tmp_path / "tracker.toml"
+    conf.write_text(f'[storage]\npath = "{db}"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "tracker", "status", "--json", "-c", str(conf)],
+        capture_output=True, text=True, timeout=30, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["instruments"] == got
+
+    # Once the activity ended: no current activity, no readings line.
+    store.end_activity(a.id, t0 + 10, "manual")
+    got = collect(store, cfg)
+    store.close()
+    assert got["instruments"] == {"activity": None, "readings": []}
+    assert "readings:" not in render(status(activity=None, instruments=got["instruments"]))
+
+
+def test_no_readings_line_for_a_bike():
+    bike = {"activity": 2, "readings": []}
+    assert "readings:" not in render(status(instruments=bike))
+    assert "readings:" not in render(status())  # a status without the key (an older reader)

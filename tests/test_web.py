@@ -69,8 +69,9 @@ def test_the_json_is_what_status_and_activities_read(db):
             want = json.loads(json.dumps(status.collect(s, server.cfg)))
         finally:
             s.close()
-        assert {k: v for k, v in got.items() if k not in ("web", "instruments")} == want
+        assert {k: v for k, v in got.items() if k != "web"} == want
         assert got["instruments"] == {"activity": 1, "readings": []}  # a bike has none
+        assert got["inputs"] == [] and got["share"] == {}  # nor inputs, nor a share
         (act,) = json.loads(fetch(server.url + "api/activities")[2])
         assert act["points"] == 3000 and act["distance_m"] == pytest.approx(2999 * 5.0, 0.01)
         track = json.loads(fetch(server.url + "api/track")[2])
@@ -152,6 +153,7 @@ def test_the_page_in_a_real_browser_shows_the_store(daemon, gps, tmp_path):
     assert shown("lat") == f"{last.lat:.6f}" and shown("lon") == f"{last.lon:.6f}"
     assert shown("act-title") == "Cycling 2026-06-01 08:00"
     assert '<div id="instruments-box" hidden="">' in dom  # a bike: no instruments section
+    assert '<div id="inputs-box" hidden="">' in dom and '<div id="share-box" hidden="">' in dom
     track = json.loads(urllib.request.urlopen(url + "api/track", timeout=10).read())
     path = re.search(r'<path id="track" d="([^"]*)"[^>]*data-points="(\d+)"', dom)
     assert path, "the SVG track is drawn"
@@ -211,3 +213,77 @@ def test_the_page_in_a_real_browser_shows_the_instruments(boat_db, tmp_path):
 def test_replace_keeps_web_optional():
     cfg = replace(Config(), web=None)
     assert web.start(cfg, threading.Event()) is None
+
+
+def test_after_the_ride_the_page_shows_the_newest_activitys_readings(boat_db):
+    """`tracker status` shows the current activity's readings only; the page, looked at
+    after the ride, the newest activity's."""
+    s = open_store(boat_db)
+    s.end_activity(1, T0.timestamp() + 3000, "manual")
+    s.close()
+    server, stop = serve(boat_db)
+    try:
+        got = json.loads(fetch(server.url + "api/status")[2])
+    finally:
+        stop.set()
+    assert got["activity"] is None
+    assert got["instruments"]["activity"] == 1 and len(got["instruments"]["readings"]) == 3
+
+
+def with_inputs_and_share(db: Path) -> None:
+    """The runtime row of a daemon reading a multiplexer and a lost sounder, and sharing."""
+    from tracker.runtime import DAEMON_KEY, DaemonStatus, InputStatus, ShareStatus
+
+    s = open_store(db)
+    row = DaemonStatus(
+        pid=1, running=False,
+        inputs=[InputStatus(name="mux", url="tcp://192.168.1.10:10110", state="open",
+                            sentences=1200, readings=800, last_seen=1780300800.0).to_json(),
+                InputStatus(name="sounder", url="/dev/ttyUSB1", state="lost",
+                            error="No such file or directory").to_json()],
+        share=ShareStatus(listen="0.0.0.0:10110", clients=2, dropped_bytes=4096),
+    )  # fmt: skip
+    s.put_runtime(DAEMON_KEY, row.to_json())
+    s.close()
+
+
+def test_api_status_has_the_inputs_and_the_share(boat_db):
+    with_inputs_and_share(boat_db)
+    server, stop = serve(boat_db)
+    try:
+        got = json.loads(fetch(server.url + "api/status")[2])
+    finally:
+        stop.set()
+    assert [(i["name"], i["state"], i["sentences"], i["last_seen"]) for i in got["inputs"]] == [
+        ("mux", "open", 1200, "2026-06-01T08:00:00.000Z"), ("sounder", "lost", 0, None),
+    ]  # fmt: skip
+    assert (got["share"]["listen"], got["share"]["clients"]) == ("0.0.0.0:10110", 2)
+    assert got["share"]["dropped_bytes"] == 4096
+    # The page reads those fields, and stays one small file with nothing fetched from outside.
+    html = web.page().decode()
+    assert 'id="inputs"' in html and 'id="share-listen"' in html
+    assert len(html) < 16_000 and not re.search(r'(src|href)="https?:', html)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium; .ci/run does)")
+def test_the_page_in_a_real_browser_shows_the_inputs_and_the_share(boat_db, tmp_path):
+    with_inputs_and_share(boat_db)
+    server, stop = serve(boat_db)
+    try:
+        dom = subprocess.run([CHROMIUM, *BROWSER, f"--user-data-dir={tmp_path / 'profile'}",
+                              "--dump-dom", server.url], capture_output=True, text=True,
+                             timeout=90).stdout  # fmt: skip
+    finally:
+        stop.set()
+    assert 'data-loaded="yes"' in dom, dom[-2000:]
+    assert '<div id="inputs-box">' in dom and '<div id="share-box">' in dom, "both shown"
+    rows = re.findall(r'<tr data-input="(\w+)"><td[^>]*>([^<]*)</td><td class="(\w+)">([^<]*)'
+                      r'</td><td class="n">(\d+)</td><td>([^<]*)</td></tr>', dom)  # fmt: skip
+    assert rows == [
+        ("mux", "mux", "ok", "open", "1200", "2026-06-01 08:00:00.000"),
+        ("sounder", "sounder", "bad", "lost (No such file or directory)", "0", "nothing yet"),
+    ]  # fmt: skip
+    for element, text in (("share-listen", "tcp 0.0.0.0:10110"), ("share-clients", "2"),
+                          ("share-dropped", "4096 bytes")):  # fmt: skip
+        assert re.search(rf'id="{element}"[^>]*>{re.escape(text)}<', dom), element

@@ -6,8 +6,10 @@ Run it on the Pi (as root, or as the service user) with the service's config:
 
 It checks, in order: the config; that the GPS device exists and the service user may open it;
 that NMEA arrives, how fast, and at which baud rate (trying the common rates when nothing decodes
-at the configured one); that each configured backend answers and accepts the credentials; the
-free disk space for the queue; and the system clock (against GPS time or a backend's time).
+at the configured one), or with `gpsd://` that gpsd answers, has a receiver and reports fixes;
+that each `[[inputs]]` stream can be opened and the `[share]` port bound; that each configured
+backend answers and accepts the credentials; the free disk space for the queue; and the system
+clock (against GPS time or a backend's time).
 Every failure is one line naming what is wrong and one line with the fix, printed as soon as
 its check is done (the GPS and backend checks take seconds each); `--json` prints instead, at the
 end, a list of the checks (`name`, `result`, `detail`, `fix`). The exit code is 0 only when every
@@ -15,7 +17,9 @@ check passed (a check that could not run, e.g. the clock without GPS time or a b
 as "skip" and does not fail).
 
 The GPS checks read the device for a few seconds: stop the service first
-(`systemctl stop tracker`) or they compete with it for the bytes.
+(`systemctl stop tracker`) or they compete with it for the bytes. gpsd and a TCP multiplexer
+serve any number of clients, so those checks may run beside the service, and a `[share]` port
+the running service holds is reported as served by it, not as taken.
 
 Each backend carries its own probe (`probe(settings)` in its module, tracker/backends.py);
 doctor runs those of the backends configured.
@@ -34,15 +38,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tracker.checks import FAIL, OK, SKIP, Check
-from tracker.config import DEFAULT_PATH, Config, ConfigError, load
+from tracker.config import DEFAULT_PATH, Config, ConfigError, InputConfig, load
 
 COMMON_BAUDRATES = (4800, 9600, 19200, 38400, 57600, 115200)
 LISTEN_S = 5.0  # how long to read at the configured rate
 PROBE_S = 2.0  # how long to read at each other rate
 MIN_FREE_MB = 64.0
 CLOCK_TOLERANCE_S = 60.0
+INPUT_CONNECT_S = 3.0  # a multiplexer on the boat's network answers at once or not at all
+INPUT_LISTEN_S = 2.0  # how long to read a TCP input (instruments send every second or so)
 
 
 @dataclass
@@ -53,6 +60,7 @@ class Context:
     user: str
     listen_s: float = LISTEN_S
     probe_s: float = PROBE_S
+    input_s: float = INPUT_LISTEN_S
     gps_time_offset_s: float | None = None  # GPS time minus the system clock
     server_time_offset_s: dict[str, float] = field(default_factory=dict)
     root: Path = Path("/")  # where /sys, /dev and /etc are (tests give a made-up tree)
@@ -223,6 +231,8 @@ def listen(device: str, baudrate: int, seconds: float) -> Listening:
 
 def check_nmea(ctx: Context, *, listen_fn: Callable[..., Listening] = listen) -> list[Check]:
     gps = ctx.cfg.gps
+    if gps.device.startswith("gpsd://"):
+        return check_gpsd(ctx)
     heard = listen_fn(gps.device, gps.baudrate, ctx.listen_s)
     if heard.error:
         return [
@@ -284,6 +294,291 @@ def check_nmea(ctx: Context, *, listen_fn: Callable[..., Listening] = listen) ->
             "right device",
         )
     ]  # fmt: skip
+
+
+# --- gpsd as the GPS source -----------------------------------------------------------------------
+
+
+@dataclass
+class GpsdHeard:
+    seconds: float
+    version: str | None = None  # gpsd's release, from its VERSION greeting
+    devices: list[str] | None = None  # the receivers gpsd has (its DEVICES report), None: none
+    reports: int = 0  # TPV, SKY, GST used by the decoder
+    fixes: int = 0
+    last_fix_time: float | None = None  # GPS UTC
+    last_fix_at: float | None = None  # system time its TPV arrived
+    error: str | None = None  # could not connect, or gpsd closed the connection
+    refused: str | None = None  # gpsd's ERROR report (a WATCH of a device it does not have)
+
+
+def listen_gpsd(url: str, seconds: float) -> GpsdHeard:
+    """Watch gpsd at `url` for `seconds` through the daemon's own client (tracker/gpsd.py):
+    the same connection, WATCH and mapping to fixes."""
+    import json
+
+    from tracker.gpsd import GpsdDecoder, GpsdPort, parse_url
+
+    out = GpsdHeard(seconds)
+    # The wall clock as the decoder's clock: `arrived` is then comparable to the GPS time.
+    decoder = GpsdDecoder(device=parse_url(url)[2], clock=time.time)
+    try:
+        port = GpsdPort(url, timeout=0.2)
+    except OSError as e:
+        out.error = _reason(e)
+        return out
+    lines = b""
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            data = port.read()
+            *done, lines = (lines + data).split(b"\n")
+            for line in done:  # DEVICES and ERROR: the decoder has no use for them
+                if b'"DEVICES"' not in line and b'"ERROR"' not in line:
+                    continue
+                try:
+                    report = json.loads(line)
+                except ValueError:
+                    continue
+                if report.get("class") == "ERROR":
+                    out.refused = str(report.get("message"))
+                elif report.get("class") == "DEVICES":
+                    out.devices = [str(d.get("path")) for d in report.get("devices", [])
+                                   if isinstance(d, dict)]  # fmt: skip
+            out.fixes += _fixes(out, decoder, decoder.feed(data))
+    except OSError as e:
+        out.error = _reason(e)
+    finally:
+        port.close()
+    out.fixes += _fixes(out, decoder, decoder.flush())
+    out.version, out.reports = decoder.version, decoder.stats.sentences
+    return out
+
+
+def _fixes(out: GpsdHeard, decoder: Any, fixes: list[Any]) -> int:
+    if fixes:
+        out.last_fix_time, out.last_fix_at = fixes[-1].time, decoder.arrived
+    return len(fixes)
+
+
+def _reason(e: BaseException) -> str:
+    text = getattr(e, "strerror", None) or str(e)
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def check_gpsd(ctx: Context, *, listen_fn: Callable[..., GpsdHeard] = listen_gpsd) -> list[Check]:
+    """[gps] device = "gpsd://...": gpsd answers, has a receiver, and reports fixes."""
+    from tracker.gpsd import parse_url
+
+    url = ctx.cfg.gps.device
+    host, port, wanted = parse_url(url)
+    heard = listen_fn(url, ctx.listen_s)
+    where = f"{host}:{port}"
+    if heard.error and heard.version is None:
+        return [Check(
+            "gpsd", FAIL, f"no gpsd at {where}: {heard.error}",
+            "start gpsd (systemctl enable --now gpsd.socket gpsd, after apt install gpsd) or "
+            "correct [gps] device",
+        )]  # fmt: skip
+    if heard.version is None:
+        return [Check(
+            "gpsd", FAIL, f"{where} answers but is not gpsd (no VERSION report in "
+            f"{heard.seconds:g} s)", "correct the port in [gps] device (gpsd's is 2947)",
+        )]  # fmt: skip
+    name = f"gpsd {heard.version} at {where}"
+    if heard.devices is not None and not heard.devices:
+        return [Check(
+            "gpsd", FAIL, f"{name} has no receiver",
+            'name it to gpsd: DEVICES="/dev/ttyUSB0" in /etc/default/gpsd, then systemctl '
+            "restart gpsd (or gpsdctl add /dev/ttyUSB0)",
+        )]  # fmt: skip
+    if heard.refused:  # gpsd 3.22 answers a WATCH of a device it lacks with an ERROR only
+        return [Check(
+            "gpsd", FAIL, f"{name}: {heard.refused}",
+            "correct the device in [gps] device (gpspipe -w -n 2 lists gpsd's DEVICES), or "
+            "leave it out: gpsd://host:port",
+        )]  # fmt: skip
+    if wanted and heard.devices is not None and wanted not in heard.devices:
+        return [Check(
+            "gpsd", FAIL, f"{name} has no {wanted} (it has {', '.join(heard.devices)})",
+            "correct the device in [gps] device, or add it to gpsd's DEVICES",
+        )]  # fmt: skip
+    on = f" ({', '.join(heard.devices)})" if heard.devices else ""
+    if not heard.reports:
+        return [Check(
+            "gpsd", FAIL, f"{name}{on}: no report in {heard.seconds:g} s"
+            + (f" ({heard.error})" if heard.error else ""),
+            "check the receiver with gpsmon (power, wiring, the device gpsd was given)",
+        )]  # fmt: skip
+    if heard.last_fix_time is not None and heard.last_fix_at is not None:
+        ctx.gps_time_offset_s = heard.last_fix_time - heard.last_fix_at
+    checks = [Check("gpsd", OK, f"{name}{on}: {heard.reports} reports in {heard.seconds:g} s, "
+                                f"{heard.fixes} fixes")]  # fmt: skip
+    if heard.fixes == 0:
+        checks.append(Check(
+            "gps fix", FAIL, "gpsd reports but without a position fix",
+            "give the antenna a clear view of the sky and wait (a cold start takes up to 15 "
+            "minutes); gpsd needs a date too (an RMC sentence) before it reports a fix",
+        ))  # fmt: skip
+    return checks
+
+
+# --- [[inputs]] and [share] -----------------------------------------------------------------------
+
+
+def check_inputs(ctx: Context) -> list[Check]:
+    """Each `[[inputs]]` stream: a TCP multiplexer connects (and what it sends), a UDP port can
+    be bound, a serial device exists and the service user may open it."""
+    return [_check_input(ctx, i) for i in ctx.cfg.inputs]
+
+
+def _check_input(ctx: Context, cfg: InputConfig) -> Check:
+    name, url = f"input {cfg.name}", cfg.url
+    if url.startswith("tcp://"):
+        return _tcp_input(ctx, name, url)
+    if url.startswith("udp://"):
+        return _udp_input(name, url)
+    if "://" in url:
+        return Check(name, SKIP, f"{url}: a pyserial URL, opened by the daemon only")
+    try:
+        st = os.stat(url)
+    except OSError as e:
+        return Check(name, FAIL, f"{url}: {e.strerror}",
+                     "plug in the instrument's adapter and find it with ls -l /dev/serial/by-id "
+                     "/dev/ttyUSB*, then set its url")  # fmt: skip
+    try:
+        user = pwd.getpwnam(ctx.user)
+    except KeyError:
+        return Check(name, OK, f"{url} exists")  # the GPS check names the missing user
+    if not may_open(st, user):
+        group = _group_name(st.st_gid)
+        return Check(name, FAIL, f"{ctx.user} may not read {url} (group {group})",
+                     f"usermod -aG {group} {ctx.user} && systemctl restart tracker")  # fmt: skip
+    return Check(name, OK, f"{url} exists and {ctx.user} may read it")
+
+
+def _tcp_input(ctx: Context, name: str, url: str) -> Check:
+    import socket
+
+    from tracker.config import split_host_port
+    from tracker.nmea import Decoder
+
+    host, port = split_host_port(url, "tcp", host_required=True)
+    try:
+        sock = socket.create_connection((host, port), timeout=INPUT_CONNECT_S)
+    except OSError as e:
+        return Check(name, FAIL, f"cannot connect to {host}:{port}: {_reason(e)}",
+                     "check the multiplexer is on and on this network, its TCP server enabled, "
+                     "and the address and port in the url")  # fmt: skip
+    # A multiplexer serves several clients: reading beside a running daemon takes nothing from it.
+    decoder = Decoder(log_interval_s=3600.0)
+    readings = 0
+    try:
+        sock.settimeout(0.2)
+        deadline = time.monotonic() + ctx.input_s
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                break
+            decoder.feed(data)
+            readings += len(decoder.take_readings())
+    except OSError:
+        pass  # it connected: that is the check; what it sent until then is reported
+    finally:
+        sock.close()
+    sentences = decoder.stats.sentences
+    if not sentences:
+        return Check(name, OK, f"{host}:{port} connects; no NMEA in {ctx.input_s:g} s (are the "
+                               "instruments on?)")  # fmt: skip
+    return Check(name, OK, f"{host}:{port} connects: {sentences} sentences in {ctx.input_s:g} s, "
+                           f"{readings} instrument readings")  # fmt: skip
+
+
+def _udp_input(name: str, url: str) -> Check:
+    from tracker.config import split_host_port
+    from tracker.inputs import open_input
+
+    host, port = split_host_port(url, "udp", host_required=False)
+    try:
+        # The daemon's own bind, released at once. With its SO_REUSEADDR a running daemon
+        # does not make it fail: only another program that holds the port alone does.
+        open_input(url, 0).close()
+    except OSError as e:
+        return Check(
+            name,
+            FAIL,
+            f"cannot listen on UDP {host or '*'}:{port}: {_reason(e)}",
+            _bind_fix(e.errno, port, f"ss -ulpn 'sport = :{port}'", "its url"),
+        )
+    return Check(name, OK, f"UDP {host or '*'}:{port} can be bound")
+
+
+def _bind_fix(code: int | None, port: int, find: str, key: str) -> str:
+    import errno
+
+    if code == errno.EADDRINUSE:
+        return f"another program holds the port ({find}): stop it or change {key}"
+    if code == errno.EADDRNOTAVAIL:
+        return f"the address is not this machine's (ip -brief addr): change {key}"
+    if code == errno.EACCES:
+        return f"port {port} needs root (below 1024): use 10110, the NMEA convention, in {key}"
+    return f"change {key}"
+
+
+def check_share(ctx: Context) -> list[Check]:
+    """`[share] nmea_tcp` can be bound now, or the running daemon holds it (then it serves)."""
+    import errno
+    import socket
+
+    from tracker.config import split_listen
+
+    listen = ctx.cfg.share.nmea_tcp
+    if not listen:
+        return []
+    host, port = split_listen(listen)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as share.py binds
+        sock.bind((host, port))
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            served = _served_by_daemon(ctx, listen)
+            if served:
+                return [Check("share", OK, served)]
+        return [Check("share", FAIL, f"cannot listen on {listen}: {_reason(e)}",
+                      _bind_fix(e.errno, port, f"ss -tlpn 'sport = :{port}'",
+                                "[share] nmea_tcp"))]  # fmt: skip
+    finally:
+        sock.close()  # never listened: released at once
+    return [Check("share", OK, f"{listen} can be bound (NMEA served there once tracker runs)")]
+
+
+def _served_by_daemon(ctx: Context, listen: str) -> str | None:
+    """What the running daemon says of its share at `listen`, or None when no running daemon
+    serves it (not running, another address, or its own bind failed: someone else has it)."""
+    from tracker.status import daemon_row
+    from tracker.store import StoreError, open_store
+
+    try:
+        store = open_store(ctx.cfg.storage.path, readonly=True)
+    except (StoreError, OSError):
+        return None
+    try:
+        _, _, runtime, running = daemon_row(store)
+    except (StoreError, OSError):
+        return None
+    finally:
+        store.close()
+    share = runtime.share
+    if not running or share.listen != listen or share.error:
+        return None
+    return (
+        f"{listen} in use by the running tracker (pid {runtime.pid}), which serves it: "
+        f"{share.clients} clients"
+    )
 
 
 # --- backends -------------------------------------------------------------------------------------
@@ -465,6 +760,8 @@ def run_checks(
     device = add(check_device(ctx))
     if not any(c.result == FAIL and c.name == "gps device" for c in device):
         add(check_nmea(ctx))
+    add(check_inputs(ctx))
+    add(check_share(ctx))
     from tracker.backends import REGISTRY
 
     for section in REGISTRY:

@@ -16,7 +16,7 @@ from typing import Any
 from tracker.config import Config
 from tracker.fix import QUALITY_NAMES
 from tracker.runtime import DAEMON_KEY, BackendStatus, DaemonStatus, InputStatus, backend_key
-from tracker.store import Store
+from tracker.store import Activity, Store
 from tracker.store.control import RUNTIME_EVERY_S
 
 
@@ -68,12 +68,32 @@ def _inputs(runtime: DaemonStatus) -> list[dict[str, Any]]:
     return out
 
 
-def collect(store: Store, cfg: Config) -> dict[str, Any]:
-    """The status as a JSON-ready dict."""
+def daemon_row(store: Store) -> tuple[dict[str, Any], float | None, DaemonStatus, bool]:
+    """The daemon's runtime row: (raw row, when it was written, typed, whether the daemon is
+    running now: it says so, wrote recently, and its pid is alive). Also doctor's, to tell the
+    running daemon holding a port from another program."""
     row, updated = store.get_runtime(DAEMON_KEY) or ({}, None)
     runtime = DaemonStatus.from_json(row)
     fresh = updated is not None and time.time() - updated < 3 * RUNTIME_EVERY_S + 5
-    running = runtime.running and fresh and _alive(runtime.pid or 0)
+    return row, updated, runtime, runtime.running and fresh and _alive(runtime.pid or 0)
+
+
+def _instruments(store: Store, current: Activity | None) -> dict[str, Any]:
+    """The newest reading of each instrument kind (depth, wind...) in the current activity:
+    `{"activity": id, "readings": [...]}` (rides.instruments_json); without a current
+    activity, or one without readings, no readings. The status page shows the newest
+    activity's instead when none runs (web.py)."""
+    if current is None:
+        return {"activity": None, "readings": []}
+    from tracker import rides
+
+    readings = rides.instruments_json(rides.latest_instruments(store, current))
+    return {"activity": current.id, "readings": readings}
+
+
+def collect(store: Store, cfg: Config) -> dict[str, Any]:
+    """The status as a JSON-ready dict."""
+    row, updated, runtime, running = daemon_row(store)
     current = store.current_activity()
     last = store.last_fix()
     # A daemon that never ran here has written no row: no GPS line rather than an empty one.
@@ -132,6 +152,7 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
         "inputs": _inputs(runtime),
         # Off ({}) without [share], and when the daemon never ran with it.
         "share": runtime.share.to_json() if runtime.share.listen else {},
+        "instruments": _instruments(store, current),
         "storage": {**recorder, **store.counters()},
     }
 
@@ -194,6 +215,9 @@ def render(status: dict[str, Any]) -> str:
             f"activity:  {act['id']} \"{act['title']}\" ({act['type']}) since {act['started']}"
             + state
         )
+        readings = (status.get("instruments") or {}).get("readings") or []
+        if readings:
+            lines.append("readings:  " + ", ".join(f"{r['label']} {r['text']}" for r in readings))
     else:
         life = status.get("lifecycle") or {}
         waiting = {"waiting": ", waiting for movement", "starting": ", movement starting",

@@ -4,8 +4,9 @@ One page (tracker/data/status.html: no framework, no external resource, so it wo
 or in a field without network) that refreshes itself from a JSON API:
 
     /                          the page
-    /api/status                `tracker status --json`, and `instruments`: the latest boat
-                               instrument readings of the current activity (or the newest)
+    /api/status                `tracker status --json` (its `instruments`, the latest boat
+                               instrument readings of the current activity, are the newest
+                               activity's when none runs), and `web`
     /api/activities            `tracker activities --json`
     /api/track?activity=ID     the activity's track as [[lat, lon], ...] (thinned), for the SVG;
                                without `activity`, the current one (or the newest)
@@ -188,15 +189,17 @@ class StatusServer(ThreadingHTTPServer):
 
         report = status.collect(store, self.cfg)
         report["web"] = {"tiles_url": self.cfg.web.tiles_url or None}
-        report["instruments"] = self.instruments(store)
+        if report["activity"] is None:  # collect gives the current activity's only
+            report["instruments"] = self.instruments(store)
         return report
 
     def instruments(self, store: Any) -> dict[str, Any]:
-        """The latest instrument readings (depth, wind...) of the current activity, else the
-        newest one: `{"activity": id, "readings": [...]}` (rides.instruments_json)."""
+        """The latest instrument readings (depth, wind...) of the newest activity, for a page
+        looked at after the ride: `{"activity": id, "readings": [...]}`
+        (rides.instruments_json)."""
         from tracker import rides
 
-        a = store.current_activity() or (store.activities() or [None])[-1]
+        a = (store.activities() or [None])[-1]
         if a is None:
             return {"activity": None, "readings": []}
         readings = rides.instruments_json(rides.latest_instruments(store, a))
