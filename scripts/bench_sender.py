@@ -25,6 +25,7 @@ so its CPU competes with the sender's. Nothing here asserts anything; the ratios
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
 import sys
@@ -211,6 +212,8 @@ def main() -> int:
     p.add_argument("--batch", type=int, default=Options.batch_max_points,
                    help="batch_max_points of the batched run (default %(default)s)")  # fmt: skip
     p.add_argument("--dir", type=Path, default=None, help="where the databases go (default tmp)")
+    p.add_argument("--json", action="store_true",
+                   help="end with one line of JSON: points/s, speed-up (scripts/bench)")
     args = p.parse_args()
     if min(args.points, args.baseline_points, args.batch) < 1:
         p.error("--points, --baseline-points and --batch must be positive")
@@ -247,6 +250,8 @@ def main() -> int:
     )  # fmt: skip
     for what, ratio, meaning in ratios:
         print(f"  {what:<18} x{ratio:.1f} {meaning}")
+    if args.json:
+        print(json.dumps({"points_per_s": batched.points_per_s, "speedup": ratios[3][1]}))
     return 0
 
 

@@ -21,6 +21,7 @@ ratios are the point. The tracker measured is the one in the current directory (
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import subprocess
@@ -58,6 +59,8 @@ def make_config(tmp: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="runs per command (default 10)")
+    parser.add_argument("--json", action="store_true",
+                        help="end with a JSON line: command -> CPU s (scripts/bench)")
     args = parser.parse_args()
 
     env = dict(os.environ)
@@ -87,6 +90,8 @@ def main() -> int:
     print(f"{'command':<16} {'CPU ms':>8} {'ratio':>6}   (minimum of {args.runs} runs)")
     for name, cpu in best.items():
         print(f"{name:<16} {cpu * 1000:8.1f} {cpu / floor:6.2f}")
+    if args.json:
+        print(json.dumps(best))
     return 0
 
 
