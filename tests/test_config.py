@@ -239,7 +239,7 @@ def test_gpsr_disabled_needs_nothing(tmp_path, monkeypatch):
     assert cfg.gpsr is not None and not cfg.gpsr.enabled
 
 
-@pytest.mark.parametrize("name", ["button", "time"])
+@pytest.mark.parametrize("name", ["button", "time", "share"])
 def test_the_commented_examples_of_optional_sections_parse(name):
     lines = EXAMPLE.read_text().splitlines()
     start = lines.index(f"#[{name}]")
@@ -250,6 +250,30 @@ def test_the_commented_examples_of_optional_sections_parse(name):
         block.append(line[1:])
     section = getattr(config.parse(tomllib.loads("\n".join(block))), name)
     assert section is not None and section == type(section)(**vars(section))
+
+
+def commented(header: str) -> dict:
+    """The example's commented-out block that starts at `header`, uncommented: `#key = v`
+    lines are config, `# text` lines are prose; a line without `#` ends the block."""
+    lines = EXAMPLE.read_text().splitlines()
+    block = []
+    for line in lines[lines.index(header):]:
+        if not line.startswith("#"):
+            break
+        if not line.startswith("# ") and line != "#":
+            block.append(line[1:])
+    return tomllib.loads("\n".join(block))
+
+
+@pytest.mark.parametrize("name", ["traccar", "mqtt"])
+def test_the_commented_backend_examples_parse(name):
+    cfg = config.parse(commented(f"#[{name}]"))
+    assert cfg.backends[name].url.startswith(("http://", "mqtts://"))
+
+
+def test_the_commented_inputs_example_parses():
+    cfg = config.parse(commented("#[[inputs]]"))
+    assert [i.name for i in cfg.inputs] == ["mux", "sounder"]
 
 
 def test_an_inline_secret_in_a_world_readable_file_is_named_with_its_chmod(tmp_path):
