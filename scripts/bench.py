@@ -167,7 +167,7 @@ def bench_wear(args: argparse.Namespace, work: Path) -> list[Row]:
     other commit windows offered) against the lean design, all fed the same epochs together."""
     warm, n = 10, args.wear_fixes
     epochs = kit.ride_epochs(warm + n + 2, 1.0)
-    daemons = {w: kit.Daemon.start(work / f"wear-{w:g}", f"[storage]\ncommit_interval_s = {w}\n"
+    daemons = {w: kit.Daemon.start(work / f"wear-{w:g}", storage=f"commit_interval_s = {w}\n"
                                    if w != 1.0 else "") for w in WINDOWS}  # fmt: skip
     lean_db = work / "wear-lean" / "lean.db"
     lean_db.parent.mkdir(parents=True)

@@ -127,12 +127,13 @@ class Daemon:
 
     @classmethod
     def start(cls, work: Path, extra_config: str = "", tree: Path = ROOT,
-              python: str = sys.executable) -> Daemon:  # fmt: skip
+              python: str = sys.executable, storage: str = "") -> Daemon:  # fmt: skip
+        """`storage`: more lines of its [storage] section; `extra_config`: other sections."""
         work.mkdir(parents=True, exist_ok=True)
         gps = PtyWriter.open(work / "gps0", timeout=5.0)
         db, cfg, log = work / "tracker.db", work / "tracker.toml", work / "daemon.log"
         cfg.write_text(f'[gps]\ndevice = "{gps.path}"\nbaudrate = 115200\n\n'
-                       f'[storage]\npath = "{db}"\n\n{extra_config}')  # fmt: skip
+                       f'[storage]\npath = "{db}"\n{storage}\n{extra_config}')  # fmt: skip
         with log.open("w") as out:
             proc = subprocess.Popen([python, "-m", "tracker", "run", "-c", str(cfg)], cwd=tree,
                                     stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
