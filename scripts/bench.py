@@ -381,12 +381,16 @@ def main() -> int:
         work = Path(tmp)
         for part in wanted:
             print(f"bench: {part} ...", file=sys.stderr, flush=True)
-            if part == "realtime":
-                rows += run_side_by_side([lambda: bench_wear(args, work),
-                                          lambda: bench_idle(args, work),
-                                          lambda: bench_live(args, work)])  # fmt: skip
-            else:
-                rows += globals()[f"bench_{part}"](args, work)
+            try:
+                if part == "realtime":
+                    rows += run_side_by_side([lambda: bench_wear(args, work),
+                                              lambda: bench_idle(args, work),
+                                              lambda: bench_live(args, work)])  # fmt: skip
+                else:
+                    rows += globals()[f"bench_{part}"](args, work)
+            except (Exception, SystemExit) as e:  # one broken part must not lose the others
+                print(f"bench: {part} failed: {e!r}", file=sys.stderr, flush=True)
+                rows.append({"part": part, "what": "FAILED", "value": None, "note": repr(e)})
     info = machine()
     model = f", {info['model']}" if info["model"] else ""
     print(f"\nOn {info['cpu']} ({info['cores']} cores{model}), Python {info['python']}, "

@@ -181,7 +181,7 @@ def run(
             assert sender.store is not None
             if sender.store.get_state(NAME).get("done_through", 0) >= aid:
                 break
-            if sender.status.get("state") in ("retrying", "disabled"):
+            if sender.status.state in ("retrying", "disabled"):
                 raise SystemExit(f"{name}: the sender failed: {sender.status}")
         wall = time.perf_counter() - started
         left = sender.store.pending().get(NAME)
