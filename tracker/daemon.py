@@ -40,22 +40,28 @@ log = logging.getLogger(__name__)
 SHUTDOWN_BUDGET_S = 15.0
 
 
-def _fewer_malloc_arenas() -> None:
-    """glibc gives each thread that allocates its own malloc arena (up to 8 per core), and the
-    free memory of each stays resident: with a thread per backend, sensor and input that is
-    megabytes a Pi Zero needs elsewhere. Two arenas serve a daemon whose threads mostly wait.
+def _lean_malloc() -> None:
+    """glibc's allocator, tuned for a daemon on a Pi Zero (scripts/bench.py, `memory`):
+    - each thread that allocates gets its own arena (up to 8 per core), whose free memory stays
+      resident: two serve a daemon whose threads mostly wait;
+    - a reply body read up to its 1 MB cap is one big buffer; by default glibc raises its mmap
+      threshold after such a buffer is freed, so the next ones come from the heap and stay
+      resident. Fixed thresholds return them to the system when freed.
     Set before any thread starts; a no-op on other C libraries."""
     import contextlib
     import ctypes
 
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").mallopt(-8, 2)  # M_ARENA_MAX
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, 2)  # M_ARENA_MAX
+        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
 
 
 def run(cfg: Config, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set). Returns the process exit code."""
     stop = stop or threading.Event()
-    _fewer_malloc_arenas()
+    _lean_malloc()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: stop.set())
