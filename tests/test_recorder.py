@@ -147,3 +147,41 @@ def test_a_read_only_file_system_then_writable_again(tiny_disk, caplog):
     assert len(errors) == 1, errors  # rate-limited: one line, not one per retry
     assert "read-only" in errors[0].lower() or "readonly" in errors[0].lower()
     assert len(stored_times(db)) == 100
+
+
+def _request_done(db: Path, rid: int) -> bool:
+    with open_store(db, check=False) as s:
+        req = s.request(rid)
+        return req is not None and req.done_at is not None
+
+
+def test_an_idle_recorder_writes_nothing_yet_takes_requests_and_fixes_at_once(
+    tmp_path, monkeypatch
+):
+    """A silent GPS: no commit, no fsync for the SD card, each commit interval (the runtime row
+    is rewritten every RUNTIME_IDLE_S only); a CLI request and new fixes are still taken at the
+    next interval."""
+    import sqlite3
+    import time
+
+    import tracker.recorder
+
+    monkeypatch.setattr(tracker.recorder, "RUNTIME_EVERY_S", 0.2)  # the busy rhythm, fast
+    db = tmp_path / "tracker.db"
+    r = Running(db)
+    try:
+        wait_for(lambda: stored_times(db) == [] and db.exists(), what="the store made")
+        watch = sqlite3.connect(db, isolation_level=None)
+        version = lambda: watch.execute("PRAGMA data_version").fetchone()[0]  # noqa: E731
+        time.sleep(0.3)  # the first runtime row is written
+        before = version()
+        time.sleep(1.0)  # ten commit intervals of 0.1 s, nothing arriving
+        assert version() == before, "an idle commit interval wrote to the database"
+        with open_store(db) as s:
+            rid = s.add_request("activity_stop")
+        wait_for(lambda: _request_done(db, rid), timeout=5, what="the request taken while idle")
+        r.feed(fixes(5))
+        wait_for(lambda: len(stored_times(db)) == 5, timeout=5, what="fixes stored")
+        watch.close()
+    finally:
+        r.close()

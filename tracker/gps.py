@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-READ_TIMEOUT_S = 0.25  # how long one read may block: bounds shutdown latency
+READ_TIMEOUT_S = 1.0  # how long one read may block: bounds shutdown latency and idle wake-ups
 QUIET_S = 1.0  # no byte for this long completes the pending epoch (end of stream, cable pulled)
 SILENT_WARN_S = 30.0  # connected but no valid sentence for this long: probably the wrong baud rate
 

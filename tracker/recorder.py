@@ -39,7 +39,7 @@ from tracker.runtime import (
     backend_key,
 )
 from tracker.store import Activity, StorageUnavailable, Store, StoreError, open_store
-from tracker.store.control import RUNTIME_EVERY_S
+from tracker.store.control import RUNTIME_EVERY_S, RUNTIME_IDLE_S
 from tracker.worker import run_loop
 
 log = logging.getLogger(__name__)
@@ -213,7 +213,12 @@ class Recorder:
         fixes, samples = self._fixes, self._samples
         act = self._act.copy()
         now = time.monotonic()
-        write_runtime = final or now - self._last_runtime >= RUNTIME_EVERY_S
+        # While nothing is stored the row is news to nobody: rewritten less often.
+        every = RUNTIME_EVERY_S if fixes or samples else RUNTIME_IDLE_S
+        write_runtime = final or now - self._last_runtime >= every
+        if not (fixes or samples or write_runtime or self._requests_waiting()):
+            self._after_commit(now)  # nothing to write: no transaction, no fsync
+            return
         try:
             with self.store.transaction():
                 done = self._apply_requests(act)
@@ -243,6 +248,18 @@ class Recorder:
             log.info("%s", text)
         for text in act.ended + act.started:  # only what was committed
             log.info("%s", text)
+        self._after_commit(now)
+
+    def _requests_waiting(self) -> bool:
+        """Whether a CLI request waits (a read, no transaction); True when the store cannot
+        say, so that the commit runs and handles the failure as it does."""
+        assert self.store is not None
+        try:
+            return bool(self.store.take_requests())
+        except StoreError:
+            return True
+
+    def _after_commit(self, now: float) -> None:
         if now - self._last_prune >= PRUNE_EVERY_S:
             self._last_prune = now
             self._prune()

@@ -17,6 +17,10 @@ REQUEST_COMMANDS = ("activity_start", "activity_stop", "poi")
 # The daemon writes its runtime row at least this often; a reader takes a row older than a few
 # of these as a daemon that is gone.
 RUNTIME_EVERY_S = 5.0
+# While nothing is stored (a silent GPS, a daemon waiting for its receiver) the row is rewritten
+# this often only: each write is a commit with an fsync, SD-card wear for no news. `tracker
+# status` counts a row up to 3 x RUNTIME_EVERY_S + 5 s old as a running daemon.
+RUNTIME_IDLE_S = 15.0
 _REQUEST_COLUMNS = "id, created_at, command, arg, done_at, result"
 
 
