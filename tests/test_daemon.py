@@ -60,6 +60,24 @@ def test_a_ride_is_stored_reported_and_the_daemon_stops_cleanly(daemon, gps):
     assert report["daemon"]["running"] is False
 
 
+def test_the_epoch_still_open_at_sigterm_is_stored_before_the_daemon_exits(daemon, gps):
+    """SIGTERM right after the last sentence, before the line could go quiet: the reader
+    completes that epoch as it stops, and the recorder waits for it before its last commit."""
+    d = daemon().start()
+    d.wait_gps_open()
+    ride = epochs(20)
+    for e in ride[:-1]:
+        gps.write(e.data)
+    wait_for(lambda: len(stored_times(d.db)) >= len(ride) - 2, what="all but the newest stored")
+    # The newest epoch without the sentence that ends this receiver's cycle: the decoder holds
+    # it until the next epoch or a quiet line, and neither comes before the SIGTERM.
+    last = ride[-1].data.rstrip(b"\r\n").rsplit(b"\r\n", 1)[0] + b"\r\n"
+    gps.write(last)
+    time.sleep(0.2)  # read, and still open
+    assert d.terminate() == 0
+    assert set(stored_times(d.db)) == {round(e.unix, 3) for e in ride}
+
+
 def test_activity_stop_and_start_through_the_running_daemon(daemon, gps):
     d = daemon().start()
     d.wait_gps_open()

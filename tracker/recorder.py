@@ -91,7 +91,8 @@ class Recorder:
         self.store_open = threading.Event()  # set once the store was opened (for READY=1)
         self._inbox = inbox
         self._stop = stop
-        self._sources = sources or []
+        # The same list: the daemon adds its source threads to it after making the recorder.
+        self._sources = sources if sources is not None else []
         self._runtime = runtime or (lambda: {})
         self._open_db = open_db
         self._fixes: list[Fix] = []
