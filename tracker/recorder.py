@@ -138,17 +138,21 @@ class Recorder:
         self.heartbeat = now
 
     def step(self) -> float:
-        """Take what arrived until the next commit is due (waiting on the inbox, at most one
-        commit interval), then commit if it is. An unexpected error here is logged by the
-        worker loop, and the batch, still held, goes in the next commit."""
+        """When the next commit is due, take everything the sources sent meanwhile and commit
+        it; the seconds until the next. The recorder wakes once a commit interval, not once a
+        batch: the sources' batches wait in the inbox (bounded), and a stop wakes it at once
+        (the worker loop's wait). An unexpected error here is logged by the worker loop, and
+        the batch, still held, goes in the next commit."""
         now = time.monotonic()
+        interval = self.cfg.storage.commit_interval_s
         if self._next_commit is None:
-            self._next_commit = now + self.cfg.storage.commit_interval_s
-        self._receive(max(0.0, self._next_commit - now))
-        if time.monotonic() >= self._next_commit:
-            self._next_commit = time.monotonic() + self.cfg.storage.commit_interval_s
-            self.commit()
-        return 0.0
+            self._next_commit = now + interval
+        if now < self._next_commit:
+            return self._next_commit - now
+        self._next_commit = now + interval
+        self._receive(0.0)
+        self.commit()
+        return max(0.0, self._next_commit - time.monotonic())
 
     def offer(self, items: list[Any]) -> None:
         """For the sources: hand over fixes or samples without ever blocking (the GPS must keep
