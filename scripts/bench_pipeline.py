@@ -16,9 +16,7 @@ benchmark: scripts/bench_sender.py).
 from __future__ import annotations
 
 import argparse
-import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -32,6 +30,9 @@ sys.path.insert(0, str(ROOT))
 
 from tracker import simulate  # noqa: E402
 from tracker.pty import PtyWriter  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchkit import cpu_of, rss_of, stored  # noqa: E402  (what every benchmark reads from /proc)
 
 
 @dataclass
@@ -48,30 +49,6 @@ def ride_bytes(epochs: int, rate: float) -> tuple[bytes, int]:
     )  # fmt: skip
     eps = [e for _, e in zip(range(epochs), gen, strict=False)]
     return b"".join(e.data for e in eps), sum(e.valid for e in eps)
-
-
-def count(db: Path) -> int:
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-        try:
-            return conn.execute("SELECT count(*) FROM fixes").fetchone()[0]
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0
-
-
-def cpu_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-
-
-def rss_of(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run_once(tree: Path, data: bytes, valid: int, work: Path) -> Result:
@@ -97,7 +74,7 @@ def run_once(tree: Path, data: bytes, valid: int, work: Path) -> Result:
             writer.write(data[i : i + 4096])
         deadline = time.monotonic() + 300
         last, since = -1, time.monotonic()
-        while (n := count(db)) < valid and time.monotonic() < deadline:
+        while (n := stored(db)) < valid and time.monotonic() < deadline:
             if n != last:
                 last, since = n, time.monotonic()
             elif time.monotonic() - since > 10:
@@ -106,7 +83,7 @@ def run_once(tree: Path, data: bytes, valid: int, work: Path) -> Result:
         cpu, rss = cpu_of(proc.pid), rss_of(proc.pid)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
-        return Result(cpu, rss, count(db))
+        return Result(cpu, rss, stored(db))
     finally:
         if proc.poll() is None:
             proc.kill()
