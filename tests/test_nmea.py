@@ -113,6 +113,25 @@ def test_one_epoch_of_gga_rmc_gsa_gst_vtg_gsv_merges_into_one_fix_with_every_fie
     assert dec.stats.rejected == 0
 
 
+def test_a_repeated_gsa_and_a_gga_repeating_rmcs_position_decode_like_fresh_ones() -> None:
+    # Both are shortcuts (the GSA's bytes and the position's text are remembered): a fix
+    # must not tell them from a first decoding, and a GSA that differs must be read again.
+    gsa2 = s("GPGSA,A,3,04,05,,09,12,,,24,,,,,3.5,1.8,2.9")
+    epochs = [
+        (rmc("123519"), gga("123519"), GSA),
+        (rmc("123520"), gga("123520", lat="4807.0390"), GSA),  # GGA moved: its own position
+        (rmc("123521"), gga("123521"), gsa2),
+        (rmc("123522"), gga("123522"), GSA[:-1] + "0"),  # a bad checksum, same length
+    ]
+    dec = Decoder()
+    fixes = run(*[x for e in epochs for x in e], dec=dec)
+    fresh = [run(*e, dec=Decoder())[0] for e in epochs[:3]]
+    assert fixes[:3] == fresh
+    assert [(f.pdop, f.vdop) for f in fixes] == [(2.5, 2.1), (2.5, 2.1), (3.5, 2.9), (None, None)]
+    assert fixes[1].lat == pytest.approx(48 + 7.039 / 60, abs=1e-10)  # GGA's finer-or-equal text
+    assert dec.stats.rejected_by["checksum"] == 1
+
+
 def test_vtg_gives_speed_and_course_when_there_is_no_rmc() -> None:
     [fix] = run(zda("123519"), gga("123519"), VTG)
     assert fix.speed == pytest.approx(5.5 * KNOT)

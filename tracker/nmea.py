@@ -33,7 +33,9 @@ What is decoded, and what is not even looked at
   accepted (`sentences`) without parsing or checksumming: GSV (satellites used come from
   GGA), a VTG in an epoch that has an RMC, the second and later GSA of an epoch (one per
   constellation, same DOPs) and a GLL repeating its epoch's RMC/GGA position; a ZDA with the
-  same date as the previous one is checksummed but only its time is read. Proprietary
+  same date as the previous one is checksummed but only its time is read; a GSA with the
+  same bytes as the last one decoded (satellites and DOPs change seldom) reuses its fields,
+  and a GGA repeating its epoch's RMC position to the letter is not converted again. Proprietary
   `$P...` sentences, AIS `!` lines and other types are counted as `ignored`: not errors.
 
 Instrument sentences
@@ -207,7 +209,7 @@ class _Epoch:
     __slots__ = (
         "tod", "kinds", "day", "good", "bad", "lat", "lon", "rank", "alt", "quality", "sats_gn",
         "sats", "hdop", "hdop_gsa", "vdop", "pdop", "speed", "course", "speed_vtg",
-        "course_vtg", "err_lat", "err_lon", "err_alt",
+        "course_vtg", "err_lat", "err_lon", "err_alt", "pos_text",
     )  # fmt: skip
 
     def __init__(self, tod: int | None) -> None:
@@ -219,6 +221,7 @@ class _Epoch:
         self.lat: float | None = None
         self.lon: float | None = None
         self.rank = -1
+        self.pos_text: list[str] | None = None  # the fields lat, N/S, lon, E/W it came from
         self.alt: float | None = None
         self.quality: int | None = None
         self.sats_gn: int | None = None
@@ -252,9 +255,12 @@ class _Epoch:
         rank = (len(lat_s) - dot - 1 if dot >= 0 else 0) * 4 + prio
         if rank <= self.rank:
             return
-        lat = _angle(lat_s, d[i + 1], "N", "S", 90.0)
-        self.lon = _angle(d[i + 2], d[i + 3], "E", "W", 180.0)
-        self.lat = lat
+        text = d[i : i + 4]
+        if text != self.pos_text:  # GGA usually repeats RMC's position to the letter
+            lat = _angle(lat_s, d[i + 1], "N", "S", 90.0)
+            self.lon = _angle(d[i + 2], d[i + 3], "E", "W", 180.0)
+            self.lat = lat
+            self.pos_text = text
         self.rank = rank
 
 
@@ -367,6 +373,7 @@ class Decoder:
         self._held: list[_Epoch] = []
         self._zda: tuple[tuple[str, str, str], int] | None = None  # last ZDA date, its day
         self._readings: list[tuple[str, float]] = []
+        self._gsa: tuple[bytes, list[str]] = (b"", [])  # the last checksummed GSA decoded
 
     def take_readings(self) -> list[tuple[str, float]]:
         """The instrument readings decoded since the last call, `(kind, value)` in the
@@ -392,13 +399,25 @@ class Decoder:
             del lines[0]  # and this is its end
         self._keep(tail)
         sentence = self._sentence
+        stats = self.stats
+        enders = self._enders
         for line in lines:
             if len(line) > MAX_LINE:  # as if it had come in pieces: see _keep()
                 self._reject("overlong", "dropped %d bytes without a line end", len(line))
                 continue
             line = line.rstrip()  # CR, and the odd trailing blank
             if line[:1] == b"$" and line.find(b"$", 1) < 0:  # one sentence: the usual case
-                sentence(line, True)
+                if line[3:7] == b"GSV," and line[1] != 80 and len(line) <= MAX_SENTENCE:
+                    # What _sentence() does with a GSV, inline: half the ride's sentences
+                    # on a multi-GNSS receiver, and nothing in them the fix needs.
+                    stats.sentences += 1
+                    key = line[1:6]
+                    if key in enders:
+                        self._after(key, self._ep)
+                    else:
+                        self._last_key = key
+                else:
+                    sentence(line, True)
             elif line:
                 self._line(line, True)
         return out
@@ -482,6 +501,13 @@ class Decoder:
             self.stats.sentences += 1
             self._after(line[1:6], ep)
             return
+        if kind == _GSA and line == self._gsa[0]:
+            # The same bytes as the last GSA decoded (satellites and DOPs change seldom):
+            # its checksum was right and its fields are known.
+            self._checksummed = True
+            self._dispatch(kind, line[1:6], self._gsa[1], None)
+            self.stats.sentences += 1
+            return
         star = n - 3
         checked = line[star] == 42  # "*"
         if checked:
@@ -522,6 +548,8 @@ class Decoder:
         except (ValueError, IndexError) as e:
             self._reject("unparsable", "cannot decode %r: %s", line, e)
             return
+        if kind == _GSA and checked:
+            self._gsa = (line, d)
         self.stats.sentences += 1
         if not checked:
             self.stats.no_checksum += 1
