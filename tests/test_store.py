@@ -370,15 +370,19 @@ def test_fixes_round_trip_and_stream(store: Store, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(store_fixes, "_PAGE", 7)  # several pages
     a = start(store)
     store.add_fixes(None, [fix(-1, alt=None, quality=None)])
-    store.add_fixes(a.id, [fix(i) for i in range(20)])
-    assert store.fix_count() == 21
+    # Two whole multi-row inserts and a remainder, then a paused (local) batch: in order.
+    n = 2 * store_fixes._ROWS_PER_INSERT + 5
+    store.add_fixes(a.id, [fix(i) for i in range(n - 2)])
+    store.add_fixes(a.id, [fix(n - 2), fix(n - 1)], local=True)
+    assert store.fix_count() == n + 1
     every = list(store.iter_fixes())
-    assert len(every) == 21 and ids(every) == sorted(ids(every))
+    assert len(every) == n + 1 and ids(every) == sorted(ids(every))
     assert every[0].activity_id is None and every[0].alt is None and every[0].quality is None
     ride = list(store.iter_fixes(a.id))
-    assert [f.fix for f in ride] == [fix(i) for i in range(20)]
+    assert [f.fix for f in ride] == [fix(i) for i in range(n)]
+    assert [f.local for f in ride[-3:]] == [False, True, True]
     assert isinstance(ride[0], Fix) and ride[0].activity_id == a.id
-    assert store.last_fix().fix == fix(19)
+    assert store.last_fix().fix == fix(n - 1)
     assert store.last_fix(a.id).id == ride[-1].id
     store.mark_poi(ride[5].id, "cafe")
     assert [f.poi for f in store.iter_fixes(a.id)][5] == "cafe"

@@ -18,6 +18,7 @@ import logging
 import uuid as uuidlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
+from itertools import chain
 from operator import attrgetter
 from typing import Any
 
@@ -36,6 +37,14 @@ _fix_values = attrgetter(*_FIX_FIELDS)
 _FIX_SELECT = "f.id, f.activity_id, f.poi, f.local, " + ", ".join("f." + n for n in _FIX_FIELDS)
 _FIX_INSERT = "INSERT INTO fixes (activity_id, local, {}) VALUES (?, ?, {})".format(
     ", ".join(_FIX_FIELDS), ", ".join("?" * len(_FIX_FIELDS))
+)
+# Fixes go in 32 rows a statement: Python's sqlite3 lets go of the GIL around every step, so
+# executemany() of a row at a time hands the GIL to the GPS thread and waits to get it back
+# once per fix. 32 rows keep to the 999 variables of older SQLite builds.
+_ROWS_PER_INSERT = 32
+_FIX_INSERT_MANY = "INSERT INTO fixes (activity_id, local, {}) VALUES {}".format(
+    ", ".join(_FIX_FIELDS),
+    ", ".join(["(" + ", ".join("?" * (len(_FIX_FIELDS) + 2)) + ")"] * _ROWS_PER_INSERT),
 )
 _ACTIVITY_COLUMNS = "id, uuid, title, type, privacy, tags, started_at, ended_at, end_reason"
 
@@ -170,9 +179,15 @@ class FixesMixin(StoreBase):
         with self.transaction():
             self._admit(len(fixes))
             flag = int(local and activity_id is not None)
-            self._conn.executemany(
-                _FIX_INSERT, [(activity_id, flag, *_fix_values(f)) for f in fixes]
-            )
+            rows = [(activity_id, flag, *_fix_values(f)) for f in fixes]
+            whole = len(rows) - len(rows) % _ROWS_PER_INSERT
+            if whole:
+                n = _ROWS_PER_INSERT
+                self._conn.executemany(
+                    _FIX_INSERT_MANY,
+                    [list(chain.from_iterable(rows[i : i + n])) for i in range(0, whole, n)],
+                )
+            self._conn.executemany(_FIX_INSERT, rows[whole:])  # in order: ids are monotonic
 
     def adopt_fixes(self, activity_id: int, count: int) -> int:
         """Move the newest `count` fixes stored outside any activity into `activity_id` (the
