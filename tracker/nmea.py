@@ -401,25 +401,37 @@ class Decoder:
         sentence = self._sentence
         stats = self.stats
         enders = self._enders
+        body = buf[: len(buf) - len(tail)]
+        # The usual chunk: every line one sentence, `$` first and nowhere else, none overlong.
+        # Checked once for all its lines (C loops over the bytes) instead of line by line.
+        clean = (
+            body[:1] == b"$"
+            and body.count(b"$") == len(lines) == body.count(b"\n$") + 1
+            and max(map(len, lines)) <= MAX_LINE
+        )
         for line in lines:
-            if len(line) > MAX_LINE:  # as if it had come in pieces: see _keep()
+            if clean:
+                line = line.rstrip()
+            elif len(line) > MAX_LINE:  # as if it had come in pieces: see _keep()
                 self._reject("overlong", "dropped %d bytes without a line end", len(line))
                 continue
-            line = line.rstrip()  # CR, and the odd trailing blank
-            if line[:1] == b"$" and line.find(b"$", 1) < 0:  # one sentence: the usual case
-                if line[3:7] == b"GSV," and line[1] != 80 and len(line) <= MAX_SENTENCE:
-                    # What _sentence() does with a GSV, inline: half the ride's sentences
-                    # on a multi-GNSS receiver, and nothing in them the fix needs.
-                    stats.sentences += 1
-                    key = line[1:6]
-                    if key in enders:
-                        self._after(key, self._ep)
-                    else:
-                        self._last_key = key
+            else:
+                line = line.rstrip()  # CR, and the odd trailing blank
+                if line[:1] != b"$" or line.find(b"$", 1) >= 0:  # not one sentence
+                    if line:
+                        self._line(line, True)
+                    continue
+            if line[3:7] == b"GSV," and line[1] != 80 and len(line) <= MAX_SENTENCE:
+                # What _sentence() does with a GSV, inline: half the ride's sentences
+                # on a multi-GNSS receiver, and nothing in them the fix needs.
+                stats.sentences += 1
+                key = line[1:6]
+                if key in enders:
+                    self._after(key, self._ep)
                 else:
-                    sentence(line, True)
-            elif line:
-                self._line(line, True)
+                    self._last_key = key
+            else:
+                sentence(line, True)
         return out
 
     def flush(self) -> list[Fix]:
