@@ -130,3 +130,38 @@ def test_garbage_only_input_is_counted_never_fatal(tmp_path, reader_factory):
         wait_for(lambda: len(r.fixes) == 3, what="fixes after the garbage")
         assert r.reader.decoder.stats.rejected > 0
         assert r.thread.is_alive()
+
+
+def test_a_device_path_is_read_straight_from_its_descriptor_and_a_hangup_raises(tmp_path):
+    # gps._reader: poll() and os.read() for pyserial's own Serial, with pyserial's waits and
+    # its error for a device gone; a subclass (spy://, alt://) keeps pyserial's read().
+    import serial
+
+    from tracker import gps
+
+    link = tmp_path / "gps0"
+    writer = PtyWriter.open(link)
+    port = serial.serial_for_url(str(link), baudrate=9600, timeout=gps.READ_TIMEOUT_S)
+    try:
+        read = gps._reader(port)
+        assert read.__name__ == "read"  # the descriptor's, not pyserial's
+        assert writer.wait_for_reader(timeout=10)
+        writer.write(b"$GPGGA,1*00\r\n$GPRMC,2*00\r\n")
+        got = b""
+        while len(got) < 26:
+            got += read()
+        assert got == b"$GPGGA,1*00\r\n$GPRMC,2*00\r\n"
+        started = time.monotonic()
+        assert read() == b""  # nothing came: the wait is bounded
+        assert 0.5 < time.monotonic() - started < 5
+        writer.close()
+        with pytest.raises((OSError, serial.SerialException)):
+            for _ in range(5):
+                read()
+    finally:
+        port.close()
+        writer.close()
+
+    spy = serial.serial_for_url(f"spy://{tmp_path / 'none'}?file={tmp_path / 'spy.txt'}",
+                                do_not_open=True)  # fmt: skip
+    assert gps._reader(spy).__name__ == "<lambda>"

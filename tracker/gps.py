@@ -214,7 +214,7 @@ def _reader(port: serial.SerialBase) -> Callable[[], bytes]:
     the reader's CPU on a fast stream. Anything else (socket://, rfc2217://, gpsd://) through
     pyserial's read(). A device gone raises OSError or SerialException, as pyserial does."""
     fd = getattr(port, "fd", None)
-    if not isinstance(port, serial.Serial) or not isinstance(fd, int):
+    if type(port) is not serial.Serial or not isinstance(fd, int):  # spy:// etc. subclass it
         return lambda: port.read(port.in_waiting or 1)  # a burst costs two reads
     poller = select.poll()
     poller.register(fd, select.POLLIN)
