@@ -132,6 +132,20 @@ def test_a_repeated_gsa_and_a_gga_repeating_rmcs_position_decode_like_fresh_ones
     assert dec.stats.rejected_by["checksum"] == 1
 
 
+def test_a_repeated_gsa_that_ends_the_cycle_is_learned_as_its_end_like_a_fresh_one() -> None:
+    def cycles(gsas: list[str]) -> Decoder:
+        dec = Decoder()
+        dec.feed(stream(*[x for i, g in enumerate(gsas) for x in (
+            rmc(f"12351{i}"), gga(f"12351{i}"), g)]))  # fmt: skip
+        return dec
+
+    changing = [s(f"GPGSA,A,3,04,05,,09,12,,,24,,,,,2.{i},1.3,2.1") for i in range(6)]
+    repeated, fresh = cycles([GSA] * 6), cycles(changing)
+    # The cycle's end decides when a fix leaves (without waiting for the next epoch).
+    assert repeated._enders == fresh._enders == {b"GPGSA"}
+    assert repeated.stats.fixes == fresh.stats.fixes == 6
+
+
 def test_vtg_gives_speed_and_course_when_there_is_no_rmc() -> None:
     [fix] = run(zda("123519"), gga("123519"), VTG)
     assert fix.speed == pytest.approx(5.5 * KNOT)

@@ -374,7 +374,9 @@ class Decoder:
         self._held: list[_Epoch] = []
         self._zda: tuple[tuple[str, str, str], int] | None = None  # last ZDA date, its day
         self._readings: list[tuple[str, float]] = []
-        self._gsa: tuple[bytes, list[str]] = (b"", [])  # the last checksummed GSA decoded
+        # The last checksummed GSA decoded, and its PDOP, HDOP, VDOP.
+        self._gsa: tuple[bytes, tuple[float | None, ...]] = (b"", ())
+        self._last_dops: tuple[float | None, ...] = ()
 
     def take_readings(self) -> list[tuple[str, float]]:
         """The instrument readings decoded since the last call, `(kind, value)` in the
@@ -518,7 +520,7 @@ class Decoder:
             # The same bytes as the last GSA decoded (satellites and DOPs change seldom):
             # its checksum was right and its fields are known.
             self._checksummed = True
-            self._dispatch(kind, line[1:6], self._gsa[1], None)
+            self._after(line[1:6], self._dops(*self._gsa[1]))
             self.stats.sentences += 1
             return
         star = n - 3
@@ -552,7 +554,10 @@ class Decoder:
         if kind == _ZDA and self._zda is not None and self._zda_shortcut(text):
             return
         try:
-            d = fields(text)
+            # fields(text), inline: the type and the comma after it are known already.
+            if not line[1:3].isalnum():
+                raise ValueError(f"malformed address {text[:7]!r}")
+            d = text[7:].split(",")
             if not checked and len(d) < _MIN_FIELDS[kind]:
                 raise ValueError("truncated")
             tf = _TIME_FIELD.get(kind)
@@ -562,7 +567,7 @@ class Decoder:
             self._reject("unparsable", "cannot decode %r: %s", line, e)
             return
         if kind == _GSA and checked:
-            self._gsa = (line, d)
+            self._gsa = (line, self._last_dops)
         self.stats.sentences += 1
         if not checked:
             self.stats.no_checksum += 1
@@ -684,17 +689,13 @@ class Decoder:
             if alt is not None:
                 ep.alt = alt
         elif kind == _GSA:
-            pdop = float(d[14]) if d[14] else None
-            hdop = float(d[15]) if d[15] else None
-            vdop = float(d[16]) if d[16] else None
-            ep = self._open()
-            ep.kinds |= _BIT_GSA
-            if pdop is not None:
-                ep.pdop = pdop
-            if hdop is not None:
-                ep.hdop_gsa = hdop
-            if vdop is not None:
-                ep.vdop = vdop
+            dops = (
+                float(d[14]) if d[14] else None,
+                float(d[15]) if d[15] else None,
+                float(d[16]) if d[16] else None,
+            )
+            ep = self._dops(*dops)
+            self._last_dops = dops
         elif kind == _GLL:
             if tod is None:
                 return
@@ -779,6 +780,18 @@ class Decoder:
         else:
             ep.tod = tod  # untimed sentences that came first belong to this epoch
         ep.kinds |= _BIT[kind]
+        return ep
+
+    def _dops(self, pdop: float | None, hdop: float | None, vdop: float | None) -> _Epoch:
+        """A GSA's DOPs into the open epoch (the next one when none is open); that epoch."""
+        ep = self._open()
+        ep.kinds |= _BIT_GSA
+        if pdop is not None:
+            ep.pdop = pdop
+        if hdop is not None:
+            ep.hdop_gsa = hdop
+        if vdop is not None:
+            ep.vdop = vdop
         return ep
 
     def _after(self, key: bytes, ep: _Epoch | None) -> None:
