@@ -146,6 +146,22 @@ def test_a_repeated_gsa_that_ends_the_cycle_is_learned_as_its_end_like_a_fresh_o
     assert repeated.stats.fixes == fresh.stats.fixes == 6
 
 
+@pytest.mark.parametrize("talker", ["GP", "G!", "G\u00e9", "1A", "G,"])
+def test_the_decoder_takes_a_sentence_exactly_when_fields_splits_it(talker: str) -> None:
+    from tracker.nmea import fields
+
+    body = f"{talker}GGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,"
+    try:
+        fields("$" + body)
+        splits = True
+    except ValueError:
+        splits = False
+    dec = Decoder()
+    fixes = run(zda("123519"), s(body), dec=dec)
+    assert (len(fixes) == 1) is splits
+    assert dec.stats.rejected + dec.stats.ignored == (0 if splits else 1)  # é: two bytes
+
+
 def test_vtg_gives_speed_and_course_when_there_is_no_rmc() -> None:
     [fix] = run(zda("123519"), gga("123519"), VTG)
     assert fix.speed == pytest.approx(5.5 * KNOT)
