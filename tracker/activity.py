@@ -127,6 +127,14 @@ class Decision:
     start: Start | None = None
 
 
+# The plain decisions, made once: nearly every fix gets one of them (a Decision is frozen).
+_PLAIN = {place: Decision(place) for place in Place}
+
+
+def _decision(place: Place, end: Ending | None) -> Decision:
+    return _PLAIN[place] if end is None else Decision(place, end)
+
+
 @dataclass
 class Lifecycle:
     """The decision's state; `step(fix)` per fix in time order, from one thread.
@@ -207,7 +215,7 @@ class Lifecycle:
         end: Ending | None = None
         if self.last_time is not None and t <= self.last_time:
             if self.last_time - t <= BACK_JUMP_S:
-                return Decision(Place.DROP)
+                return _PLAIN[Place.DROP]
             # The receiver's clock went back: whatever comes now is a new stretch of time.
             if self.active:
                 end = Ending(self._end_time(), "GPS time jumped back")
@@ -244,15 +252,15 @@ class Lifecycle:
             self._started(t)
             return Decision(Place.SENT, end, Start(t, 0))
         if r.mode != "auto" or self._waiting_still(t, moving):
-            return Decision(Place.OUTSIDE, end)
+            return _decision(Place.OUTSIDE, end)
         if self.run_start is None:
-            return Decision(Place.OUTSIDE, end)
+            return _decision(Place.OUTSIDE, end)
         if held:
             start = Start(self.run_start, self.run_fixes - 1)
             self._started(t)
             self.last_moving = t
             return Decision(Place.SENT, end, start)
-        return Decision(Place.LEAD_IN, end)
+        return _decision(Place.LEAD_IN, end)
 
     def _in_activity(
         self, t: float, moving: bool | None, held: bool, end: Ending | None
@@ -261,22 +269,22 @@ class Lifecycle:
         if held:
             self.last_moving = t
         if r.mode != "auto":
-            return Decision(Place.SENT, end)
+            return _decision(Place.SENT, end)
         # Within start_after_s of held movement a stop is a red light, not a pause. A moving fix
         # itself is sent at once (riding again resumes with it); a spike sends only itself.
         recent = self.last_moving is not None and t - self.last_moving < r.start_after_s
         if moving or recent:
             if recent:  # riding again: the next pause sends its first fix at once
                 self.last_paused_sent = None
-            return Decision(Place.SENT, end)
+            return _decision(Place.SENT, end)
         if r.paused_points == "send":
-            return Decision(Place.SENT, end)
+            return _decision(Place.SENT, end)
         if r.paused_points == "thin" and (
             self.last_paused_sent is None or t - self.last_paused_sent >= PAUSED_EVERY_S
         ):
             self.last_paused_sent = t
-            return Decision(Place.SENT, end)
-        return Decision(Place.LOCAL, end)
+            return _decision(Place.SENT, end)
+        return _decision(Place.LOCAL, end)
 
     def _started(self, t: float) -> None:
         self.active = True
