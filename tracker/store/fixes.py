@@ -22,7 +22,7 @@ from itertools import chain
 from operator import attrgetter
 from typing import Any
 
-from tracker.fix import INSTRUMENT_KINDS, Fix, Sample, builder
+from tracker.fix import INSTRUMENT_KINDS, Fix, Sample, builder, new_fix
 from tracker.store.db import StoreBase, StoreError
 
 # One logger for the whole package, named as before the split: log lines keep "tracker.store"
@@ -80,7 +80,7 @@ class StoredFix(Fix):
     @property
     def fix(self) -> Fix:
         """The plain Fix (a StoredFix is a Fix already; this drops the storage fields)."""
-        return _new_fix(*_fix_values(self))
+        return new_fix(*_fix_values(self))
 
 
 class FixesMixin(StoreBase):
@@ -398,7 +398,6 @@ def _activity(row: tuple[Any, ...]) -> Activity:
     return Activity(row[0], row[1], row[2], row[3], row[4], tags, row[6], row[7], row[8])
 
 
-_new_fix = builder(Fix)
 _new_stored_fix = builder(StoredFix)  # the Fix fields, then id, activity_id, poi, local
 
 
