@@ -24,7 +24,7 @@ Framing
 
 What is decoded, and what is not even looked at
   Any talker (GP, GN, GL, GA, GB, BD, QZ, IN...). RMC, GGA, GNS, GLL, VTG, GSA, GST and ZDA
-  are split into their fields as `fields()` does, after our own checksum check (exactly what
+  are split into their fields by `fields()` after our own checksum check (exactly what
   pynmea2's `parse(...).data` gives, tests/test_corpus.py holds that over every sentence of
   the gpsd captures, at a fifth of its cost: no regular expression, no message object), and
   the few fields we use are converted by us (pynmea2's properties cost ~2 us each and hand
@@ -553,11 +553,7 @@ class Decoder:
         if kind == _ZDA and self._zda is not None and self._zda_shortcut(text):
             return
         try:
-            # fields(text), inline (the type and the comma after it are known already): the
-            # same split, which tests/test_corpus.py holds to pynmea2's on every sentence.
-            if not line[1:3].isalnum():
-                raise ValueError(f"malformed address {text[:7]!r}")
-            d = text[7:].split(",")
+            d = fields(text)
             if not checked and len(d) < _MIN_FIELDS[kind]:
                 raise ValueError("truncated")
             tf = _TIME_FIELD.get(kind)
