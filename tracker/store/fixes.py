@@ -179,20 +179,19 @@ class FixesMixin(StoreBase):
         with self.transaction():
             self._admit(len(fixes))
             flag = int(local and activity_id is not None)
-            n = _ROWS_PER_INSERT
-            whole = len(fixes) - len(fixes) % n
+
+            def rows(part: Sequence[Fix]) -> Iterator[tuple[Any, ...]]:
+                return ((activity_id, flag, *_fix_values(f)) for f in part)
+
             # Generators: the parameters of one statement at a time, not of the whole batch
             # (a fast replay hands over thousands of fixes at once).
+            n = _ROWS_PER_INSERT
+            whole = len(fixes) - len(fixes) % n
             self._conn.executemany(
                 _FIX_INSERT_MANY,
-                (
-                    list(chain.from_iterable((activity_id, flag, *_fix_values(f)) for f in part))
-                    for part in (fixes[i : i + n] for i in range(0, whole, n))
-                ),
+                (list(chain.from_iterable(rows(fixes[i : i + n]))) for i in range(0, whole, n)),
             )
-            self._conn.executemany(  # after them: ids are monotonic
-                _FIX_INSERT, ((activity_id, flag, *_fix_values(f)) for f in fixes[whole:])
-            )
+            self._conn.executemany(_FIX_INSERT, rows(fixes[whole:]))  # after: ids in order
 
     def adopt_fixes(self, activity_id: int, count: int) -> int:
         """Move the newest `count` fixes stored outside any activity into `activity_id` (the
