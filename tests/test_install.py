@@ -25,7 +25,7 @@ UNIT = ROOT / "systemd" / "tracker.service"
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(
     ANALYZE is None and not os.environ.get("CI"),
-    reason="systemd-analyze is not installed (apt-get install systemd); .ci/run installs it",
+    reason="systemd-analyze is not installed (apt-get install systemd; scripts/test does)",
 )
 
 

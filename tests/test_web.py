@@ -126,7 +126,7 @@ BROWSER = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium; .ci/run does)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (scripts/test installs it)")
 def test_the_page_in_a_real_browser_shows_the_store(daemon, gps, tmp_path):
     port = free_port()
     d = daemon(f'[web]\nlisten = "127.0.0.1:{port}"\n').start()
@@ -193,7 +193,7 @@ def test_api_status_has_the_latest_instrument_readings(boat_db):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium; .ci/run does)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (scripts/test installs it)")
 def test_the_page_in_a_real_browser_shows_the_instruments(boat_db, tmp_path):
     server, stop = serve(boat_db)
     try:
@@ -266,7 +266,7 @@ def test_api_status_has_the_inputs_and_the_share(boat_db):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install chromium; .ci/run does)")
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (scripts/test installs it)")
 def test_the_page_in_a_real_browser_shows_the_inputs_and_the_share(boat_db, tmp_path):
     with_inputs_and_share(boat_db)
     server, stop = serve(boat_db)
