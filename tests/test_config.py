@@ -355,3 +355,48 @@ def test_inputs_and_share_errors_name_the_key_in_one_line(tmp_path, text, names)
     assert "\n" not in message and str(path) in message
     for name in names:
         assert name in message, message
+
+
+# A secret written with the wrong type may still be the real secret: the error goes to the
+# journal and to whoever reads the screen, so it names the key and the type, never the value.
+SECRET_KEYS = [
+    ("web", "token", 'listen = "0.0.0.0:8080"\n'),
+    ("mapmytracks", "password", 'username = "rider"\n'),
+    ("gpsr", "token", ""),
+    ("mqtt", "password", 'url = "mqtt://127.0.0.1:1883"\nusername = "unit"\n'),
+]
+SECRET_VALUES = [
+    ("8675309421", "8675309421"),
+    ("86753.09421", "86753.09"),
+    ("true", "true"),
+    ('["s3cr3t-in-a-list"]', "s3cr3t"),
+    ('{ value = "s3cr3t-in-a-table" }', "s3cr3t"),
+    ("2031-04-05T06:07:08Z", "2031"),
+    ('""', None),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "rest"), SECRET_KEYS)
+@pytest.mark.parametrize(("value", "fragment"), SECRET_VALUES)
+def test_a_secret_of_any_type_is_never_echoed(tmp_path, section, key, rest, value, fragment):
+    text = f"[{section}]\n{rest}{key} = {value}\n"
+    with pytest.raises(ConfigError) as err:
+        load(write(tmp_path, text))
+    message = str(err.value)
+    assert "\n" not in message and f"{key}:" in message
+    if fragment is not None:
+        assert fragment not in message
+
+
+@pytest.mark.parametrize(
+    ("section", "rest", "url"),
+    [
+        ("gpsr", 'token = "t"\n', "ftp://rider:s3cr3t@example.org/"),
+        ("mqtt", "", "mqtt://unit:s3cr3t@127.0.0.1:1883"),
+    ],
+)
+def test_a_password_inside_a_url_is_not_echoed(tmp_path, section, rest, url):
+    with pytest.raises(ConfigError) as err:
+        load(write(tmp_path, f'[{section}]\n{rest}url = "{url}"\n'))
+    assert "url:" in str(err.value) and "s3cr3t" not in str(err.value)
+    assert "***@" in str(err.value)

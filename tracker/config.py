@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 # ConfigError and validate are re-exported: the rest of tracker imports them from here. The
 # validators keep the short private names the SCHEMA below is written with.
-from tracker.validate import ConfigError, credential_exists, key_text, validate
+from tracker.validate import ConfigError, credential_exists, key_text, secret, validate
 from tracker.validate import boolean as _bool
 from tracker.validate import bounded as _bounded
 from tracker.validate import nonempty_str as _str
@@ -400,7 +400,7 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
     "time": (TimeConfig, {"set_system_clock": _bool}),
     "web": (
         WebConfig,
-        {"listen": _listen, "token": _str, "token_file": _path, "tiles_url": _str},
+        {"listen": _listen, "token": secret, "token_file": _path, "tiles_url": _str},
     ),
     "share": (ShareConfig, {"nmea_tcp": _listen}),
     "button": (

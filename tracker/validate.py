@@ -32,6 +32,40 @@ def key_text(key: Any) -> str:
     return key if _BARE_KEY.fullmatch(key) else json.dumps(key)
 
 
+def secret(v: Any) -> str:
+    """A password or token as written: not stripped (the secret file reader keeps spaces).
+    Its error names the type, never the value, whatever the value is: a number or a table
+    written by mistake may still be the real secret, and the error goes to the journal."""
+    if isinstance(v, str):
+        if v:
+            return v
+        raise ValueError("expected a non-empty string, got an empty one")
+    raise ValueError(f"expected a string in quotes, got {_kind(v)} (its value is not shown)")
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, int | float):
+        return "a number"
+    if isinstance(v, list):
+        return "an array"
+    if isinstance(v, dict):
+        return "a table"
+    return "a date or time" if hasattr(v, "isoformat") else f"a {type(v).__name__}"
+
+
+def without_userinfo(url: str) -> str:
+    """`url` with any `user:password@` replaced by `***@`, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    host, slash, path = rest.partition("/")
+    if "@" in host:
+        host = "***@" + host.rpartition("@")[2]
+    return f"{scheme}{sep}{host}{slash}{path}"
+
+
 def nonempty_str(v: Any) -> str:
     """A string with something besides whitespace, stripped (a stray space in a device name or
     a label is a typo, never meant)."""

@@ -70,7 +70,15 @@ from tracker.senders.transport import (
     read_secret,
 )
 from tracker.store import Activity, StoredFix
-from tracker.validate import boolean, bounded, nonempty_str, one_of, pos_float, user_path
+from tracker.validate import (
+    boolean,
+    bounded,
+    nonempty_str,
+    one_of,
+    pos_float,
+    user_path,
+    without_userinfo,
+)
 
 if TYPE_CHECKING:
     import paho.mqtt.client as paho
@@ -104,9 +112,14 @@ def mqtt_url(v: Any) -> str:
     except ValueError as e:
         raise ValueError(f"not a URL: {e}") from None
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
-        raise ValueError(f"expected mqtt://host:1883 or mqtts://host:8883, got {text!r}")
+        raise ValueError(
+            f"expected mqtt://host:1883 or mqtts://host:8883, got {without_userinfo(text)!r}"
+        )
     if parts.path not in ("", "/") or parts.query or parts.username or port == 0:
-        raise ValueError(f"expected only a scheme, a host and a port, got {text!r}")
+        # the user and password go in their own keys; the URL is echoed without them
+        raise ValueError(
+            f"expected only a scheme, a host and a port, got {without_userinfo(text)!r}"
+        )
     return text
 
 

@@ -15,21 +15,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from tracker.validate import boolean, credential_exists, nonempty_str, pos_float, pos_int
+from tracker.validate import (
+    boolean,
+    credential_exists,
+    nonempty_str,
+    pos_float,
+    pos_int,
+    secret,
+    without_userinfo,
+)
+
+__all__ = ["secret"]  # the backends' validator for their password or token (tracker.validate)
 
 
 def url(v: Any) -> str:
     text = nonempty_str(v)
     if not text.startswith(("https://", "http://")) or len(text.split("/")[2]) == 0:
-        raise ValueError(f"expected an https:// (or http://) URL, got {text!r}")
+        raise ValueError(f"expected an https:// (or http://) URL, got {without_userinfo(text)!r}")
     return text
-
-
-def secret(v: Any) -> str:
-    """A password or token as written: not stripped (the secret file reader keeps spaces)."""
-    if not isinstance(v, str) or not v:
-        raise ValueError("expected a non-empty string")
-    return v
 
 
 @dataclass(frozen=True)
