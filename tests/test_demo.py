@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -20,6 +21,20 @@ def test_the_demo_stores_and_delivers_every_fix(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Result: OK" in done.stdout
     assert "0 duplicates" in done.stdout
+    # The figures reconcile: the last progress line's rejections are the summary's, which are
+    # what the same bytes through the decoder give; the stored fixes add up both ways.
+    out = done.stdout
+    last = [line for line in out.splitlines() if line.startswith("ride 100%")][-1]
+    total = int(re.search(r"rejected:.*: (\d+) in all", out).group(1))
+    assert last.endswith(f"rejected {total}")
+    assert "the same bytes through tracker.nmea here count the same" in out
+    stored = re.search(r"stored:\s+(\d+) fix(?:es)?: (\d+) of \d+ intact epochs, (\d+) from "
+                       r"epochs whose fault.*?, (\d+) from no-fix", out)
+    n, intact, faulted, no_fix = map(int, stored.groups())
+    assert n == intact + faulted + no_fix
+    place = re.search(r"(\d+) in the activity \(sent\), (?:(\d+) paused.*?, )?(\d+) before .*?, "
+                      r"(\d+) parked", out)
+    assert n == sum(int(g) for g in place.groups() if g)
     assert (tmp_path / "demo" / "ride.gpx").stat().st_size > 100_000
 
 

@@ -17,17 +17,20 @@ once.
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, replace
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tracker import simulate
+from tracker import nmea, simulate
 from tracker.export import write_gpx
 from tracker.pty import PtyWriter
 from tracker.runtime import DAEMON_KEY, DaemonStatus
@@ -234,7 +237,7 @@ def main(args: argparse.Namespace) -> int:
     workdir.mkdir(parents=True)
     ride = _plan(args)
     print(
-        f"tracker demo: a {ride.length_km:.1f} km ride, {len(ride.epochs)} GPS epochs at "
+        f"tracker demo: a {ride.length_km:.2f} km route, {len(ride.epochs)} GPS epochs at "
         f"{args.rate:g} Hz, played {args.speedup:g}x faster than real time"
     )
     mmt = MapMyTracksServer(users={USER: PASSWORD}, faults=mmt_faults)
@@ -294,7 +297,6 @@ def _ride(args, ride: Ride, cfg_path: Path, writer: PtyWriter, daemon, watch: Wa
     watch.gpsr.faults.clear()
     # The unit ends the activity itself (idle), then Map My Tracks gets stop_activity.
     drained = _wait(lambda: (s := watch.snapshot())["drained"] and s["stopped"], 120)
-    show(final=True)
 
     t0 = time.monotonic()
     daemon.send_signal(signal.SIGTERM)
@@ -303,7 +305,182 @@ def _ride(args, ride: Ride, cfg_path: Path, writer: PtyWriter, daemon, watch: Wa
     except subprocess.TimeoutExpired:
         code = None
     stop_s = time.monotonic() - t0
+    # The last line after the daemon wrote its final row: the summary's figures, not a count
+    # up to 15 s old (the row is rewritten that rarely while nothing new is stored).
+    show(final=True)
     return _summary(ride, summary, cfg_path, watch, drained, code, stop_s)
+
+
+# --- the figures, reconciled --------------------------------------------------------------
+# Each count the summary prints is derived here, from the simulator's truth, the same bytes
+# through the daemon's own decoder, and the store, so that each adds up to the next and a
+# rider can tell a loss from a display quirk.
+
+
+@dataclass
+class FaultRow:
+    """The epochs that had the same kinds of receiver fault injected, and what the decoder
+    counted for them (its rejection reasons, and `ignored` for an unknown sentence type)."""
+
+    epochs: int = 0
+    faults: int = 0  # occurrences injected
+    counted: Counter = field(default_factory=Counter)
+    unseen: Counter = field(default_factory=Counter)  # sentence type -> faults that cost no count
+
+
+@dataclass
+class DecoderAccount:
+    rows: dict[str, FaultRow]  # "checksum", "garbage+truncate", ...; "" for unfaulted epochs
+    stats: nmea.DecoderStats  # the whole ride through a fresh decoder, flushed at the end
+
+
+def _counts(stats: nmea.DecoderStats) -> Counter:
+    return Counter({**stats.rejected_by, "ignored": stats.ignored})
+
+
+def _damaged_types(data: bytes) -> Counter:
+    """The sentence types of the damaged lines in an epoch's bytes (bad checksum, a second `$`,
+    no `*`): where a fault landed."""
+    found: Counter = Counter()
+    for raw in data.split(b"\n"):
+        line = raw.strip(b"\r")
+        if not line.startswith(b"$"):
+            continue
+        body, star, given = line[1:].rpartition(b"*")
+        if b"$" in line[1:] or not star or given.upper() != b"%02X" % nmea._xor8(body):
+            found[line[3:6].decode("ascii", "replace")] += 1
+    return found
+
+
+def decoder_account(epochs: list[simulate.Epoch]) -> DecoderAccount:
+    """Replay the ride's bytes through tracker.nmea's Decoder as the daemon reads them and
+    attribute what it counts at each epoch to the faults injected into that epoch. A line left
+    without its end runs into the next epoch's first line, so the next epoch's count goes to the
+    epoch that left it. An epoch whose faults cost no count names the sentence types they hit."""
+    decoder = nmea.Decoder(log_interval_s=math.inf)
+    deltas: list[Counter] = []
+    before = _counts(decoder.stats)
+    quiet = logging.getLogger(nmea.__name__)
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # the daemon has logged these already
+    try:
+        for epoch in epochs:
+            decoder.feed(epoch.data)
+            now = _counts(decoder.stats)
+            deltas.append(now - before)
+            before = now
+        decoder.flush()
+    finally:
+        quiet.setLevel(level)
+    deltas[-1] += _counts(decoder.stats) - before
+    rows: dict[str, FaultRow] = {}
+    carried: str | None = None  # the row of an epoch whose last line is unfinished
+    for epoch, delta in zip(epochs, deltas, strict=True):
+        kinds = [k for k in epoch.faults if k in simulate.FAULT_KINDS and k not in
+                 ("outage", "silence")]  # fmt: skip
+        key = "+".join(sorted(set(kinds)))
+        if not key and carried is not None:
+            rows[carried].counted += delta
+        else:
+            row = rows.setdefault(key, FaultRow())
+            row.epochs += 1
+            row.faults += len(kinds)
+            row.counted += delta
+        carried = (key or carried) if epoch.data and not epoch.data.endswith(b"\n") else None
+    for epoch, delta, after in zip(epochs, deltas, [*deltas[1:], Counter()], strict=True):
+        kinds = [k for k in epoch.faults if k in ("checksum", "truncate")]
+        glued = epoch.data and not epoch.data.endswith(b"\n")
+        if kinds and not +delta and not (glued and +after):
+            rows["+".join(sorted(set(kinds)))].unseen += _damaged_types(epoch.data)
+    return DecoderAccount(rows, decoder.stats)
+
+
+def _reasons(counts: Counter) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if v) or "nothing"
+
+
+def fault_lines(account: DecoderAccount, summary: simulate.Summary) -> list[str]:
+    """The receiver faults, injected -> counted, one line a kind of epoch."""
+    notes = {
+        "garbage": "noise without a line end runs into the sentence after it",
+        "truncate": "a cut sentence runs into the next one: one line, counted once",
+    }
+    lines = []
+    for key, row in sorted(account.rows.items()):
+        if not key:
+            if +row.counted:
+                lines.append(f"without an injected fault: {_reasons(row.counted)}")
+            continue
+        text = f"{key} {row.faults} \u2192 {_reasons(row.counted)}"
+        unseen = sum(row.unseen.values())
+        if unseen:
+            types = [f"{t} ({n})" if len(row.unseen) > 1 else t
+                     for t, n in sorted(row.unseen.items())]  # fmt: skip
+            text += (f"; {unseen} landed in {' and '.join(types)} sentences, which no fix "
+                     "needs: passed over unread")  # fmt: skip
+        if key in notes and sum(row.counted.values()) != row.faults:
+            text += f" ({notes[key]})"
+        lines.append(text)
+    if summary.faults.get("outage"):
+        lines.append(f"outage {summary.faults['outage']} ({summary.outage_epochs} epochs "
+                     "without a fix): nothing to store, not an error")  # fmt: skip
+    return lines
+
+
+@dataclass
+class StoredAccount:
+    """Where every stored fix came from, and where it went: both add up to `total`."""
+
+    total: int
+    valid: int  # from epochs whose every byte arrived intact
+    faulted: int  # from epochs with a fault in a sentence the fix did not need
+    no_fix: int  # from epochs without a fix: never, in a correct daemon
+    sent: int  # in the activity, offered to the backends
+    local: int  # in the activity, paused and kept on the unit
+    before: int  # outside the activity, before the unit decided the ride had started
+    after: int  # outside, after it ended (parked)
+
+
+def stored_account(ride: Ride, fixes: list, activities: list) -> StoredAccount:
+    times = [round(f.time, 3) for f in fixes]
+    valid = sum(1 for t in times if t in ride.expected)
+    faulted = sum(1 for t in times if t in ride.possible and t not in ride.expected)
+    first = min((a.started_at for a in activities), default=math.inf)
+    outside = [f for f in fixes if f.activity_id is None]
+    before = sum(1 for f in outside if f.time < first)
+    return StoredAccount(
+        total=len(fixes), valid=valid, faulted=faulted, no_fix=len(times) - valid - faulted,
+        sent=sum(1 for f in fixes if f.activity_id is not None and not f.local),
+        local=sum(1 for f in fixes if f.activity_id is not None and f.local),
+        before=before, after=len(outside) - before,
+    )  # fmt: skip
+
+
+def distance_line(ride: Ride, fixes: list, activity: Any, measured_m: float) -> str:
+    """Why the ride list's distance differs from the route's: it counts no distance across a
+    gap without a fix longer than rides.MAX_GAP_S, nor before the activity started."""
+    from tracker.activity import distance_m
+    from tracker.rides import MAX_GAP_S
+
+    own = [f for f in fixes if f.activity_id == activity.id]
+    gaps = [(a, b) for a, b in zip(own, own[1:], strict=False) if b.time - a.time > MAX_GAP_S]
+    across = sum(distance_m(a.lat, a.lon, b.lat, b.lon) for a, b in gaps)
+    return (f"{measured_m / 1000:.2f} km measured; the route is {ride.length_km:.2f} km, and "
+            f"{across / 1000:.2f} km of it was crossed in {len(gaps)} "
+            f"gap{'s' if len(gaps) != 1 else ''} without a fix (no distance is counted across a "
+            f"gap over {MAX_GAP_S:g} s)")  # fmt: skip
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    return f"{n} {word if n == 1 else (words or word + 's')}"
+
+
+def next_command(cfg_path: Path) -> str:
+    """The command to try next, whole and absolute, so that it works from any directory: the
+    `tracker` script beside this interpreter (the README's `.venv/bin/tracker`)."""
+    script = Path(sys.executable).with_name("tracker")
+    run = str(script) if script.exists() else f"{sys.executable} -m tracker"
+    return f"{run} status -c {cfg_path.resolve()}"
 
 
 def _faults_seen(requests) -> str:
@@ -315,12 +492,17 @@ def _faults_seen(requests) -> str:
 
 
 def _summary(ride, summary, cfg_path, watch: Watch, drained, code, stop_s) -> int:
+    from tracker.config import load
+    from tracker.rides import summarize
+
     workdir = cfg_path.parent
     watch.close()
+    rules = load(cfg_path).activity.rules()
     store = open_store(workdir / "tracker.db", readonly=True)
     try:
         fixes = list(store.iter_fixes())
         activities = store.activities()
+        measured = {a.id: summarize(store, a, rules).distance_m for a in activities}
         samples = len(store.samples_between(0, float("inf")))
         runtime = DaemonStatus.from_json((store.get_runtime(DAEMON_KEY) or ({}, 0))[0])
         gpx_path = workdir / "ride.gpx"
@@ -334,7 +516,6 @@ def _summary(ride, summary, cfg_path, watch: Watch, drained, code, stop_s) -> in
     stored_set = set(stored)
     missing = ride.expected - stored_set
     duplicates = len(stored) - len(stored_set)
-    impossible = stored_set - ride.possible
     # What each server must hold: every second of the activity once (both send whole seconds),
     # and at most what went out live after the last movement before the idle end took it out
     # of the activity (docs/activity.md).
@@ -348,43 +529,59 @@ def _summary(ride, summary, cfg_path, watch: Watch, drained, code, stop_s) -> in
     def holds(times: list[int]) -> bool:
         return len(times) == len(set(times)) and want <= set(times) <= want | tail
 
+    account = decoder_account(ride.epochs)
+    where = stored_account(ride, fixes, activities)
+    rejected = Counter(runtime.gps.rejected_by)
+    counted_here = Counter(account.stats.rejected_by)
     mmt_ok = len(remote) == 1 and not remote[0].live and holds(mmt_times)
     gpsr_ok = holds(gpsr_times)
     ended = len(activities) == 1 and activities[0].end_reason == "idle"
-    ok = (not missing and not duplicates and not impossible and code == 0 and drained
-          and mmt_ok and gpsr_ok and ended)  # fmt: skip
-    rejected = runtime.gps.rejected_by
-    gps_faults = ", ".join(f"{k} {v}" for k, v in summary.faults.items() if v) or "none"
+    reconciled = +rejected == +counted_here and runtime.gps.rejected == sum(rejected.values())
+    ok = (not missing and not duplicates and not where.no_fix and code == 0 and drained
+          and mmt_ok and gpsr_ok and ended and reconciled)  # fmt: skip
 
     print("\nSummary")
-    print(f"  simulator:    {summary.epochs} epochs, {len(ride.expected)} valid; "
-          f"injected {gps_faults}")  # fmt: skip
-    print(f"  stored:       {len(stored)} fixes ({len(ride.expected) - len(missing)} of "
-          f"{len(ride.expected)} valid epochs, {duplicates} duplicates, "
-          f"{len(impossible)} from no-fix epochs), {samples} hr/cad/pwr samples")  # fmt: skip
-    print("  rejected:     "
-          + (", ".join(f"{k} {v}" for k, v in sorted(rejected.items()) if v) or "nothing"))
+    print(f"  simulator:    {summary.epochs} epochs, {len(ride.expected)} intact with a fix; "
+          f"{summary.epochs - summary.fixes} without a fix, "
+          f"{summary.fixes - len(ride.expected)} with a fault injected")  # fmt: skip
+    print(f"  stored:       {plural(where.total, 'fix', 'fixes')}: {where.valid} of "
+          f"{len(ride.expected)} intact epochs, {where.faulted} from epochs whose fault hit a "
+          f"sentence the fix did not need, {where.no_fix} from no-fix epochs, "
+          f"{duplicates} duplicates")  # fmt: skip
+    print(f"                {where.sent} in the activity (sent), "
+          + (f"{where.local} paused in it (kept on the unit), " if where.local else "")
+          + f"{where.before} before the unit decided the ride had started, "
+          + f"{where.after} parked after it ended (kept, never sent)")
+    print(f"                and {samples} hr/cad/pwr samples")
+    faults = fault_lines(account, summary)
+    for i, text in enumerate(faults):
+        print(("  GPS faults:   " if i == 0 else " " * 16) + text)
+    print(f"  rejected:     {_reasons(rejected)}: {sum(rejected.values())} in all, the last "
+          "progress line's count"
+          + ("; the same bytes through tracker.nmea here count the same" if reconciled else
+             f"; MISMATCH: the same bytes through tracker.nmea here count "
+             f"{_reasons(counted_here)}"))  # fmt: skip
     for a in activities:
         how = "running" if a.ended_at is None else f"ended by the unit ({a.end_reason})"
         minutes = ((a.ended_at or a.started_at) - a.started_at) / 60
         print(f"  activity:     {a.id} \"{a.title}\", {minutes:.0f} min of GPS time, {how}")
-    outside = sum(1 for f in fixes if f.activity_id is None)
-    print(f"  outside:      {outside} fixes outside the activity (parked), stored, never sent")
+        print(f"                {distance_line(ride, fixes, a, measured[a.id])}")
     for a in remote:
-        print(f"  mapmytracks:  activity {a.id}, {len(a.points)} points "
-              f"({len(mmt_times) - len(set(mmt_times))} duplicates), "
-              f"{'live' if a.live else 'stopped'}, {watch.mmt.count('start_activity')} "
-              f"start_activity call(s), {len(a.hr)} hr values")  # fmt: skip
-    print(f"                {len(watch.mmt.requests)} requests; faults injected: "
+        print(f"  mapmytracks:  activity {a.id}, {plural(len(a.points), 'point')} "
+              f"({plural(len(mmt_times) - len(set(mmt_times)), 'duplicate')}), "
+              f"{'live' if a.live else 'stopped'}, "
+              f"{plural(watch.mmt.count('start_activity'), 'start_activity call')}, "
+              f"{plural(len(a.hr), 'hr value')}")  # fmt: skip
+    print(f"                {plural(len(watch.mmt.requests), 'request')}; faults injected: "
           f"{_faults_seen(watch.mmt.requests)}")  # fmt: skip
-    print(f"  json-gpsr:    {len(gpsr_times)} fixes "
-          f"({len(gpsr_times) - len(set(gpsr_times))} duplicates), "
-          f"{len(watch.gpsr.requests)} requests; faults injected: "
+    print(f"  json-gpsr:    {plural(len(gpsr_times), 'fix', 'fixes')} "
+          f"({plural(len(gpsr_times) - len(set(gpsr_times)), 'duplicate')}), "
+          f"{plural(len(watch.gpsr.requests), 'request')}; faults injected: "
           f"{_faults_seen(watch.gpsr.requests)}")  # fmt: skip
     print(f"  daemon:       exit code {code}, {stop_s:.1f} s after SIGTERM")
     print(f"  GPX:          {gpx_path}")
     print(f"  database:     {workdir / 'tracker.db'} ({size / 1e6:.1f} MB)")
-    print(f"  try:          {sys.executable} -m tracker status -c {cfg_path}")
+    print(f"  try:          {next_command(cfg_path)}")
     if ok:
         print("Result: OK: every valid fix stored once, the ride on each server once, "
               "started and stopped by the unit")  # fmt: skip
@@ -400,4 +597,9 @@ def _summary(ride, summary, cfg_path, watch: Watch, drained, code, stop_s) -> in
         print("  the backlogs did not drain within 120 s", file=sys.stderr)
     if not ended:
         print(f"  the unit did not end the ride by itself: {activities}", file=sys.stderr)
+    if where.no_fix:
+        print(f"  {where.no_fix} fixes stored from epochs without a fix", file=sys.stderr)
+    if not reconciled:
+        print("  the daemon's rejection counts differ from the same bytes decoded here",
+              file=sys.stderr)
     return 1
