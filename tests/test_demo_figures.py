@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tracker import demo, nmea, simulate
+from tracker.words import plural
 
 EVERY_FAULT = "checksum=0.01,garbage=0.01,truncate=0.01,overlong=0.005,outage=0.01,silence=0.01"
 
@@ -86,9 +87,9 @@ def test_stored_fixes_are_accounted_by_origin_and_by_place():
 
 
 def test_plurals_and_the_next_command_work_from_anywhere(tmp_path, monkeypatch):
-    assert demo.plural(1, "fix", "fixes") == "1 fix"
-    assert demo.plural(2, "fix", "fixes") == "2 fixes"
-    assert demo.plural(0, "duplicate") == "0 duplicates"
+    assert plural(1, "fix", "fixes") == "1 fix"
+    assert plural(2, "fix", "fixes") == "2 fixes"
+    assert plural(0, "duplicate") == "0 duplicates"
     monkeypatch.chdir(tmp_path)
     command = demo.next_command(demo.Path("demo-output/tracker.toml"))
     words = command.split()

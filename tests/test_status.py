@@ -36,6 +36,12 @@ def test_the_lines_a_rider_reads():
     assert "STORAGE" not in text
 
 
+def test_one_fix_is_one_fix():
+    text = render(status(pending={"mapmytracks": 1, "gpsr": 0}, quarantined={}))
+    assert "backlog:   mapmytracks: 1 fix\n" in text + "\n"
+    assert "backlog:   gpsr: 0 fixes" in text
+
+
 def test_problems_stand_out():
     text = render(status(storage={"storage_error": "/x.db: disk full", "dropped_fixes": 7,
                                   "dropped_undelivered": 3},

@@ -38,6 +38,7 @@ from tracker.store import Store, StoreError, open_store
 from tracker.testing.faults import Faults
 from tracker.testing.gpsr import GpsrServer
 from tracker.testing.mapmytracks import MapMyTracksServer
+from tracker.words import plural
 
 GPS_FAULTS = "checksum=0.002,garbage=0.002,truncate=0.001,outage=0.001,outage_s=10-30"
 NETWORK_FAULTS = "reset=0.03,fail_500=0.03,drop_reply=0.05,html=0.02"
@@ -469,10 +470,6 @@ def distance_line(ride: Ride, fixes: list, activity: Any, measured_m: float) -> 
             f"{across / 1000:.2f} km of it was crossed in {len(gaps)} "
             f"gap{'s' if len(gaps) != 1 else ''} without a fix (no distance is counted across a "
             f"gap over {MAX_GAP_S:g} s)")  # fmt: skip
-
-
-def plural(n: int, word: str, words: str | None = None) -> str:
-    return f"{n} {word if n == 1 else (words or word + 's')}"
 
 
 def next_command(cfg_path: Path) -> str:

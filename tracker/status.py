@@ -18,6 +18,7 @@ from tracker.fix import QUALITY_NAMES
 from tracker.runtime import DAEMON_KEY, BackendStatus, DaemonStatus, InputStatus, backend_key
 from tracker.store import Activity, Store
 from tracker.store.control import RUNTIME_EVERY_S
+from tracker.words import plural
 
 
 def _iso(t: float | None) -> str | None:
@@ -233,7 +234,8 @@ def render(status: dict[str, Any]) -> str:
     if status["pending"]:
         for name, n in sorted(status["pending"].items()):
             q = status["quarantined"].get(name, 0)
-            lines.append(f"backlog:   {name}: {n} fixes" + (f" ({q} quarantined)" if q else ""))
+            lines.append(f"backlog:   {name}: {plural(n, 'fix', 'fixes')}"
+                         + (f" ({q} quarantined)" if q else ""))  # fmt: skip
         for name, b in sorted(status.get("backends", {}).items()):
             line = f"sender:    {name}: {b['state']}"
             if b.get("state") == "retrying" and b.get("next_retry_at"):
