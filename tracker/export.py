@@ -4,7 +4,7 @@ Pi Zero.
 Each point carries its GPS time to the receiver's precision (fractions kept to the microsecond),
 its elevation, and heart rate and cadence as Garmin TrackPointExtension v1 (`gpxtpx:hr`,
 `gpxtpx:cad`) and power as Garmin PowerExtension v1 (`pwr:PowerInWatts`) where a sample lies
-within SAMPLE_WINDOW_S of the point. TrackPointExtension has no power field; PowerExtension is what
+within PAIR_WINDOW_S of the point. TrackPointExtension has no power field; PowerExtension is what
 Garmin devices write and what Strava and Garmin Connect read.
 
 gpxpy serialises every point and track (escaping, number and time formats). Only the envelope is
@@ -13,7 +13,9 @@ written here, because building a whole gpxpy document costs about 400 bytes a po
 
 CSV (one row per fix) and GeoJSON (one LineString Feature per activity, with per-point arrays of
 times and sensor values) are written with the csv and json modules, a page of fixes at a time.
-Their sensor columns take the nearest sample within TABLE_WINDOW_S of the fix.
+Their sensor columns follow the same rule: the nearest sample of each kind within PAIR_WINDOW_S
+of the fix, else empty. One rule for every format, so the same ride has the same heart rate on
+the same points whichever way it is exported.
 
 Boat instruments (depth, wind, heading...: tracker/instruments.py) are exported the same way,
 the nearest reading of each kind: in CSV as columns after CSV_COLUMNS, in GeoJSON as arrays
@@ -51,8 +53,10 @@ NS = {
     "pwr": "http://www.garmin.com/xmlschemas/PowerExtension/v1",
 }
 INSTRUMENTS_NS = "urn:pi-live-tracker:gpx:instruments:v1"  # ours; prefix "inst"
-SAMPLE_WINDOW_S = 1.5  # a sample further than this from a point is not that point's value
-TABLE_WINDOW_S = 1.0  # the same for CSV and GeoJSON, whose columns promise "within 1 s"
+# A sample further than this from a point is not that point's value. 1.5 s: a strap or power
+# meter that reports once a second (BLE notifications, ANT+ pages, with their jitter) pairs
+# with every point of a 1 Hz track, and one that skips a report leaves no hole.
+PAIR_WINDOW_S = 1.5
 CHUNK = 1000  # points read and serialised at a time
 CSV_COLUMNS = (
     "activity", "time", "lat", "lon", "alt", "speed", "course", "hdop", "sats", "quality",
@@ -118,7 +122,7 @@ class _Samples:
         store: Store,
         t0: float,
         t1: float,
-        window: float = SAMPLE_WINDOW_S,
+        window: float = PAIR_WINDOW_S,
         *,
         instruments: bool = False,
     ) -> None:
@@ -298,13 +302,13 @@ def write_csv(
     of CSV_COLUMNS, then one column per instrument kind these activities have; return the
     activity count. `out` should be opened with newline=""."""
     activities = select_activities(store, activity_ids)
-    kinds = _instrument_kinds(store, activities, TABLE_WINDOW_S)
+    kinds = _instrument_kinds(store, activities, PAIR_WINDOW_S)
     writer = csv.writer(out, lineterminator="\n")  # "\r\n" would end up in the poi column
     writer.writerow((*CSV_COLUMNS, *kinds))
     for activity in activities:
         for chunk in _chunks(store.iter_fixes(activity.id)):
             samples = _Samples(
-                store, chunk[0].time, chunk[-1].time, TABLE_WINDOW_S, instruments=bool(kinds)
+                store, chunk[0].time, chunk[-1].time, PAIR_WINDOW_S, instruments=bool(kinds)
             )
             rows = []
             for fix in chunk:
@@ -331,7 +335,7 @@ def _write_feature(
 ) -> None:
     # Coordinates go straight to `out`; the per-point arrays, which follow them in the
     # properties, wait in spools, so one pass over the fixes keeps them all aligned.
-    kinds = _instrument_kinds(store, [activity], TABLE_WINDOW_S)
+    kinds = _instrument_kinds(store, [activity], PAIR_WINDOW_S)
     with contextlib.ExitStack() as stack:
         arrays = {
             name: stack.enter_context(
@@ -343,7 +347,7 @@ def _write_feature(
         n = 0
         for chunk in _chunks(store.iter_fixes(activity.id)):
             samples = _Samples(
-                store, chunk[0].time, chunk[-1].time, TABLE_WINDOW_S, instruments=bool(kinds)
+                store, chunk[0].time, chunk[-1].time, PAIR_WINDOW_S, instruments=bool(kinds)
             )
             values = [samples.at(fix.time) for fix in chunk]
             sep = "," if n else ""
@@ -432,7 +436,7 @@ def write_gpx(
         f'version="1.1" creator="tracker {__version__}">\n'
     )
     for activity in activities:
-        with_inst = instruments and bool(_instrument_kinds(store, [activity], SAMPLE_WINDOW_S))
+        with_inst = instruments and bool(_instrument_kinds(store, [activity], PAIR_WINDOW_S))
         for text in _track_xml(store, activity, sent_only, progress, with_inst):
             out.write(text)
     out.write("</gpx>\n")
