@@ -42,7 +42,11 @@ _WAL_LIMIT_BYTES = 4 * 1024 * 1024  # keep the WAL file at most this big after a
 
 
 class StoreError(Exception):
-    """Anything the store cannot do; the message names the database file."""
+    """Anything the store cannot do; the message names the database file. `code` is SQLite's
+    primary result code when SQLite raised it (0 otherwise): what a writer needs to tell a
+    connection SQLite recovers by itself (FULL, BUSY) from one it must reopen."""
+
+    code: int = 0
 
 
 class StorageUnavailable(StoreError):
@@ -206,6 +210,13 @@ _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 13, 14, 26
 _UNAVAILABLE = {_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN}
 _BUSY = {_SQLITE_BUSY, _SQLITE_LOCKED}
 _BROKEN = {_SQLITE_CORRUPT, _SQLITE_NOTADB}
+# Errors after which a connection stays as it is until it is closed: a database SQLite opened
+# read-only (the file system was read-only at open) stays read-only, a failed WAL or -shm
+# mapping stays failed. FULL and BUSY clear by themselves once space or the lock is back.
+_REOPEN = {_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CANTOPEN, *_BROKEN}
+
+# What `storage_state()` says, for the recorder's runtime row and `tracker status`.
+STORAGE_STATES = ("ok", "read-only", "full", "corrupt", "error")
 
 
 def connect(
@@ -477,11 +488,40 @@ def _disk_problem(path: Path) -> str:
 def _translate(e: sqlite3.Error, path: Path, action: str) -> StoreError:
     code = _code(e)
     msg = f"{path}: cannot {action}: {e} ({_name(e)}){_disk_problem(path)}"
-    if code in _BUSY:
-        return StoreBusy(msg)
-    if code in _UNAVAILABLE:
-        return StorageUnavailable(msg)
-    return StoreError(msg)
+    err = StoreBusy(msg) if code in _BUSY else (
+        StorageUnavailable(msg) if code in _UNAVAILABLE else StoreError(msg))
+    err.code = code
+    return err
+
+
+def needs_reopen(e: StoreError) -> bool:
+    """Whether the connection that raised `e` must be closed and opened again to write again
+    (a write error with no SQLite code, such as a directory that cannot be made, too)."""
+    if isinstance(e, StorageFull):  # the size limit: room comes back with acknowledgements
+        return False
+    return e.code in _REOPEN or (e.code == 0 and isinstance(e, StorageUnavailable))
+
+
+def storage_state(path: Path, e: StoreError | None = None) -> str:
+    """One of STORAGE_STATES for the database at `path`: what the file system says first (a
+    read-only mount gives CANTOPEN or IOERR as often as READONLY), then the error's code."""
+    if e is None:
+        return "ok"
+    try:
+        st = os.statvfs(path.parent if path.parent.exists() else path.parent.parent)
+        if st.f_flag & os.ST_RDONLY:
+            return "read-only"
+    except OSError:
+        st = None
+    if e.code == _SQLITE_FULL or isinstance(e, StorageFull):
+        return "full"
+    if e.code in (_SQLITE_READONLY, _SQLITE_PERM):
+        return "read-only"
+    if e.code in _BROKEN:
+        return "corrupt"
+    if st is not None and st.f_bavail * st.f_frsize < 64 * 1024:
+        return "full"
+    return "error"
 
 
 class StoreBase:
