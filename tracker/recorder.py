@@ -55,7 +55,7 @@ from tracker.runtime import (
 )
 from tracker.store import Activity, StorageUnavailable, Store, StoreError, open_store
 from tracker.store.control import RUNTIME_EVERY_S, RUNTIME_IDLE_S, Request
-from tracker.store.db import needs_reopen, storage_state
+from tracker.store.db import storage_state
 from tracker.worker import run_loop
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,20 @@ MAX_HELD_SAMPLES = 400_000  # sensor samples likewise: ~28 h of three sensors at
 # items, not batches: a fast port's batches are big). The recorder takes them every commit
 # interval, so only a stuck recorder thread ever fills it: 2,000 s at 10 Hz, ~8 MB.
 INBOX_MAX = 20_000
-RETRY_MAX_S = 5.0  # the longest wait between two tries of an unwritable store
+# An unwritable store is tried again at the next commit interval RETRY_AT_ONCE times (a
+# write that failed at random), then at waits doubling up to RETRY_MAX_S (a read-only or
+# full file system: no need to try it five times a second).
+RETRY_AT_ONCE = 3
+RETRY_MAX_S = 5.0
+# After a failure the held fixes go in transactions of this many (samples: 4x): one
+# transaction of hours of fixes is hundreds of page writes, and on a card failing a few
+# percent of its writes it would almost never succeed as a whole (nothing was written for the
+# rest of a ride). In order, each chunk with the requests made before its last fix.
+CATCH_UP_FIXES = 16
+# Chunks written in one step at most this long (the recorder's heartbeat, the next fixes), and
+# at a stop (what is left goes to a spill file, well within the daemon's shutdown budget).
+CATCH_UP_BUDGET_S = 1.0
+FINAL_BUDGET_S = 5.0
 TRUST_ASK_EVERY_S = 2.0  # a backend's clock is a cheap store read: ask often until one agrees
 PRUNE_EVERY_S = 60.0
 
@@ -126,9 +139,12 @@ class Recorder:
         self._failures = 0  # failed tries in a row
         self._retry_at = 0.0  # monotonic time of the next try after a failure
         self._last_status_file = 0.0
-        self._spill_marks: list[str] = []  # spills taken in: their markers go in the next commit
-        self._spill_files: list[Path] = []  # ...and their files, deleted once it succeeded
-        self._spill_ids: list[str] = []  # taken in but not stored yet (a new spill supersedes)
+        # Spills taken in and not wholly stored, oldest first, their fixes and samples at the
+        # front of the held lists: [id, fixes left, samples left, fixes done, samples done].
+        self._spills: list[list[Any]] = []
+        self._spill_files: list[Path] = []  # deleted once every spill taken in is stored
+        self._spill_ids: list[str] = []  # taken in (a new spill at a stop supersedes them)
+        self._catching_up = False  # a failure left fixes held: write them in small chunks
         self._act = _Activity(self._new_life())
         # GPS week roll-over, corrected once a trusted clock agrees (tracker/gpstime.py).
         self._time = TimeKeeper(
@@ -264,29 +280,57 @@ class Recorder:
 
     def commit(self, final: bool = False) -> None:
         """Write requests, fixes and samples in one transaction; keep them on failure. After a
-        failure the next try waits for its backoff (but a stop tries at once)."""
+        failure the next try waits for its backoff (but a stop tries at once), and what was
+        held goes in chunks of CATCH_UP_FIXES, each its own transaction, in order."""
         now = time.monotonic()
         if self._failures and now < self._retry_at and not final:
             return
         if self.store is None and not self._open():
             return
         assert self.store is not None
-        fixes, arrived, samples = self._fixes, self._arrived, self._samples
-        act = self._act.copy()
         # While nothing is stored the row is news to nobody: rewritten less often.
-        every = RUNTIME_EVERY_S if fixes or samples else RUNTIME_IDLE_S
+        every = RUNTIME_EVERY_S if self._fixes or self._samples else RUNTIME_IDLE_S
         write_runtime = final or now - self._last_runtime >= every
-        if not (fixes or samples or write_runtime or self._spill_marks
+        if not (self._fixes or self._samples or write_runtime or self._spills
                 or self._requests_waiting()):  # fmt: skip
             self._after_commit(now)  # nothing to write: no transaction, no fsync
             return
+        held = len(self._fixes)
+        while True:
+            nf, ns = len(self._fixes), len(self._samples)
+            if self._catching_up:
+                nf, ns = min(nf, CATCH_UP_FIXES), min(ns, 4 * CATCH_UP_FIXES)
+            last = nf == len(self._fixes) and ns == len(self._samples)
+            if not self._commit_once(nf, ns, last, final, write_runtime and last):
+                return
+            if last:
+                break
+            if time.monotonic() - now > (FINAL_BUDGET_S if final else CATCH_UP_BUDGET_S):
+                return  # the rest at the next step (or into the spill file)
+        self._catching_up = False
+        if write_runtime:
+            self._last_runtime = now
+        if self.stats.storage_error is not None:
+            log.warning("storage writable again: wrote %d held fixes", held)
+            self.stats.storage_error = None
+            remove_status_file(self.cfg.storage.path)
+        self._after_commit(now)
+
+    def _commit_once(self, nf: int, ns: int, last: bool, final: bool, write_runtime: bool) -> bool:
+        """One transaction: the first `nf` held fixes and `ns` samples with the requests made
+        before them (all waiting requests when `last`), the spill markers, the runtime row.
+        Whether it was stored; on failure everything stays held."""
+        assert self.store is not None
+        fixes, arrived, samples = self._fixes[:nf], self._arrived[:nf], self._samples[:ns]
+        act = self._act.copy()
+        progress = self._spill_progress(nf, ns)
         try:
             with self.store.transaction():
-                stored, done = self._store_in_order(act, fixes, arrived)
+                stored, done = self._store_in_order(act, fixes, arrived, last)
                 if samples:
                     self.store.add_samples(samples)
-                for mark in self._spill_marks:  # in the same transaction: taken in once
-                    self.store.put_runtime(spill.MARKER_PREFIX + mark, {"taken": time.time()})
+                for sid, value in progress:  # in the same transaction: taken in once
+                    self.store.put_runtime(spill.MARKER_PREFIX + sid, value)
                 if write_runtime:
                     row = self.runtime(final, act.life, state="ok")  # what this commit leaves
                     self.store.put_runtime(DAEMON_KEY, row.to_json())
@@ -294,45 +338,63 @@ class Recorder:
             if not isinstance(e, StorageUnavailable) and e.code == 0:
                 raise  # a bug, not the storage: the worker loop logs it; the batch is kept
             self._storage_failed(e, final)
-            return
+            return False
         self._act = act
-        self._fixes, self._arrived, self._samples = [], [], []
+        del self._fixes[:nf], self._arrived[:nf], self._samples[:ns]
+        self._spill_stored(progress)
         self.stats.fixes_stored += stored
         self.stats.repeated_fixes += len(fixes) - stored
         self.stats.samples_stored += len(samples)
         self.stats.commits += 1
-        self.stats.held = 0
-        if write_runtime:
-            self._last_runtime = now
-        if self._spill_marks:
-            spill.remove(self._spill_files)
-            log.info("took in %d fixes from spill files %s", self.stats.unspilled,
-                     ", ".join(map(str, self._spill_files)))  # fmt: skip
-            self._spill_marks, self._spill_files, self._spill_ids = [], [], []
-        if self.stats.storage_error is not None:
-            log.warning("storage writable again: wrote %d held fixes", len(fixes))
-            self.stats.storage_error = None
-            remove_status_file(self.cfg.storage.path)
+        self.stats.held = len(self._fixes)
         self.stats.storage_state = "ok"
         self._failures = 0
         for text in done:
             log.info("%s", text)
         for text in act.ended + act.started:  # only what was committed
             log.info("%s", text)
-        self._after_commit(now)
+        return True
+
+    def _spill_progress(self, nf: int, ns: int) -> list[tuple[str, dict[str, int]]]:
+        """The markers of the spills whose fixes or samples the next `nf` and `ns` held ones
+        include: how many of each will be stored once that transaction commits."""
+        out = []
+        for sid, f_left, s_left, f_done, s_done in self._spills:
+            if not (nf or ns):
+                break
+            tf, ts = min(nf, f_left), min(ns, s_left)
+            nf, ns = nf - tf, ns - ts
+            out.append((sid, {"fixes": f_done + tf, "samples": s_done + ts}))
+        return out
+
+    def _spill_stored(self, progress: list[tuple[str, dict[str, int]]]) -> None:
+        if not progress:
+            return
+        for entry, (_, done) in zip(self._spills, progress, strict=False):
+            entry[1] -= done["fixes"] - entry[3]
+            entry[2] -= done["samples"] - entry[4]
+            entry[3], entry[4] = done["fixes"], done["samples"]
+        if all(e[1] == 0 and e[2] == 0 for e in self._spills):
+            spill.remove(self._spill_files)
+            log.info("stored every fix of the spill files %s",
+                     ", ".join(map(str, self._spill_files)))  # fmt: skip
+            self._spills, self._spill_files = [], []
 
     def _store_in_order(
-        self, act: _Activity, fixes: list[Fix], arrived: list[float]
+        self, act: _Activity, fixes: list[Fix], arrived: list[float], last: bool = True
     ) -> tuple[int, list[str]]:
         """Store the held fixes and apply the waiting requests in the order they happened:
         the fixes offered before a request's wall-clock time, then the request, and so on.
-        Returns (fixes stored, log lines of the requests done)."""
+        Not `last`: more held fixes follow these, and a request made after the last of these
+        waits for them. Returns (fixes stored, log lines of the requests done)."""
         assert self.store is not None
         done: list[str] = []
         pos = stored = 0
         pois: list[tuple[Request, int]] = []  # (request, how many fixes were stored before it)
         for req in self.store.take_requests():
             cut = max(pos, bisect.bisect_right(arrived, req.created_at))
+            if cut == len(fixes) and not last:
+                break
             stored += self._store_fixes(act, fixes[pos:cut])
             pos = cut
             if req.command == "poi":
@@ -425,22 +487,27 @@ class Recorder:
         arrived: list[float] = []
         samples: list[Sample] = []
         for sp in spills:
-            if store.get_runtime(spill.MARKER_PREFIX + sp.id) is not None:
+            row = store.get_runtime(spill.MARKER_PREFIX + sp.id)
+            mark = row[0] if row is not None else {}
+            f_done, s_done = int(mark.get("fixes", 0)), int(mark.get("samples", 0))
+            if f_done >= len(sp.fixes) and s_done >= len(sp.samples):
                 log.info("spill %s was stored already: deleting it", sp.paths[0])
                 stale += sp.paths
                 continue
-            fixes += sp.fixes
-            arrived += sp.arrived
-            samples += sp.samples
-            self._spill_marks.append(sp.id)
+            fixes += sp.fixes[f_done:]
+            arrived += sp.arrived[f_done:]
+            samples += sp.samples[s_done:]
+            self._spills.append([sp.id, len(sp.fixes) - f_done, len(sp.samples) - s_done,
+                                 f_done, s_done])  # fmt: skip
             self._spill_ids += [sp.id, *sp.supersedes]
             self._spill_files += sp.paths
             log.info("taking in %d fixes and %d samples from %s",
-                     len(sp.fixes), len(sp.samples), sp.paths[0])  # fmt: skip
+                     len(sp.fixes) - f_done, len(sp.samples) - s_done, sp.paths[0])  # fmt: skip
         self._spill_files += stale
-        if not self._spill_marks:
+        if not self._spills:
             spill.remove(stale)
             return
+        self._catching_up = True  # hours of fixes, perhaps: in chunks
         self._fixes = fixes + self._fixes
         self._arrived = arrived + self._arrived
         # The same never-going-back order: later stamps cannot be older than the spill's.
@@ -508,10 +575,12 @@ class Recorder:
         self.stats.storage_error = message
         self.stats.storage_state = storage_state(self.cfg.storage.path, e)
         self._failures += 1
-        delay = min(RETRY_MAX_S, self.cfg.storage.commit_interval_s * 2 ** (self._failures - 1))
+        self._catching_up = True
+        doubled = 2 ** max(0, self._failures - RETRY_AT_ONCE)
+        delay = min(RETRY_MAX_S, self.cfg.storage.commit_interval_s * doubled)
         self._retry_at = time.monotonic() + delay
-        if needs_reopen(e):
-            self._close_store()
+        if self.store is not None and not self._resumed:
+            self._close_store()  # opened, but reading its state failed: open it all again
         self._limited.error(
             "storage",
             "%s; holding %d fixes in memory and still reading the GPS",
