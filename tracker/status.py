@@ -204,6 +204,37 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
     }
 
 
+def daemon_wrote(cfg: Config) -> bool:
+    """Whether a daemon left a status file for this database (tracker/runtime.py)."""
+    return read_status_file(cfg.storage.path) is not None
+
+
+def collect_unopened(cfg: Config, error: str) -> dict[str, Any]:
+    """The status when the database cannot even be opened for reading (a full file system
+    where no -shm can be made, I/O errors): the daemon's status file and the file system's
+    word, with `error` as the storage line. The same keys as `collect()`."""
+    found = read_status_file(cfg.storage.path)
+    runtime, updated = found if found is not None else (DaemonStatus(), None)
+    running = _running(runtime, updated)
+    recorder = runtime.recorder.to_json() if found is not None else {}
+    storage = _storage(recorder, running, cfg.storage.path)
+    if storage["state"] in ("", "ok"):
+        storage["state"] = "error"
+    storage["storage_error"] = error
+    return {
+        "fixes": 0, "fixes_outside": 0, "fixes_kept_local": 0, "pending": {},
+        "quarantined": {}, "backends": {}, "activity": None,
+        "lifecycle": runtime.lifecycle.to_json() if running else {},
+        "last_fix": None, "rejected": {"total": 0, "by_reason": {}},
+        "database": {"path": str(cfg.storage.path), "size_bytes": None,
+                     "max_mb": cfg.storage.max_mb, "error": error},
+        "daemon": {"running": running, "pid": runtime.pid, "started": _iso(runtime.started),
+                   "updated": _iso(updated)},
+        "gps": runtime.gps.to_json() if running else {}, "sensors": [], "inputs": [],
+        "share": {}, "instruments": {"activity": None, "readings": []}, "storage": storage,
+    }  # fmt: skip
+
+
 def render(status: dict[str, Any]) -> str:
     """The status as a few lines for a person."""
     d, gps, last, act = status["daemon"], status["gps"], status["last_fix"], status["activity"]
@@ -291,7 +322,11 @@ def render(status: dict[str, Any]) -> str:
     else:
         lines.append("backlog:   no backend configured")
     db = status["database"]
-    lines.append(f"database:  {db['path']} {db['size_bytes'] / 1e6:.1f} MB of {db['max_mb']:g} MB")
+    if db.get("size_bytes") is None:
+        lines.append(f"database:  {db['path']} cannot be read")
+    else:
+        size = db["size_bytes"] / 1e6
+        lines.append(f"database:  {db['path']} {size:.1f} MB of {db['max_mb']:g} MB")
     storage = status["storage"]
     state = storage.get("state")
     if state and state != "ok":
