@@ -331,3 +331,36 @@ def test_the_inbox_is_bounded_in_fixes_not_batches(tmp_path, monkeypatch):
     rec._receive(0.0)  # taken: room again
     rec.offer(batch)
     assert inbox.qsize() == 1 and rec.stats.dropped_inbox == 1000
+
+
+def test_a_spill_partly_stored_before_a_crash_adds_only_the_rest(tmp_path, monkeypatch):
+    """The spill's fixes go in chunks, each with the marker of how many are stored: after a
+    SIGKILL between chunks the next start takes in only what is left; a spill that another
+    supersedes (written at a later stop, with the rest) is only deleted."""
+    from tracker import spill
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(run_dir))
+    db = tmp_path / "tracker.db"
+    ride = fixes(100)
+    arrived = [float(i) for i in range(100)]
+    # An earlier stop's spill, in the runtime directory, taken in and not stored...
+    old = spill.write(db, ride[:60], arrived[:60], [], supersedes=[])
+    old = old.rename(run_dir / old.name)
+    old_id = spill.read(old, db).id
+    # ...so the next stop wrote it all again, beside the database, superseding it.
+    newer = spill.write(db, ride, arrived, [], supersedes=[old_id])
+    sp = spill.read(newer, db)
+    s = open_store(db)  # 40 of them stored, with their marker, before a crash
+    with s, s.transaction():
+        s.add_fixes(None, ride[:40])
+        s.put_runtime(spill.MARKER_PREFIX + sp.id, {"fixes": 40, "samples": 0})
+    r = Running(db)
+    try:
+        wait_for(lambda: len(stored_times(db)) == 100, what="the rest of the spill stored")
+        wait_for(lambda: not newer.exists() and not old.exists(), what="both files deleted")
+        assert r.recorder.stats.unspilled == 60
+    finally:
+        r.close()
+    assert stored_times(db) == [round(f.time, 3) for f in ride]
