@@ -15,7 +15,7 @@ from pathlib import Path
 from support import epochs, mount, stored_fixes, stored_times, wait_for
 
 from tracker.config import Config, StorageConfig
-from tracker.fix import Fix
+from tracker.fix import Fix, Sample
 from tracker.recorder import Recorder
 from tracker.store import open_store
 
@@ -275,6 +275,7 @@ def test_stopped_while_the_store_is_unwritable_then_restarted(tiny_disk, tmp_pat
     assert mount("-o", "remount,ro", str(tiny_disk))
     r = Running(db)
     r.feed(ride[10:150])
+    r.feed([Sample(f.time, "hr", 120.0 + i % 30, "strap") for i, f in enumerate(ride[10:150])])
     wait_for(lambda: r.recorder.stats.held == 140 and r.recorder.stats.storage_error,
              what="fixes held on a read-only disk")  # fmt: skip
     assert r.recorder.stats.storage_state == "read-only"
@@ -299,6 +300,9 @@ def test_stopped_while_the_store_is_unwritable_then_restarted(tiny_disk, tmp_pat
     finally:
         r.close()
     assert stored_times(db) == [round(f.time, 3) for f in ride]
+    with open_store(db, readonly=True) as s:  # the samples held with them, once too
+        samples = s.samples_between(0, 4e9)
+    assert [x.time for x in samples] == [f.time for f in ride[10:150]]
 
 
 def test_a_bad_spill_file_is_named_and_left_alone(tmp_path, caplog):

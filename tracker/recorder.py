@@ -9,13 +9,14 @@ SQLite's WAL guarantees the file is never corrupted.
 
 When the store cannot be written (full disk, read-only file system, a database that cannot be
 opened, I/O errors) the recorder keeps the batch in memory, logs a clear error once a minute, and
-retries with backoff (one commit interval, doubling up to RETRY_MAX_S); the GPS keeps being read.
-A connection that failed in a way SQLite does not recover from by itself (a database it opened
-read-only because the file system was, an I/O error) is closed and opened again at the next
-try. Memory is bounded: past MAX_HELD fixes the oldest held ones are dropped, counted and
-logged, because an unbounded list would end in the OOM killer taking everything. Stopped while
-holding fixes, the recorder writes them to a spill file (tracker/spill.py) that the next start
-takes in, once.
+retries (at once a few times, then with backoff up to RETRY_MAX_S); the GPS keeps being read.
+The store opens its connection again after an error SQLite does not recover from by itself
+(tracker/store/db.py), and what was held goes back in small transactions, in order (the
+commit loop below). While failing, the recorder's status also goes to a status file
+(tracker/runtime.py) for `tracker status`. Memory is bounded: past MAX_HELD fixes the oldest
+held ones are dropped, counted and logged, because an unbounded list would end in the OOM killer
+taking everything. Stopped while holding fixes, the recorder writes them to a spill file
+(tracker/spill.py) that the next start takes in, once.
 
 Order: every batch is stamped with the wall clock when it is offered, and a CLI request carries
 the wall clock when it was made: held fixes and waiting requests are applied in that order, so a
@@ -135,7 +136,6 @@ class Recorder:
         self._samples: list[Sample] = []
         self._inbox_items = 0  # fixes and samples in the inbox (INBOX_MAX)
         self._inbox_lock = threading.Lock()  # offer() runs in every source's thread
-        self._resumed = False  # the lifecycle was read from the store once (the first open)
         self._failures = 0  # failed tries in a row
         self._retry_at = 0.0  # monotonic time of the next try after a failure
         self._last_status_file = 0.0
@@ -435,24 +435,19 @@ class Recorder:
         return time.time() if self._ntp[1] is True else None
 
     def _open(self) -> bool:
-        """Open the store: the first time with its check and the lifecycle read from it, and
-        the spill files of an earlier stop taken in; after a failure only the connection
-        again (the recorder is the only writer: its state is still what the store holds)."""
-        first = not self._resumed
+        """Open the store (tried again at each commit until it opens), read the lifecycle
+        from it and take in the spill files of an earlier stop. Once open it stays open: the
+        store itself opens its connection again after an error that needs it."""
         try:
             self.store = self._open_db(
                 self.cfg.storage.path,
                 max_mb=self.cfg.storage.max_mb,
                 prune=self.cfg.storage.prune,
-                **({} if first else {"check": False}),
             )
         except StoreError as e:
             self._storage_failed(e)
             return False
         self.store_open.set()
-        if not first:
-            log.info("store %s open again", self.cfg.storage.path)
-            return True
         try:
             self._act = self._resume(self.store)
             self._take_spills(self.store)
@@ -460,7 +455,6 @@ class Recorder:
             self._close_store()
             self._storage_failed(e)
             return False
-        self._resumed = True
         if self._act.current is not None:
             log.info(
                 "store %s open; current activity %d (%s)",
@@ -579,8 +573,6 @@ class Recorder:
         doubled = 2 ** max(0, self._failures - RETRY_AT_ONCE)
         delay = min(RETRY_MAX_S, self.cfg.storage.commit_interval_s * doubled)
         self._retry_at = time.monotonic() + delay
-        if self.store is not None and not self._resumed:
-            self._close_store()  # opened, but reading its state failed: open it all again
         self._limited.error(
             "storage",
             "%s; holding %d fixes in memory and still reading the GPS",
