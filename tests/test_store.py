@@ -1125,3 +1125,35 @@ def test_a_read_only_file_system_is_refused_at_open_not_opened_read_only(tiny_di
         s.put_runtime("k", {"v": 2})
     with open_store(db, readonly=True) as r:
         assert r.get_runtime("k")[0] == {"v": 2}
+
+
+def test_the_storage_state_names_what_went_wrong(tmp_path):
+    """What `tracker status` shows: from the SQLite code of the error (and the file system,
+    which says read-only when SQLite says only CANTOPEN or IOERR)."""
+    from tracker.store import StorageFull, StorageUnavailable, StoreError
+    from tracker.store.db import storage_state
+
+    def err(cls, code):
+        e = cls("x")
+        e.code = code
+        return e
+
+    db = tmp_path / "tracker.db"
+    assert storage_state(db) == "ok"
+    assert storage_state(db, err(StorageUnavailable, 8)) == "read-only"  # READONLY
+    assert storage_state(db, err(StorageUnavailable, 13)) == "full"  # FULL
+    assert storage_state(db, err(StorageFull, 0)) == "full"  # prune = "drop_newest"
+    assert storage_state(db, err(StoreError, 11)) == "corrupt"  # CORRUPT
+    assert storage_state(db, err(StoreError, 26)) == "corrupt"  # NOTADB
+    assert storage_state(db, err(StorageUnavailable, 10)) == "error"  # IOERR
+
+
+def test_a_real_write_error_carries_its_code(tmp_path):
+    from tracker.store import StorageUnavailable
+    from tracker.store.db import storage_state
+
+    with open_store(tmp_path / "tracker.db") as s:
+        s._conn.execute(f"PRAGMA max_page_count = {s.pragma('page_count')}")
+        with pytest.raises(StorageUnavailable) as caught:
+            s.add_fixes(None, [Fix(1_780_000_000.0 + i, 47.0, 7.0) for i in range(2000)])
+        assert caught.value.code == 13 and storage_state(s.path, caught.value) == "full"
