@@ -62,7 +62,8 @@ from tracker.worker import run_loop
 log = logging.getLogger(__name__)
 
 # Fixes held in memory while the store is unwritable: 2.8 hours at 10 Hz, 28 hours at 1 Hz,
-# about 40 MB at most (a Fix with its floats is ~400 bytes), within the unit's MemoryHigh.
+# 35 MB at most as measured with tracemalloc (a Fix with seven float fields set; ~45 MB with
+# every DOP and GST error too), within the unit's MemoryHigh with the daemon's ~30 MB.
 MAX_HELD = 100_000
 MAX_HELD_SAMPLES = 400_000  # sensor samples likewise: ~28 h of three sensors at 4 Hz
 # Fixes and samples offered by the sources and not yet taken by the recorder (counted in
