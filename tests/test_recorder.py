@@ -12,17 +12,17 @@ import queue
 import threading
 from pathlib import Path
 
-from support import epochs, mount, stored_times, wait_for
+from support import epochs, mount, stored_fixes, stored_times, wait_for
 
 from tracker.config import Config, StorageConfig
-from tracker.fix import Fix
+from tracker.fix import Fix, Sample
 from tracker.recorder import Recorder
 from tracker.store import open_store
 
 
 class Running:
-    def __init__(self, db: Path, open_db=open_store) -> None:
-        cfg = Config(storage=StorageConfig(path=db, commit_interval_s=0.1))
+    def __init__(self, db: Path, open_db=open_store, **cfg_kw) -> None:
+        cfg = Config(storage=StorageConfig(path=db, commit_interval_s=0.1), **cfg_kw)
         self.inbox: queue.Queue = queue.Queue()
         self.stop = threading.Event()
         self.recorder = Recorder(cfg, self.inbox, self.stop, open_db=open_db)
@@ -30,7 +30,7 @@ class Running:
         self.thread.start()
 
     def feed(self, fixes) -> None:
-        self.inbox.put(list(fixes))
+        self.recorder.offer(list(fixes))  # as a source does: stamped with its arrival
 
     def close(self) -> None:
         self.stop.set()
@@ -185,3 +185,186 @@ def test_an_idle_recorder_writes_nothing_yet_takes_requests_and_fixes_at_once(
         watch.close()
     finally:
         r.close()
+
+
+def _failing_then_free(tmp_path):
+    """A recorder whose store goes full (SQLite's max_page_count) on demand, and the knob."""
+    stores = []
+
+    def open_db(path, **kw):
+        stores.append(open_store(path, **kw))
+        return stores[-1]
+
+    db = tmp_path / "tracker.db"
+
+    def full(on: bool) -> None:
+        conn = stores[-1]._conn
+        pages = stores[-1].pragma("page_count") if on else 1073741823
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    return db, open_db, full
+
+
+def test_held_fixes_and_a_stop_request_are_applied_in_the_order_they_happened(tmp_path):
+    """The fixes offered before `tracker activity stop` belong to the activity, the ones after
+    do not, however long the store refused them all (they were once applied stop first)."""
+    from tracker.config import ActivityConfig
+
+    db, open_db, full = _failing_then_free(tmp_path)
+    r = Running(db, open_db, activity=ActivityConfig(start="always"))
+    ride = fixes(300)
+    try:
+        r.feed(ride[:10])
+        wait_for(lambda: len(stored_times(db)) == 10, what="the first fixes")
+        full(True)
+        r.feed(ride[10:200])
+        wait_for(lambda: r.recorder.stats.held == 190, what="fixes held")
+        with open_store(db, check=False) as s:  # another connection: not limited
+            rid = s.add_request("activity_stop")
+        r.feed(ride[200:])
+        wait_for(lambda: r.recorder.stats.held == 290 and r.recorder.stats.storage_errors >= 2,
+                 what="the rest held, the store still full")  # fmt: skip
+        full(False)
+        wait_for(lambda: _request_done(db, rid), what="the stop request carried out")
+        wait_for(lambda: len(stored_times(db)) == 300, what="every fix stored")
+    finally:
+        r.close()
+    with open_store(db, readonly=True) as s:
+        (act,) = s.activities()
+        inside = [round(f.time, 3) for f in s.iter_fixes(act.id)]
+        assert act.ended_at is not None and act.end_reason == "requested"
+    assert inside == [round(f.time, 3) for f in ride[:200]]
+    assert act.ended_at == ride[199].time
+
+
+def test_a_poi_marks_the_first_fix_offered_after_it(tmp_path):
+    db, open_db, full = _failing_then_free(tmp_path)
+    r = Running(db, open_db)
+    ride = fixes(40)
+    try:
+        r.feed(ride[:10])
+        wait_for(lambda: len(stored_times(db)) == 10, what="the first fixes")
+        full(True)
+        r.feed(ride[10:20])
+        wait_for(lambda: r.recorder.stats.held == 10, what="fixes held")
+        with open_store(db, check=False) as s:
+            s.add_request("poi", "bridge")
+        r.feed(ride[20:])
+        wait_for(lambda: r.recorder.stats.held == 30, what="all held")
+        full(False)
+        wait_for(lambda: len(stored_times(db)) == 40, what="every fix stored")
+    finally:
+        r.close()
+    marked = [(i, f.poi) for i, f in enumerate(stored_fixes(db)) if f.poi]
+    assert marked == [(20, "bridge")]
+
+
+def test_stopped_while_the_store_is_unwritable_then_restarted(tiny_disk, tmp_path, monkeypatch):
+    """The fixes held at a stop go to a spill file (the runtime directory here: the database's
+    file system is read-only) and are stored once at the next start; a spill file that
+    outlived its ingestion (a crash before its deletion) adds nothing."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(run_dir))
+    db = tiny_disk / "tracker.db"
+    ride = fixes(200)
+    r = Running(db)
+    r.feed(ride[:10])
+    wait_for(lambda: len(stored_times(db)) == 10)
+    r.close()
+    assert mount("-o", "remount,ro", str(tiny_disk))
+    r = Running(db)
+    r.feed(ride[10:150])
+    r.feed([Sample(f.time, "hr", 120.0 + i % 30, "strap") for i, f in enumerate(ride[10:150])])
+    wait_for(lambda: r.recorder.stats.held == 140 and r.recorder.stats.storage_error,
+             what="fixes held on a read-only disk")  # fmt: skip
+    assert r.recorder.stats.storage_state == "read-only"
+    r.close()
+    (spilled,) = run_dir.glob("*.spill")
+    assert r.recorder.stats.spilled == 140
+    kept = spilled.read_bytes()
+    assert mount("-o", "remount,rw", str(tiny_disk))
+    r = Running(db)
+    try:
+        r.feed(ride[150:])
+        wait_for(lambda: len(stored_times(db)) == 200, what="spilled and new fixes stored")
+        wait_for(lambda: not spilled.exists(), what="the spill file deleted")
+        assert r.recorder.stats.unspilled == 140
+    finally:
+        r.close()
+    spilled.write_bytes(kept)  # as if the daemon had been killed before deleting it
+    r = Running(db)
+    try:
+        wait_for(lambda: not spilled.exists(), what="the stored spill file deleted")
+        assert r.recorder.stats.unspilled == 0
+    finally:
+        r.close()
+    assert stored_times(db) == [round(f.time, 3) for f in ride]
+    with open_store(db, readonly=True) as s:  # the samples held with them, once too
+        samples = s.samples_between(0, 4e9)
+    assert [x.time for x in samples] == [f.time for f in ride[10:150]]
+
+
+def test_a_bad_spill_file_is_named_and_left_alone(tmp_path, caplog):
+    caplog.set_level(logging.ERROR)
+    db = tmp_path / "tracker.db"
+    bad = tmp_path / "tracker.db.spill"
+    bad.write_text("these are not fixes\n")
+    r = Running(db)
+    try:
+        r.feed(fixes(5))
+        wait_for(lambda: len(stored_times(db)) == 5, what="tracking goes on")
+    finally:
+        r.close()
+    (line,) = [m for m in caplog.messages if str(bad) in m]
+    assert "not a readable spill file" in line and "\n" not in line
+    assert bad.read_text() == "these are not fixes\n"
+
+
+def test_the_inbox_is_bounded_in_fixes_not_batches(tmp_path, monkeypatch):
+    import tracker.recorder
+
+    monkeypatch.setattr(tracker.recorder, "INBOX_MAX", 2500)
+    inbox: queue.Queue = queue.Queue()
+    rec = Recorder(Config(storage=StorageConfig(path=tmp_path / "t.db")), inbox,
+                   threading.Event())  # fmt: skip
+    batch = fixes(1000)
+    for _ in range(3):
+        rec.offer(batch)  # the recorder is not running: nothing takes them
+    assert inbox.qsize() == 2 and rec.stats.dropped_inbox == 1000
+    rec._receive(0.0)  # taken: room again
+    rec.offer(batch)
+    assert inbox.qsize() == 1 and rec.stats.dropped_inbox == 1000
+
+
+def test_a_spill_partly_stored_before_a_crash_adds_only_the_rest(tmp_path, monkeypatch):
+    """The spill's fixes go in chunks, each with the marker of how many are stored: after a
+    SIGKILL between chunks the next start takes in only what is left; a spill that another
+    supersedes (written at a later stop, with the rest) is only deleted."""
+    from tracker import spill
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(run_dir))
+    db = tmp_path / "tracker.db"
+    ride = fixes(100)
+    arrived = [float(i) for i in range(100)]
+    # An earlier stop's spill, in the runtime directory, taken in and not stored...
+    old = spill.write(db, ride[:60], arrived[:60], [], supersedes=[])
+    old = old.rename(run_dir / old.name)
+    old_id = spill.read(old, db).id
+    # ...so the next stop wrote it all again, beside the database, superseding it.
+    newer = spill.write(db, ride, arrived, [], supersedes=[old_id])
+    sp = spill.read(newer, db)
+    s = open_store(db)  # 40 of them stored, with their marker, before a crash
+    with s, s.transaction():
+        s.add_fixes(None, ride[:40])
+        s.put_runtime(spill.MARKER_PREFIX + sp.id, {"fixes": 40, "samples": 0})
+    r = Running(db)
+    try:
+        wait_for(lambda: len(stored_times(db)) == 100, what="the rest of the spill stored")
+        wait_for(lambda: not newer.exists() and not old.exists(), what="both files deleted")
+        assert r.recorder.stats.unspilled == 60
+    finally:
+        r.close()
+    assert stored_times(db) == [round(f.time, 3) for f in ride]

@@ -53,6 +53,53 @@ def test_problems_stand_out():
     assert "last fix:  none yet" in text and "no backend configured" in text
 
 
+def test_the_storage_state_stands_out():
+    error = "/x.db: cannot write: attempt to write a readonly database"
+    text = render(status(storage={"state": "read-only", "held": 412, "storage_error": error}))
+    assert "STORAGE:   read-only, 412 fixes held in memory: /x.db: cannot write" in text
+    text = render(status(storage={"state": "full", "storage_error": None},
+                         database={"path": "/x.db", "size_bytes": None, "max_mb": 1024}))
+    assert "STORAGE:   full" in text and "database:  /x.db cannot be read" in text
+    assert "STORAGE" not in render(status(storage={"state": "ok", "storage_error": None}))
+
+
+def test_a_stale_row_gives_way_to_the_daemons_status_file(tmp_path, monkeypatch):
+    """The daemon cannot write its row while the storage fails: status takes what it wrote in
+    the runtime directory, when that is newer and from a live process, and ignores a file
+    written for another database."""
+    import os
+
+    from tracker.config import Config, StorageConfig
+    from tracker.runtime import DaemonStatus, RecorderCounters, write_status_file
+    from tracker.status import collect
+    from tracker.store import open_store
+
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(tmp_path / "run"))
+    (tmp_path / "run").mkdir()
+    db = tmp_path / "tracker.db"
+    cfg = Config(storage=StorageConfig(path=db))
+    with open_store(db) as s:
+        s.put_runtime("daemon", DaemonStatus(pid=os.getpid(), running=True).to_json())
+    failing = DaemonStatus(pid=os.getpid(), running=True, recorder=RecorderCounters(
+        storage_state="full", storage_error="disk full", held=9))  # fmt: skip
+    write_status_file(tmp_path / "other.db", failing)  # another daemon's
+    with open_store(db, readonly=True) as s:
+        report = collect(s, cfg)
+    assert report["daemon"]["running"] and report["storage"]["state"] == "ok"
+
+    with open_store(db) as s:  # the row goes stale: the daemon stopped writing it
+        s._clock = lambda: 1.0
+        s.put_runtime("daemon", DaemonStatus(pid=os.getpid(), running=True).to_json())
+    with open_store(db, readonly=True) as s:
+        assert collect(s, cfg)["daemon"]["running"] is False
+    written = write_status_file(db, failing)
+    assert [p.parent for p in written] == [tmp_path / "run", tmp_path]
+    with open_store(db, readonly=True) as s:
+        report = collect(s, cfg)
+    assert report["daemon"]["running"] and report["daemon"]["pid"] == os.getpid()
+    assert report["storage"]["state"] == "full" and report["storage"]["held"] == 9
+
+
 def test_watch_refreshes_until_interrupted(tmp_path):
     import signal
     import subprocess

@@ -1099,3 +1099,61 @@ def test_stores_opened_by_threads_at_once_all_keep_their_locks(tmp_path):
         finally:
             for s in stores:
                 s.close()
+
+
+def test_a_read_only_file_system_is_refused_at_open_not_opened_read_only(tiny_disk):
+    """SQLite opens a database on a read-only file system read-only without a word (when a
+    power cut left its -wal and -shm), and it stays so, with the -shm mapping every connection
+    of the process shares: open_store refuses it instead, and opens it once it is writable."""
+    from support import mount
+
+    from tracker.store import StorageUnavailable
+
+    db = tiny_disk / "tracker.db"
+    # A writer killed with its database open: the -wal and -shm stay (a power cut).
+    code = f"import os; from tracker.store import open_store; s = open_store({str(db)!r}); " \
+        "s.put_runtime('k', {'v': 0}); os._exit(0)"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+    assert Path(f"{db}-wal").exists() and Path(f"{db}-shm").exists()
+    assert mount("-o", "remount,ro", str(tiny_disk))
+    with pytest.raises(StorageUnavailable, match="read-only"):
+        open_store(db)
+    with open_store(db, readonly=True) as r:  # `tracker status` still reads it
+        assert r.get_runtime("k")[0] == {"v": 0}
+    assert mount("-o", "remount,rw", str(tiny_disk))
+    with open_store(db) as s:
+        s.put_runtime("k", {"v": 2})
+    with open_store(db, readonly=True) as r:
+        assert r.get_runtime("k")[0] == {"v": 2}
+
+
+def test_the_storage_state_names_what_went_wrong(tmp_path):
+    """What `tracker status` shows: from the SQLite code of the error (and the file system,
+    which says read-only when SQLite says only CANTOPEN or IOERR)."""
+    from tracker.store import StorageFull, StorageUnavailable, StoreError
+    from tracker.store.db import storage_state
+
+    def err(cls, code):
+        e = cls("x")
+        e.code = code
+        return e
+
+    db = tmp_path / "tracker.db"
+    assert storage_state(db) == "ok"
+    assert storage_state(db, err(StorageUnavailable, 8)) == "read-only"  # READONLY
+    assert storage_state(db, err(StorageUnavailable, 13)) == "full"  # FULL
+    assert storage_state(db, err(StorageFull, 0)) == "full"  # prune = "drop_newest"
+    assert storage_state(db, err(StoreError, 11)) == "corrupt"  # CORRUPT
+    assert storage_state(db, err(StoreError, 26)) == "corrupt"  # NOTADB
+    assert storage_state(db, err(StorageUnavailable, 10)) == "error"  # IOERR
+
+
+def test_a_real_write_error_carries_its_code(tmp_path):
+    from tracker.store import StorageUnavailable
+    from tracker.store.db import storage_state
+
+    with open_store(tmp_path / "tracker.db") as s:
+        s._conn.execute(f"PRAGMA max_page_count = {s.pragma('page_count')}")
+        with pytest.raises(StorageUnavailable) as caught:
+            s.add_fixes(None, [Fix(1_780_000_000.0 + i, 47.0, 7.0) for i in range(2000)])
+        assert caught.value.code == 13 and storage_state(s.path, caught.value) == "full"

@@ -76,11 +76,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     cfg = _config(args)
 
     def show() -> str:
-        store = _open_readonly(cfg)
+        from tracker.store import StoreError
+
         try:
-            report = status.collect(store, cfg)
-        finally:
-            store.close()
+            store = _open_readonly(cfg)
+        except StoreError as e:
+            # A database that exists, or a daemon that says why it has none: say what the
+            # daemon and the file system say all the same. Nothing at all: the one error line.
+            if not cfg.storage.path.exists() and not status.daemon_wrote(cfg):
+                raise
+            report = status.collect_unopened(cfg, str(e))
+        else:
+            try:
+                report = status.collect(store, cfg)
+            finally:
+                store.close()
         return json.dumps(report, indent=2) if args.json else status.render(report)
 
     if not args.watch:

@@ -30,7 +30,7 @@ from tracker import systemd as sd
 from tracker.backends import make_senders
 from tracker.config import Config
 from tracker.gps import GpsReader
-from tracker.recorder import INBOX_MAX, Recorder
+from tracker.recorder import Recorder
 from tracker.runtime import GpsStatus, ShareStatus
 from tracker.sensors.manager import SensorManager
 from tracker.ubx_i2c import open_gps_port
@@ -58,16 +58,30 @@ def _lean_malloc() -> None:
         libc.mallopt(-1, 128 * 1024)  # M_TRIM_THRESHOLD
 
 
+def _log_fatal_signals() -> None:
+    """A fault Python cannot handle (SIGBUS on a memory-mapped -shm that can no longer be
+    written, SIGSEGV, SIGILL, SIGFPE, SIGABRT) ends the process, but never silently: the
+    faulthandler writes the signal and every thread's stack to stderr (the journal) first,
+    then the signal takes its default course (a core, and systemd's Restart=)."""
+    import faulthandler
+    import sys
+
+    if not faulthandler.is_enabled() and sys.stderr is not None:
+        faulthandler.enable(file=sys.stderr, all_threads=True)
+
+
 def run(cfg: Config, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set). Returns the process exit code."""
     stop = stop or threading.Event()
     _lean_malloc()
+    _log_fatal_signals()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: stop.set())
 
-    # Bounded: a recorder stuck for long must cost dropped (and counted) fixes, not all memory.
-    inbox: queue.Queue = queue.Queue(maxsize=INBOX_MAX)
+    # Bounded by the recorder in fixes and samples (INBOX_MAX), not in batches: a recorder
+    # stuck for long must cost dropped (and counted) fixes, not all memory.
+    inbox: queue.Queue = queue.Queue()
     latest: list[Any] = [None]  # the newest fix, for systemd's STATUS=
     sources: list[threading.Thread] = []  # the recorder waits for them at shutdown
 

@@ -8,12 +8,23 @@ sets fields by name, and `update(**fields)` refuses a name the record does not h
 counter fails where it is written, in the tests, instead of silently blanking a line of status.
 
 Keys in the store: "daemon" (DaemonStatus), "backend:<section>" (BackendStatus).
+
+The status file: while the store cannot be written, the daemon cannot update its row either,
+so it also writes its DaemonStatus as a small JSON file (`<database name>.status.json`) in the
+service's runtime directory (systemd's $RUNTIME_DIRECTORY, /run/tracker: a tmpfs, so no SD-card
+wear) and beside the database where that can be written. `tracker status` reads it when the
+row is stale. Written only while the storage fails, and removed once it works again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 R = TypeVar("R", bound="Row")
@@ -87,6 +98,11 @@ class RecorderCounters(Row):
     repeated_fixes: int = 0  # not stored: an epoch repeated, or GPS time a little behind
     dropped_samples: int = 0
     dropped_inbox: int = 0  # dropped at a full inbox (the recorder stuck)
+    # tracker/store/db.py STORAGE_STATES: ok, read-only, full, corrupt, error; "" before the
+    # first attempt (and in rows of releases that did not say)
+    storage_state: str = ""
+    spilled: int = 0  # fixes written to a spill file at a stop, the store being unwritable
+    unspilled: int = 0  # fixes taken in from spill files at this start
 
 
 @dataclass
@@ -166,3 +182,70 @@ _ROWS: dict[str, type[Row]] = {
     "gps": GpsStatus,
     "share": ShareStatus,
 }
+
+
+RUNTIME_DIR = Path("/run/tracker")  # the unit's RuntimeDirectory=tracker
+
+
+def runtime_dirs() -> list[Path]:
+    """Where the daemon's small files go besides the database: the service's runtime
+    directory (systemd gives it as $RUNTIME_DIRECTORY; a `tracker status` in a shell has no
+    such variable and looks at /run/tracker)."""
+    given = os.environ.get("RUNTIME_DIRECTORY", "")
+    dirs = [Path(d) for d in given.split(":") if d]
+    return dirs or [RUNTIME_DIR]
+
+
+def status_file_paths(db: Path) -> list[Path]:
+    """The status file's places, in the order they are tried: the runtime directories (a
+    tmpfs, writable whatever happened to the SD card), then beside the database."""
+    name = f"{db.name}.status.json"
+    return [d / name for d in runtime_dirs()] + [db.with_name(name)]
+
+
+def write_status_file(db: Path, status: DaemonStatus) -> list[Path]:
+    """Write `status` for the database `db` to every place that takes it (atomically: a
+    reader sees the old file or the new one); returns those places."""
+    try:
+        raw = json.dumps(
+            {"db": str(db.resolve()), "written": time.time(), "status": status.to_json()},
+            separators=(",", ":"), allow_nan=False,
+        )  # fmt: skip
+    except ValueError:  # a non-finite reading: status --json must stay strict JSON
+        return []
+    done = []
+    for path in status_file_paths(db):
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(raw)
+            os.replace(tmp, path)
+            done.append(path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+    return done
+
+
+def remove_status_file(db: Path) -> None:
+    for path in status_file_paths(db):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def read_status_file(db: Path) -> tuple[DaemonStatus, float] | None:
+    """The newest status file written for `db` (status, wall-clock time written), or None.
+    A file for another database (two daemons sharing a runtime directory) or one that cannot
+    be read is skipped."""
+    want = str(db.resolve())
+    best: tuple[DaemonStatus, float] | None = None
+    for path in status_file_paths(db):
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(d, dict) or d.get("db") != want:
+            continue
+        written = d.get("written")
+        if isinstance(written, int | float) and (best is None or written > best[1]):
+            best = (DaemonStatus.from_json(d.get("status")), float(written))
+    return best

@@ -4,6 +4,11 @@ Everything comes from the database, opened read-only: the stored data itself, an
 counters the recorder writes every few seconds (GPS state, rejected sentences, storage errors).
 So status works while the daemon runs, as another user who may only read the database, and
 also after the daemon has stopped (then it says so).
+
+While the storage fails the daemon cannot update its row: it then writes the same record to a
+status file (tracker/runtime.py, in /run/tracker), which status reads when the row is stale. And
+status looks at the file system itself, so that a read-only or full one is named even with no
+daemon running.
 """
 
 from __future__ import annotations
@@ -15,7 +20,14 @@ from typing import Any
 
 from tracker.config import Config
 from tracker.fix import QUALITY_NAMES
-from tracker.runtime import DAEMON_KEY, BackendStatus, DaemonStatus, InputStatus, backend_key
+from tracker.runtime import (
+    DAEMON_KEY,
+    BackendStatus,
+    DaemonStatus,
+    InputStatus,
+    backend_key,
+    read_status_file,
+)
 from tracker.store import Activity, Store
 from tracker.store.control import RUNTIME_EVERY_S
 from tracker.words import plural
@@ -75,8 +87,43 @@ def daemon_row(store: Store) -> tuple[dict[str, Any], float | None, DaemonStatus
     running daemon holding a port from another program."""
     row, updated = store.get_runtime(DAEMON_KEY) or ({}, None)
     runtime = DaemonStatus.from_json(row)
+    if _running(runtime, updated):
+        return row, updated, runtime, True
+    # The storage may be failing: the daemon then says how in its status file.
+    found = read_status_file(store.path)
+    if found is not None and (updated is None or found[1] > updated):
+        runtime, updated = found
+        return runtime.to_json(), updated, runtime, _running(runtime, updated)
+    return row, updated, runtime, False
+
+
+def _running(runtime: DaemonStatus, updated: float | None) -> bool:
     fresh = updated is not None and time.time() - updated < 3 * RUNTIME_EVERY_S + 5
-    return row, updated, runtime, runtime.running and fresh and _alive(runtime.pid or 0)
+    return runtime.running and fresh and _alive(runtime.pid or 0)
+
+
+def file_system(path: Any) -> str:
+    """What the file system holding the database says: "read-only", "full" (less than 64 KiB
+    free to its user) or "ok"; "" when it cannot be asked."""
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return ""
+    if st.f_flag & os.ST_RDONLY:
+        return "read-only"
+    if st.f_bavail * st.f_frsize < 64 * 1024:
+        return "full"
+    return "ok"
+
+
+def _storage(recorder: dict[str, Any], running: bool, path: Any) -> dict[str, Any]:
+    """The recorder's storage counters with `state`: the running daemon's word (ok, read-only,
+    full, corrupt, error), else what the file system says now."""
+    fs = file_system(path)
+    state = recorder.get("storage_state") if running else None
+    if not state:
+        state = fs if fs in ("read-only", "full") else ("ok" if running else "")
+    return {**recorder, "state": state, "file_system": fs}
 
 
 def _instruments(store: Store, current: Activity | None) -> dict[str, Any]:
@@ -154,8 +201,39 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
         # Off ({}) without [share], and when the daemon never ran with it.
         "share": runtime.share.to_json() if runtime.share.listen else {},
         "instruments": _instruments(store, current),
-        "storage": {**recorder, **store.counters()},
+        "storage": {**_storage(recorder, running, store.path), **store.counters()},
     }
+
+
+def daemon_wrote(cfg: Config) -> bool:
+    """Whether a daemon left a status file for this database (tracker/runtime.py)."""
+    return read_status_file(cfg.storage.path) is not None
+
+
+def collect_unopened(cfg: Config, error: str) -> dict[str, Any]:
+    """The status when the database cannot even be opened for reading (a full file system
+    where no -shm can be made, I/O errors): the daemon's status file and the file system's
+    word, with `error` as the storage line. The same keys as `collect()`."""
+    found = read_status_file(cfg.storage.path)
+    runtime, updated = found if found is not None else (DaemonStatus(), None)
+    running = _running(runtime, updated)
+    recorder = runtime.recorder.to_json() if found is not None else {}
+    storage = _storage(recorder, running, cfg.storage.path)
+    if storage["state"] in ("", "ok"):
+        storage["state"] = "error"
+    storage["storage_error"] = error
+    return {
+        "fixes": 0, "fixes_outside": 0, "fixes_kept_local": 0, "pending": {},
+        "quarantined": {}, "backends": {}, "activity": None,
+        "lifecycle": runtime.lifecycle.to_json() if running else {},
+        "last_fix": None, "rejected": {"total": 0, "by_reason": {}},
+        "database": {"path": str(cfg.storage.path), "size_bytes": None,
+                     "max_mb": cfg.storage.max_mb, "error": error},
+        "daemon": {"running": running, "pid": runtime.pid, "started": _iso(runtime.started),
+                   "updated": _iso(updated)},
+        "gps": runtime.gps.to_json() if running else {}, "sensors": [], "inputs": [],
+        "share": {}, "instruments": {"activity": None, "readings": []}, "storage": storage,
+    }  # fmt: skip
 
 
 def render(status: dict[str, Any]) -> str:
@@ -246,10 +324,24 @@ def render(status: dict[str, Any]) -> str:
     else:
         lines.append("backlog:   no backend configured")
     db = status["database"]
-    lines.append(f"database:  {db['path']} {db['size_bytes'] / 1e6:.1f} MB of {db['max_mb']:g} MB")
+    if db.get("size_bytes") is None:
+        lines.append(f"database:  {db['path']} cannot be read")
+    else:
+        size = db["size_bytes"] / 1e6
+        lines.append(f"database:  {db['path']} {size:.1f} MB of {db['max_mb']:g} MB")
     storage = status["storage"]
-    if storage.get("storage_error"):
+    state = storage.get("state")
+    if state and state != "ok":
+        held = storage.get("held") if d["running"] else None
+        lines.append(
+            f"STORAGE:   {state}"
+            + (f", {held} fixes held in memory" if held else "")
+            + (f": {storage['storage_error']}" if storage.get("storage_error") else "")
+        )
+    elif storage.get("storage_error"):
         lines.append(f"STORAGE:   {storage['storage_error']}")
+    if storage.get("unspilled"):
+        lines.append(f"spill:     {storage['unspilled']} fixes taken in from a spill file")
     if storage.get("dropped_undelivered"):
         lines.append(
             f"PRUNED:    {storage['dropped_undelivered']} undelivered fixes deleted at max_mb"

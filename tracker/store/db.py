@@ -42,7 +42,11 @@ _WAL_LIMIT_BYTES = 4 * 1024 * 1024  # keep the WAL file at most this big after a
 
 
 class StoreError(Exception):
-    """Anything the store cannot do; the message names the database file."""
+    """Anything the store cannot do; the message names the database file. `code` is SQLite's
+    primary result code when SQLite raised it (0 otherwise): what a writer needs to tell a
+    connection SQLite recovers by itself (FULL, BUSY) from one it must reopen."""
+
+    code: int = 0
 
 
 class StorageUnavailable(StoreError):
@@ -206,6 +210,13 @@ _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 13, 14, 26
 _UNAVAILABLE = {_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN}
 _BUSY = {_SQLITE_BUSY, _SQLITE_LOCKED}
 _BROKEN = {_SQLITE_CORRUPT, _SQLITE_NOTADB}
+# Errors after which a connection stays as it is until it is closed: a database SQLite opened
+# read-only (the file system was read-only at open) stays read-only, a failed WAL or -shm
+# mapping stays failed. FULL and BUSY clear by themselves once space or the lock is back.
+_REOPEN = {_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CANTOPEN, *_BROKEN}
+
+# What `storage_state()` says, for the recorder's runtime row and `tracker status`.
+STORAGE_STATES = ("ok", "read-only", "full", "corrupt", "error")
 
 
 def connect(
@@ -236,11 +247,13 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
         if conn is not None:
             conn.close()
         # With the daemon stopped there is no -wal and no -shm, and a reader that may not
-        # write the directory cannot create the -shm a WAL database needs. No -wal means all
-        # the data is in the file: read it as immutable (no locks, no -shm).
+        # write the directory (or a full or read-only file system: IOERR) cannot create the
+        # -shm a WAL database needs. No -wal means all the data is in the file: read it as
+        # immutable (no locks, no -shm).
         if Path(str(path) + "-wal").exists() or _code(e) not in (
             _SQLITE_READONLY,
             _SQLITE_CANTOPEN,
+            _SQLITE_IOERR,
         ):
             raise StoreError(f"{path}: cannot open read-only: {e} ({_name(e)})") from e
     try:
@@ -266,6 +279,7 @@ def _open_readwrite(path: Path, *, check: bool, clock: Callable[[], float]) -> s
         raise StorageUnavailable(f"{path}: cannot create its directory: {e}") from e
     for attempt in (1, 2):
         created = not path.exists()
+        _refuse_read_only(path)
         conn, problem = _try_open(path, check=check)
         if conn is not None:
             if created:
@@ -281,6 +295,19 @@ def _open_readwrite(path: Path, *, check: bool, clock: Callable[[], float]) -> s
             aside,
         )
     raise AssertionError("unreachable")
+
+
+def _refuse_read_only(path: Path) -> None:
+    """SQLite opens a file it may not write (a read-only file system after a power cut left
+    the -wal and -shm) read-only without a word, and that connection, and the -shm mapping
+    every connection of this process then shares, stay read-only until all are closed: a
+    writer must not get one. StorageUnavailable, to be tried again later."""
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if p.exists() and not os.access(p, os.W_OK):
+            err = StorageUnavailable(f"{path}: cannot open for writing: {p.name} is not "
+                                     f"writable{_disk_problem(path)}")  # fmt: skip
+            err.code = _SQLITE_READONLY
+            raise err
 
 
 # Database files this process has open through a Store, by (device, inode), with a count.
@@ -477,11 +504,32 @@ def _disk_problem(path: Path) -> str:
 def _translate(e: sqlite3.Error, path: Path, action: str) -> StoreError:
     code = _code(e)
     msg = f"{path}: cannot {action}: {e} ({_name(e)}){_disk_problem(path)}"
-    if code in _BUSY:
-        return StoreBusy(msg)
-    if code in _UNAVAILABLE:
-        return StorageUnavailable(msg)
-    return StoreError(msg)
+    err = StoreBusy(msg) if code in _BUSY else (
+        StorageUnavailable(msg) if code in _UNAVAILABLE else StoreError(msg))
+    err.code = code
+    return err
+
+
+def storage_state(path: Path, e: StoreError | None = None) -> str:
+    """One of STORAGE_STATES for the database at `path`: what the file system says first (a
+    read-only mount gives CANTOPEN or IOERR as often as READONLY), then the error's code."""
+    if e is None:
+        return "ok"
+    try:
+        st = os.statvfs(path.parent if path.parent.exists() else path.parent.parent)
+        if st.f_flag & os.ST_RDONLY:
+            return "read-only"
+    except OSError:
+        st = None
+    if e.code == _SQLITE_FULL or isinstance(e, StorageFull):
+        return "full"
+    if e.code in (_SQLITE_READONLY, _SQLITE_PERM):
+        return "read-only"
+    if e.code in _BROKEN:
+        return "corrupt"
+    if st is not None and st.f_bavail * st.f_frsize < 64 * 1024:
+        return "full"
+    return "error"
 
 
 class StoreBase:
@@ -519,7 +567,13 @@ class StoreBase:
                 _open_here[self._file_key] = _open_here.get(self._file_key, 0) + 1
         self._depth = 0  # transaction() nesting
         self._aborted = False  # an error inside a nested transaction rolled it all back
+        # A write failed in a way SQLite does not recover by itself (_REOPEN): the next
+        # transaction opens the file again first.
+        self._stale = False
         self._full_log = RateLimitedLog(log)  # drop_newest refusals (PruneMixin._admit)
+        self._configure(conn)
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
         conn.isolation_level = None  # we send BEGIN and COMMIT ourselves
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
@@ -579,6 +633,8 @@ class StoreBase:
         from SQLite come out as StorageUnavailable / StoreBusy / StoreError.
         """
         self._writable()
+        if self._stale and not self._depth:
+            self._reconnect()
         if self._depth:
             if self._aborted:
                 # Running on would write outside any transaction, committing piecemeal.
@@ -595,6 +651,7 @@ class StoreBase:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as e:
+            self._stale = _code(e) in _REOPEN or self._conn.in_transaction
             raise _translate(e, self.path, "begin a transaction") from e
         self._depth, self._aborted = 1, False
         try:
@@ -604,12 +661,35 @@ class StoreBase:
             self._conn.execute("COMMIT")
         except sqlite3.Error as e:
             self._abort()
+            self._stale = _code(e) in _REOPEN or self._conn.in_transaction
             raise _translate(e, self.path, "write") from e
         except BaseException:
             self._abort()
+            self._stale = self._conn.in_transaction  # a rollback that failed: start afresh
             raise
         finally:
             self._depth, self._aborted = 0, False
+
+    def _reconnect(self) -> None:
+        """Replace the connection by a new one to the same file: a connection SQLite opened
+        read-only (the file system was read-only then) stays so until it is closed, and one
+        that failed a write with an I/O error is not trusted to be right. When the file cannot
+        be opened yet the old connection stays (it still reads) and the error is raised."""
+        with _open_here_lock:
+            conn = connect(self.path, readonly=False, check=False, clock=self._clock)
+        try:
+            self._configure(conn)
+        except StoreError:
+            conn.close()
+            raise
+        old, self._conn = self._conn, conn
+        self._stale = False
+        try:
+            old.close()
+        except sqlite3.Error as e:
+            log.debug("%s: closing the old connection: %s", self.path, e)
+        self._full_log.log(logging.INFO, "reopen", "%s: opened the database again after a write "
+                           "error", self.path)  # fmt: skip
 
     def _abort(self) -> None:
         self._aborted = True
