@@ -83,6 +83,8 @@ REQUEST_DEADLINE_S = 10.0  # from connect (or the last reply) to a whole request
 WRITE_STALL_S = 10.0  # a reply the client does not read for this long is dropped
 LINGER_S = 2.0  # after a closing reply: read what the client still sends, so it gets the reply
 MAX_REQUESTS = 100  # per keep-alive connection
+GRACE_S = 0.2  # a connection that has sent nothing is not closed to make room before this
+DEFER_ACCEPT_S = 5  # seconds the kernel holds a connection that has sent nothing yet
 ACCEPT_PAUSE_S = 0.5  # accept() failing (no descriptor, no memory): stop trying for this long
 SELECT_S = 0.25  # longest wait of the socket thread: bounds how long a stop takes to be seen
 READ_CHUNK = 4096
@@ -144,6 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     server: StatusServer
     protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.1"  # a garbled request line gets a status line too
     error_message_format = "%(message)s\n"  # one line, not the base's HTML page
     error_content_type = _TEXT
 
@@ -275,6 +278,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
@@ -312,6 +317,11 @@ class StatusServer:
         sock = socket.socket(_family(host), socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if hasattr(socket, "TCP_DEFER_ACCEPT"):
+                # Linux hands over a connection once its first bytes are there: a silent one
+                # never takes a slot, and a browser's request is read whole when accepted, so
+                # the evictions that make room can never catch it before it has spoken.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, DEFER_ACCEPT_S)
             sock.bind((host, port))
             sock.listen(BACKLOG)
             sock.setblocking(False)
@@ -474,20 +484,46 @@ class StatusServer:
         """Accept only while there is room, or someone to make room from: when every slot holds
         a request being answered, new connections wait in the kernel's backlog."""
         assert self._sel is not None
-        want = now >= self._paused_until and (len(self._conns) < self.cap or self._evictable())
+        want = now >= self._paused_until and (
+            len(self._conns) < self.cap or self._victim(now) is not None
+        )
         if want and not self._listening:
             self._sel.register(self.socket, selectors.EVENT_READ, None)
         elif not want and self._listening:
             self._sel.unregister(self.socket)
         self._listening = want
 
-    def _evictable(self) -> list[_Conn]:
-        return [c for c in self._conns.values() if c.state in ("read", "linger")]
+    def _victim(self, now: float, spare: _Conn | None = None) -> _Conn | None:
+        """The connection to close to make room, or None. First one already answered and
+        closing, then one that sent part of a head and stalled (a browser sends its head at
+        once), then one idle between keep-alive requests, then one that has sent nothing for
+        `GRACE_S` (a browser's request may lag its connection on a loaded machine); oldest
+        first within each."""
+        best: tuple[int, float] | None = None
+        victim = None
+        for c in self._conns.values():
+            if c is spare:
+                continue
+            if c.state == "linger":
+                rank = 0
+            elif c.state != "read":
+                continue
+            elif c.inbuf:
+                rank = 1
+            elif c.served:
+                rank = 2
+            elif now - c.since >= GRACE_S:
+                rank = 3
+            else:
+                continue
+            if best is None or (rank, c.since) < best:
+                best, victim = (rank, c.since), c
+        return victim
 
     def _accept(self, now: float) -> None:
         assert self._sel is not None
         for _ in range(BACKLOG):
-            if len(self._conns) >= self.cap and not self._evictable():
+            if len(self._conns) >= self.cap and self._victim(now) is None:
                 return
             try:
                 sock, addr = self.socket.accept()
@@ -512,17 +548,16 @@ class StatusServer:
             # the connections that follow could push this one out.
             self._read(conn, now)
             if len(self._conns) > self.cap:
-                self._evict(conn)
+                self._evict(conn, now)
 
-    def _evict(self, newest: _Conn) -> None:
-        waiting = [c for c in self._evictable() if c is not newest] or self._evictable()
-        if not waiting:
+    def _evict(self, newest: _Conn, now: float) -> None:
+        victim = self._victim(now, spare=newest) or self._victim(now)
+        if victim is None:
             return
-        oldest = min(waiting, key=lambda c: c.since)
-        self._close(oldest)
+        self._close(victim)
         self.note("evicted", logging.WARNING, "status page: %d connections open, the most it "
                   "holds: closed the one waiting longest without a request (%s)",
-                  self.cap, _peer(oldest.addr))  # fmt: skip
+                  self.cap, _peer(victim.addr))  # fmt: skip
 
     def _read(self, conn: _Conn, now: float) -> None:
         try:
