@@ -556,7 +556,7 @@ class StatusServer:
             return
         self._close(victim)
         self.note("evicted", logging.WARNING, "status page: %d connections open, the most it "
-                  "holds: closed the one waiting longest without a request (%s)",
+                  "holds: closed %s, waiting without a whole request, to make room",
                   self.cap, _peer(victim.addr))  # fmt: skip
 
     def _read(self, conn: _Conn, now: float) -> None:
