@@ -150,15 +150,31 @@ def test_oversized_heads_are_refused_and_closed(page):
 
 def test_a_connection_that_sends_no_whole_request_is_closed_at_the_deadline(page):
     page.request_deadline_s = 0.5
-    silent = [connect(page) for _ in range(3)]
-    trickling = connect(page)
-    trickling.sendall(b"GET /api/status HTTP/1.1\r\n")
-    wait_for(lambda: page.counters()["timed_out"] == 4, timeout=10, what="four timed out")
-    for s in (*silent, trickling):
+    stalled = []
+    for part in (b"G", b"GET /api/status HTTP/1.1\r\n", b"GET / HTTP/1.1\r\nHost: t\r\n"):
+        s = connect(page)
+        s.sendall(part)
+        stalled.append(s)
+    wait_for(lambda: page.counters()["timed_out"] == 3, what="three timed out")
+    for s in stalled:
         s.settimeout(5)
         assert closed_by_peer(s)
         s.close()
     assert page.counters()["connections"] == 0
+
+
+def test_a_silent_connection_never_takes_a_slot(page):
+    """Connections that send nothing stay in the kernel (TCP_DEFER_ACCEPT) as long as they are
+    silent: a browser behind them is answered at once, however many there are."""
+    page.cap = 4
+    silent = [connect(page) for _ in range(40)]
+    try:
+        for _ in range(5):
+            assert get(page, "/api/status")[0] == 200
+        assert page.counters()["accepted"] == 5 and page.counters()["evicted"] == 0
+    finally:
+        for s in silent:
+            s.close()
 
 
 def test_keep_alive_and_pipelining_are_bounded(page):

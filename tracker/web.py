@@ -25,9 +25,10 @@ its threads, memory and descriptors): one thread owns every socket (a selector l
 reads request heads, writes replies, enforces deadlines) and a fixed pool of `WORKERS` threads
 builds the replies from the store. No thread is ever started per connection, and no thread ever
 waits on a client. The page holds at most `connection_cap()` sockets (`MAX_CONNECTIONS`, fewer
-when the open-file limit is low); when full, the connection that has waited longest without
-sending a whole request (half-open, or idle between keep-alive requests) is closed to make room,
-and while every slot is busy with real requests new ones wait in the listen backlog. A request
+when the open-file limit is low); when full, one that holds a slot without a request being
+answered (see `_victim`) is closed to make room for the next in the backlog, and while every
+slot holds a request being answered new ones wait in the backlog. Linux keeps connections that
+have sent nothing out of it altogether (TCP_DEFER_ACCEPT). A request
 head must arrive whole within `REQUEST_DEADLINE_S` and fit `MAX_HEAD` bytes (its request line
 `MAX_REQUEST_LINE`); only GET, without a body; a reply that cannot move for `WRITE_STALL_S` is
 dropped. What is refused, evicted or timed out is counted (`/api/status` `web.server`) and
@@ -46,6 +47,7 @@ import os
 import queue
 import re
 import resource
+import select
 import selectors
 import socket
 import threading
@@ -493,7 +495,7 @@ class StatusServer:
             self._sel.unregister(self.socket)
         self._listening = want
 
-    def _victim(self, now: float, spare: _Conn | None = None) -> _Conn | None:
+    def _victim(self, now: float) -> _Conn | None:
         """The connection to close to make room, or None. First one already answered and
         closing, then one that sent part of a head and stalled (a browser sends its head at
         once), then one idle between keep-alive requests, then one that has sent nothing for
@@ -502,8 +504,6 @@ class StatusServer:
         best: tuple[int, float] | None = None
         victim = None
         for c in self._conns.values():
-            if c is spare:
-                continue
             if c.state == "linger":
                 rank = 0
             elif c.state != "read":
@@ -523,7 +523,7 @@ class StatusServer:
     def _accept(self, now: float) -> None:
         assert self._sel is not None
         for _ in range(BACKLOG):
-            if len(self._conns) >= self.cap and self._victim(now) is None:
+            if len(self._conns) >= self.cap and not self._make_room(now):
                 return
             try:
                 sock, addr = self.socket.accept()
@@ -547,17 +547,18 @@ class StatusServer:
             # A browser's request is usually there with the connection: take it now, before
             # the connections that follow could push this one out.
             self._read(conn, now)
-            if len(self._conns) > self.cap:
-                self._evict(conn, now)
 
-    def _evict(self, newest: _Conn, now: float) -> None:
-        victim = self._victim(now, spare=newest) or self._victim(now)
-        if victim is None:
-            return
+    def _make_room(self, now: float) -> bool:
+        """Close one connection for one waiting in the backlog; whether there is room now.
+        Never for nothing: only while a connection is waiting to be accepted."""
+        victim = self._victim(now)
+        if victim is None or not _waiting(self.socket):
+            return False
         self._close(victim)
         self.note("evicted", logging.WARNING, "status page: %d connections open, the most it "
                   "holds: closed %s, waiting without a whole request, to make room",
                   self.cap, _peer(victim.addr))  # fmt: skip
+        return True
 
     def _read(self, conn: _Conn, now: float) -> None:
         try:
@@ -707,6 +708,13 @@ class _Conn:
         self.close_after = False
         self.served = 0
         self.events = 0
+
+
+def _waiting(listener: socket.socket) -> bool:
+    """Whether a connection waits in the listener's backlog (poll: any descriptor number)."""
+    poller = select.poll()
+    poller.register(listener, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 def _head_end(buf: bytes) -> int:
