@@ -486,6 +486,9 @@ def test_a_flooded_page_starves_neither_the_gps_nor_the_daemon(tmp_path, limits)
             gps.write(e.data)
             time.sleep(0.01)  # pacing, not synchronisation
         written += ride[pos:400]
+        # What a pulled cable loses is what was on the wire: the test pulls it once the daemon
+        # has read what was written, stored through the flood, so every loss below is a fault.
+        wait_for(lambda: len(stored_times(d.db)) == 400, timeout=30, what="400 fixes stored")
         gps.close()  # the cable pulled mid-flood: epochs 400-449 are the replug's
         wait_for(lambda: " lost (" in d.log_text(), what="the GPS loss seen")
         gps = PtyWriter.open(link, timeout=2.0)
