@@ -157,7 +157,7 @@ class Daemon:
         self.log = workdir / "daemon.log"
         self.proc: subprocess.Popen | None = None
         self._opens_before = 0
-        self.wrapper: list[str] = []  # a command the daemon runs under (fiu-run ...)
+        self.prefix: list[str] = []  # a command the daemon runs under (prlimit, a cgroup, fiu-run)
 
     def gps_opens(self) -> int:
         """How many times the daemons of this dir logged that the GPS port is open."""
@@ -180,7 +180,7 @@ class Daemon:
         self._opens_before = self.gps_opens()
         with self.log.open("a") as log:
             self.proc = subprocess.Popen(
-                [*self.wrapper, sys.executable, "-m", "tracker", "run", "-c", str(self.config)],
+                [*self.prefix, sys.executable, "-m", "tracker", "run", "-c", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=ROOT,

@@ -226,9 +226,9 @@ def test_random_write_and_fsync_failures_through_a_ride_with_sigkills(daemon, gp
         d = prepared(daemon(ALWAYS + mmt_section(mmt.url, PASSWORD, offline_upload="off")
                             + gpsr_section(gpsr.url, TOKEN)))  # fmt: skip
         ctrl = str(tmp_path / "fiu-ctrl")  # libfiu's control pipes: <this>-<pid>.in/.out
-        d.wrapper = [FIU_RUN, "-x", "-f", ctrl]
+        d.prefix = [FIU_RUN, "-x", "-f", ctrl]
         for name in FAILING:
-            d.wrapper += ["-c", f"enable_random name={name},probability={PROBABILITY}"]
+            d.prefix += ["-c", f"enable_random name={name},probability={PROBABILITY}"]
         ride = epochs(3000, rate_hz=5.0)
         rng = random.Random(21)
         position = 0
