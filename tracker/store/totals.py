@@ -21,7 +21,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tracker.activity import START_SPEEDS, Rules, distance_m
+from tracker.activity import EARTH_RADIUS_M, START_SPEEDS, Rules, distance_m
+
+_radians, _sin, _cos, _asin, _sqrt = math.radians, math.sin, math.cos, math.asin, math.sqrt
+_INF = math.inf
 
 MAX_GAP_S = 10.0  # a longer step (a tunnel, a restart) counts as not moving: nothing is known
 _DEFAULTS = Rules()  # [activity]'s defaults
@@ -66,11 +69,6 @@ def as_row(t: Totals) -> tuple[Any, ...]:
             t.max_speed, t.last_id, t.last_time, t.last_lat, t.last_lon)  # fmt: skip
 
 
-def _known(x: float | None) -> float | None:
-    # SQLite stores NaN as NULL: the totals see what a later read of the fix will see.
-    return None if x is None or x != x else x
-
-
 def step(t: Totals, time: float, lat: float, lon: float, speed: float | None,
          hdop: float | None) -> tuple[float, float] | None:  # fmt: skip
     """What the step from the totals' newest fix to this one adds: (metres, seconds), or None."""
@@ -91,18 +89,37 @@ def step(t: Totals, time: float, lat: float, lon: float, speed: float | None,
 
 def fold(t: Totals, fixes: Iterable[Any], local: bool = False) -> None:
     """Add fixes (anything with time, lat, lon, speed, hdop), oldest first, after the totals'
-    newest fix; `local`: they are paused fixes kept on the unit. The caller sets last_id."""
+    newest fix; `local`: they are paused fixes kept on the unit. The caller sets last_id.
+
+    On the write hot path (every commit of the recorder): `step` and activity.distance_m
+    inlined, in locals, with the same operations in the same order, so the same bits."""
+    max_hdop, start_speed = t.max_hdop, t.start_speed
+    distance, moving, top = t.distance_m, t.moving_s, t.max_speed
+    last_time, last_lat, last_lon = t.last_time, t.last_lat, t.last_lon
     n = 0
     for f in fixes:
-        speed, hdop = _known(f.speed), _known(f.hdop)
-        got = step(t, f.time, f.lat, f.lon, speed, hdop)
-        if got is not None:
-            t.distance_m += got[0]
-            t.moving_s += got[1]
-        if (hdop is None or hdop <= t.max_hdop) and speed is not None and math.isfinite(speed):
-            t.max_speed = speed if t.max_speed is None else max(t.max_speed, speed)
-        t.last_time, t.last_lat, t.last_lon = f.time, f.lat, f.lon
+        time, lat, lon, speed, hdop = f.time, f.lat, f.lon, f.speed, f.hdop
+        if speed is not None and speed != speed:
+            speed = None  # SQLite stores NaN as NULL: sum what a later read will see
+        if hdop is not None and hdop != hdop:
+            hdop = None
+        good = hdop is None or hdop <= max_hdop
+        if good and speed is not None and -_INF < speed < _INF:
+            top = speed if top is None or speed > top else top
+        if last_time is not None and good:
+            dt = time - last_time
+            if 0 < dt <= MAX_GAP_S and (speed is None or speed >= start_speed):
+                p1, p2 = _radians(last_lat), _radians(lat)
+                a = (_sin((p2 - p1) / 2) ** 2
+                     + _cos(p1) * _cos(p2) * _sin(_radians(lon - last_lon) / 2) ** 2)  # fmt: skip
+                d = 2 * EARTH_RADIUS_M * _asin(min(1.0, _sqrt(a)))
+                if speed is not None or d / dt >= start_speed:
+                    distance += d
+                    moving += dt
+        last_time, last_lat, last_lon = time, lat, lon
         n += 1
+    t.distance_m, t.moving_s, t.max_speed = distance, moving, top
+    t.last_time, t.last_lat, t.last_lon = last_time, last_lat, last_lon
     t.points += n
     if local:
         t.local_points += n
