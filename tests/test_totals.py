@@ -311,3 +311,46 @@ def test_a_page_request_costs_the_same_for_a_ten_hour_ride(tmp_path: Path) -> No
         rides.summarize_scan(s, a, Rules())
         s._conn.set_progress_handler(None, 0)
     assert steps[0] > 50 * (small["activities"] + 1)
+
+
+def test_a_live_daemon_sums_with_its_own_rules_and_the_page_serves_them(daemon, gps):
+    """A real `tracker run` with `[activity]` rules of its own, fed a ride through a pty:
+    its activity's totals are summed with those rules (daemon.py hands them to the store),
+    so /api/activities serves the totals, and they are the full read's figures; the track
+    ends where the rider is. Then `tracker activity stop` and the figures still agree."""
+    import json
+    import urllib.request
+
+    from support import epochs, free_port, stored_fixes, wait_for
+
+    port = free_port()
+    d = daemon(f'[activity]\nstart_speed_mps = 0.9\nmax_hdop = 4.0\n\n'
+               f'[web]\nlisten = "127.0.0.1:{port}"\n').start()  # fmt: skip
+    d.wait_gps_open()
+    ride = epochs(300, rate_hz=5.0)
+    for e in ride:
+        gps.write(e.data)
+    valid = sum(e.valid for e in ride)
+    wait_for(lambda: d.db.exists() and len(stored_fixes(d.db)) >= valid, what="the ride stored")
+    wait_for(lambda: "status page at" in d.log_text(), what="the page started")
+    url = f"http://127.0.0.1:{port}/"
+    (got,) = json.loads(urllib.request.urlopen(url + "api/activities", timeout=10).read())
+    track = json.loads(urllib.request.urlopen(url + "api/track", timeout=10).read())
+    rules = Rules(start_speed_mps=0.9, max_hdop=4.0)
+    with open_store(d.db, readonly=True) as s:
+        (a,) = s.activities()
+        t = s.ride_totals(a.id)
+        assert (t.max_hdop, t.start_speed) == (4.0, 0.9)
+        scan = rides.summarize_scan(s, a, rules)
+        last = s.last_fix(a.id)
+    assert got["points"] == scan.points > 0.9 * valid
+    assert got["distance_m"] == round(scan.distance_m, 1) > 400  # 60 s at 7 m/s
+    assert got["moving_s"] == round(scan.moving_s)
+    assert track["activity"] == a.id and 0 < len(track["points"]) <= web.TRACK_POINTS
+    assert track["points"][-1] == [round(last.lat, 6), round(last.lon, 6)]
+    assert d.cli("activity", "stop").returncode == 0
+    assert d.terminate() == 0
+    with open_store(d.db, readonly=True) as s:
+        (a,) = s.activities()
+        assert a.ended_at is not None
+        same(rides.summarize(s, a, rules), rides.summarize_scan(s, a, rules))

@@ -10,8 +10,12 @@ The rules are those of rides.summarize_scan (the full read they replace):
 
 So a step needs only the fix before it: the totals keep the activity's newest fix, and adding
 fixes costs the same whatever the ride's length. The rules come from `[activity]`
-(`max_hdop`, `start_speed_mps`) and each row keeps those it was summed with; see
-FixesMixin.ride_totals for a reader with others.
+(`max_hdop`, `start_speed_mps`, which the daemon hands to open_store) and each row keeps those
+it was summed with, from the activity's start to its end: a reader with other rules (the
+config changed since) reads the fixes instead (rides.summarize).
+
+Pruning deletes fixes (tracker/store/prune.py): a trigger takes them off `points`, while the
+distance, moving time and top speed stay those of the ride as recorded.
 """
 
 from __future__ import annotations
