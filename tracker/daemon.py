@@ -19,6 +19,7 @@ systemd's default 90 s (the budget is SHUTDOWN_BUDGET_S).
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import signal
@@ -33,6 +34,7 @@ from tracker.gps import GpsReader
 from tracker.recorder import Recorder
 from tracker.runtime import GpsStatus, ShareStatus
 from tracker.sensors.manager import SensorManager
+from tracker.store import open_store
 from tracker.ubx_i2c import open_gps_port
 
 log = logging.getLogger(__name__)
@@ -150,7 +152,11 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
             "share": ShareStatus.from_json(share.status()) if share else share_off,
         }  # fmt: skip
 
-    recorder = Recorder(cfg, inbox, stop, sources=sources, runtime=runtime)
+    # The running totals of each ride are summed with the rules `tracker activities` reads
+    # them with (tracker/store/totals.py).
+    rules = cfg.activity.rules()
+    open_db = functools.partial(open_store, ride_rules=(rules.max_hdop, rules.start_speed_mps))
+    recorder = Recorder(cfg, inbox, stop, sources=sources, runtime=runtime, open_db=open_db)
     sources += [gps_thread, *sensors.threads, *(i.thread for i in inputs)]
     recorder_thread = threading.Thread(target=recorder.run, name="recorder", daemon=True)
 

@@ -6,6 +6,9 @@ least the activity's start speed at a usable HDOP), so a parked unit's drift at 
 neither metres nor minutes; gaps longer than MAX_GAP_S (no fix: a tunnel, a restart) count as
 not moving, since nothing is known of them.
 
+The store keeps these figures as running totals while it stores the fixes
+(tracker/store/totals.py), so listing a ten-hour ride reads a few rows, not its 360,000 fixes.
+
 A boat's ride also has its instruments' latest readings (depth, wind, heading...: the newest
 of each kind within the activity, tracker/instruments.py), in SI units in the JSON and as a
 skipper reads them in the table.
@@ -21,8 +24,7 @@ from typing import Any
 from tracker import instruments as inst
 from tracker.activity import Rules, distance_m
 from tracker.store import Activity, Store
-
-MAX_GAP_S = 10.0
+from tracker.store.totals import MAX_GAP_S
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,24 @@ class Ride:
 
 
 def summarize(store: Store, activity: Activity, rules: Rules) -> Ride:
-    """One activity's figures, reading its fixes a page at a time."""
+    """One activity's figures, from its running totals (tracker/store/totals.py: a few rows
+    however long the ride). Totals summed with other rules (`[activity]` max_hdop or
+    start_speed_mps changed since the ride was recorded) are not these figures: then the
+    fixes are read (summarize_scan), as slow as the ride is long, and as exact."""
+    t = store.ride_totals(activity.id)
+    if t is None or not t.rules_match(rules.max_hdop, rules.start_speed_mps):
+        return summarize_scan(store, activity, rules)
+    last_time = t.last_time if t.last_time is not None else activity.started_at
+    end = activity.ended_at if activity.ended_at is not None else last_time
+    samples = store.sample_count(activity.started_at, end)
+    return Ride(activity, t.distance_m, max(0.0, end - activity.started_at), t.moving_s,
+                t.max_speed, t.points, samples, backend_progress(store, activity.id),
+                latest_instruments(store, activity))  # fmt: skip
+
+
+def summarize_scan(store: Store, activity: Activity, rules: Rules) -> Ride:
+    """One activity's figures, reading its fixes a page at a time: what the running totals
+    keep, computed from scratch (and the figures for rules other than the totals')."""
     distance = moving = 0.0
     max_speed: float | None = None
     points = 0

@@ -126,19 +126,10 @@ def page() -> bytes:
 
 
 def track(store: Any, activity_id: int, limit: int = TRACK_POINTS) -> list[list[float]]:
-    """The activity's fixes as [lat, lon], every k-th so that at most `limit` remain (the
-    last fix always included, so the track ends where the rider is)."""
-    n = store.fix_count(activity_id)
-    step = max(1, -(-n // limit))
-    out: list[list[float]] = []
-    last = None
-    for i, f in enumerate(store.iter_fixes(activity_id)):
-        last = f
-        if i % step == 0:
-            out.append([round(f.lat, 6), round(f.lon, 6)])
-    if last is not None and (not out or out[-1] != [round(last.lat, 6), round(last.lon, 6)]):
-        out.append([round(last.lat, 6), round(last.lon, 6)])
-    return out
+    """The activity's fixes as [lat, lon], thinned to at most `limit` at evenly spaced fixes
+    (the first and the newest always included, so the track ends where the rider is): a
+    bounded read however long the ride (Store.track)."""
+    return [[round(lat, 6), round(lon, 6)] for lat, lon in store.track(activity_id, limit)]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -393,7 +384,8 @@ class StatusServer:
 
     def track(self, store: Any, wanted: str | None) -> dict[str, Any]:
         if wanted is not None and wanted.isdigit():
-            a = store.activity(int(wanted))
+            # An id beyond SQLite's integers is no activity (not an OverflowError).
+            a = store.activity(int(wanted)) if int(wanted) < 2**63 else None
         else:
             a = store.current_activity() or (store.activities() or [None])[-1]
         if a is None:

@@ -190,6 +190,108 @@ MIGRATIONS: list[str] = [
     -- The latest value of each kind (the status page, `tracker activities`): one seek a kind.
     CREATE INDEX instruments_kind ON instruments (kind, time);
     """,
+    # 5: running totals, so that the status page and `tracker activities` cost the same however
+    # long a ride is (tracker/store/totals.py). `ride_totals` holds, per activity, what
+    # tracker/rides.py's figures need, summed as fixes are stored, and with the rules they were
+    # summed with (max_hdop, start_speed: a reader with other rules reads the fixes instead);
+    # row 0 counts the fixes outside any activity. `sample_counts` counts the fitness samples
+    # per minute (size 60) and per hour (size 3600, of the minute buckets), kept by triggers.
+    # The fill below is the same computation as totals.fold, in SQL: distance is the haversine
+    # of activity.distance_m (radians as Python's math.radians, x * (pi / 180)), MAX_GAP_S 10 s,
+    # max_hdop 5.0 and the start speed of the activity's type (activity.START_SPEEDS).
+    """
+    CREATE TABLE ride_totals (
+        activity_id INTEGER PRIMARY KEY,       -- 0: the fixes outside any activity
+        max_hdop REAL,                         -- the rules the figures were summed with
+        start_speed REAL,
+        points INTEGER NOT NULL DEFAULT 0,     -- fixes stored in it now
+        local_points INTEGER NOT NULL DEFAULT 0,
+        distance_m REAL NOT NULL DEFAULT 0,
+        moving_s REAL NOT NULL DEFAULT 0,
+        max_speed REAL,
+        last_id INTEGER,                       -- its newest fix, to sum on from
+        last_time REAL,
+        last_lat REAL,
+        last_lon REAL
+    );
+    INSERT INTO ride_totals (activity_id, points)
+        SELECT 0, count(*) FROM fixes WHERE activity_id IS NULL;
+    INSERT INTO ride_totals (activity_id, max_hdop, start_speed)
+        SELECT id, 5.0, CASE
+            WHEN type IN ('running', 'walking', 'hiking', 'nordic walking', 'orienteering',
+                          'mountaineering') THEN 0.8
+            WHEN type IN ('sailing', 'rowing', 'kayaking', 'sea kayaking', 'canoeing',
+                          'stand up paddle boarding', 'windsurfing', 'kiteboarding',
+                          'hot air ballooning') THEN 0.5
+            WHEN type IN ('driving', 'motor racing', 'off road driving', 'motorcycling',
+                          'enduro') THEN 3.0
+            ELSE 1.5 END
+        FROM activities;
+    WITH p AS (
+        SELECT f.activity_id AS a, f.time, f.speed, f.local,
+               (f.hdop IS NULL OR f.hdop <= 5.0) AS good,
+               f.time - lag(f.time) OVER w AS dt,
+               2 * 6371008.8 * asin(min(1.0, sqrt(
+                   pow(sin((f.lat * 0.017453292519943295
+                            - lag(f.lat) OVER w * 0.017453292519943295) / 2), 2)
+                   + cos(lag(f.lat) OVER w * 0.017453292519943295)
+                     * cos(f.lat * 0.017453292519943295)
+                     * pow(sin(((f.lon - lag(f.lon) OVER w) * 0.017453292519943295) / 2), 2)
+               ))) AS d
+        FROM fixes f WHERE f.activity_id IS NOT NULL
+        WINDOW w AS (PARTITION BY f.activity_id ORDER BY f.id)
+    ), s AS (
+        SELECT p.a, count(*) AS points, sum(p.local) AS local_points,
+            total(CASE WHEN p.good AND p.dt > 0 AND p.dt <= 10.0 AND coalesce(p.speed,
+                CASE WHEN p.dt > 0 THEN p.d / p.dt ELSE 0.0 END) >= t.start_speed
+                THEN p.d END) AS distance_m,
+            total(CASE WHEN p.good AND p.dt > 0 AND p.dt <= 10.0 AND coalesce(p.speed,
+                CASE WHEN p.dt > 0 THEN p.d / p.dt ELSE 0.0 END) >= t.start_speed
+                THEN p.dt END) AS moving_s,
+            max(CASE WHEN p.good AND abs(p.speed) <= 1.7976931348623157e308
+                THEN p.speed END) AS max_speed
+        FROM p JOIN ride_totals t ON t.activity_id = p.a GROUP BY p.a
+    )
+    UPDATE ride_totals SET points = s.points, local_points = s.local_points,
+        distance_m = s.distance_m, moving_s = s.moving_s, max_speed = s.max_speed
+        FROM s WHERE ride_totals.activity_id = s.a;
+    UPDATE ride_totals SET last_id = (SELECT max(id) FROM fixes f
+        WHERE f.activity_id = ride_totals.activity_id) WHERE activity_id > 0;
+    UPDATE ride_totals SET (last_time, last_lat, last_lon) = (SELECT time, lat, lon FROM fixes
+        WHERE id = ride_totals.last_id) WHERE last_id IS NOT NULL;
+    -- Pruning deletes fixes and activities (tracker/store/prune.py): rare, and never on the
+    -- write hot path, so a trigger per deleted row keeps the counts.
+    CREATE TRIGGER ride_totals_fix_deleted AFTER DELETE ON fixes BEGIN
+        UPDATE ride_totals SET points = points - 1, local_points = local_points - old.local
+        WHERE activity_id = coalesce(old.activity_id, 0);
+    END;
+    CREATE TRIGGER ride_totals_activity_deleted AFTER DELETE ON activities BEGIN
+        DELETE FROM ride_totals WHERE activity_id = old.id;
+    END;
+
+    CREATE TABLE sample_counts (
+        size INTEGER NOT NULL,                 -- 60: minutes, 3600: hours
+        start INTEGER NOT NULL,                -- CAST(time / 60 AS INTEGER), hours: / 60
+        n INTEGER NOT NULL,
+        PRIMARY KEY (size, start)
+    ) WITHOUT ROWID;
+    INSERT INTO sample_counts (size, start, n)
+        SELECT 60, CAST(time / 60 AS INTEGER), count(*) FROM samples GROUP BY 2;
+    INSERT INTO sample_counts (size, start, n)
+        SELECT 3600, CAST(time / 60 AS INTEGER) / 60, count(*) FROM samples GROUP BY 2;
+    CREATE TRIGGER sample_counts_added AFTER INSERT ON samples BEGIN
+        INSERT INTO sample_counts (size, start, n) VALUES (60, CAST(new.time / 60 AS INTEGER), 1)
+            ON CONFLICT (size, start) DO UPDATE SET n = n + 1;
+        INSERT INTO sample_counts (size, start, n)
+            VALUES (3600, CAST(new.time / 60 AS INTEGER) / 60, 1)
+            ON CONFLICT (size, start) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER sample_counts_deleted AFTER DELETE ON samples BEGIN
+        UPDATE sample_counts SET n = n - 1
+        WHERE (size = 60 AND start = CAST(old.time / 60 AS INTEGER))
+           OR (size = 3600 AND start = CAST(old.time / 60 AS INTEGER) / 60);
+    END;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -33,6 +33,7 @@ def open_store(
     readonly: bool = False,
     check: bool = True,
     clock: Callable[[], float] = time.time,
+    ride_rules: tuple[float, float] | None = None,
 ) -> Store:
     """Open (and create, migrate, check) the database at `path`.
 
@@ -52,6 +53,10 @@ def open_store(
     method of a readonly Store raises StoreError.
 
     `clock` gives wall-clock time for requests and runtime rows (injectable for tests).
+
+    `ride_rules`, (max_hdop, start_speed) from `[activity]`: what the running totals of the
+    activities this Store starts are summed with (tracker/store/totals.py); None: the defaults
+    of each activity's type.
     """
     if prune not in PRUNE_MODES:
         raise ValueError(f"prune must be one of {PRUNE_MODES}, not {prune!r}")
@@ -64,4 +69,6 @@ def open_store(
     # file to WAL at once get SQLITE_BUSY without waiting).
     with _open_here_lock:
         conn = connect(p, readonly=readonly, check=check, clock=clock)
-        return Store(conn, p, readonly=readonly, max_mb=max_mb, prune=prune, clock=clock)
+        store = Store(conn, p, readonly=readonly, max_mb=max_mb, prune=prune, clock=clock)
+    store.ride_rules = ride_rules
+    return store

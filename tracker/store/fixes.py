@@ -15,6 +15,7 @@ long ride costs neither memory nor a long read snapshot.
 from __future__ import annotations
 
 import logging
+import math
 import uuid as uuidlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
@@ -22,6 +23,7 @@ from itertools import chain
 from operator import attrgetter
 from typing import Any
 
+import tracker.store.totals as tot
 from tracker.fix import INSTRUMENT_KINDS, Fix, Sample, builder, new_fix
 from tracker.store.db import StoreBase, StoreError
 
@@ -85,7 +87,14 @@ class StoredFix(Fix):
 
 class FixesMixin(StoreBase):
     """Activities, fixes and samples of a Store. Write methods run in their own transaction,
-    or in the caller's inside `transaction()`."""
+    or in the caller's inside `transaction()`.
+
+    Every write of fixes also keeps the activity's running totals (tracker/store/totals.py) in
+    the same transaction: one row read and written per activity and commit."""
+
+    # (max_hdop, start_speed) new activities' totals are summed with; None: the defaults of
+    # the activity's type (totals.default_rules). open_store sets it from `[activity]`.
+    ride_rules: tuple[float, float] | None = None
 
     # -- activities ----------------------------------------------------------------------------
 
@@ -118,6 +127,8 @@ class FixesMixin(StoreBase):
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (uuidlib.uuid4().hex, title, type, privacy, ",".join(tags), started_at),
             )
+            rules = self.ride_rules or tot.default_rules(type)
+            self._put_totals(cur.lastrowid, tot.Totals(*rules))
             activity = self.activity(cur.lastrowid)
         assert activity is not None
         # Logged at debug: inside a caller's transaction this may still roll back (a full
@@ -192,6 +203,13 @@ class FixesMixin(StoreBase):
                 (list(chain.from_iterable(rows(fixes[i : i + n]))) for i in range(0, whole, n)),
             )
             self._conn.executemany(_FIX_INSERT, rows(fixes[whole:]))  # after: ids in order
+            if activity_id is None:
+                self._count_outside(len(fixes))
+            else:
+                t = self._totals(activity_id)
+                tot.fold(t, fixes, bool(flag))
+                t.last_id = self._scalar("SELECT last_insert_rowid()")
+                self._put_totals(activity_id, t)
 
     def adopt_fixes(self, activity_id: int, count: int) -> int:
         """Move the newest `count` fixes stored outside any activity into `activity_id` (the
@@ -204,22 +222,40 @@ class FixesMixin(StoreBase):
             return 0
         with self.transaction():
             newest = self._newest_id()
+            moved = self._all(
+                f"SELECT {_FIX_SELECT} FROM fixes f WHERE f.id > ? AND f.activity_id IS NULL "
+                "ORDER BY f.id",
+                (newest - count,),
+            )
             cur = self._conn.execute(
                 "UPDATE fixes SET activity_id = ?, local = 0 "
                 "WHERE id > ? AND activity_id IS NULL",
                 (activity_id, newest - count),
             )
+            if moved:
+                self._count_outside(-len(moved))
+                t = self._totals(activity_id)
+                if t.last_id is None or t.last_id < moved[0][0]:
+                    tot.fold(t, map(_stored_fix, moved))
+                    t.last_id = moved[-1][0]
+                    self._put_totals(activity_id, t)
+                else:  # not after its fixes (the recorder adopts into a new activity only)
+                    self._recompute_totals(activity_id)
         return cur.rowcount
 
     def detach_fixes(self, activity_id: int, after: float) -> int:
         """Take the fixes of `activity_id` later than GPS time `after` out of it (an activity
         that ends at its last movement); returns how many. Those already sent stay sent."""
         with self.transaction():
+            keep, gone = self._tail_after(activity_id, after)
             cur = self._conn.execute(
                 "UPDATE fixes SET activity_id = NULL, local = 0 "
                 "WHERE activity_id = ? AND time > ?",
                 (activity_id, after),
             )
+            if cur.rowcount:
+                self._count_outside(cur.rowcount)
+                self._take_tail(activity_id, keep, gone, cur.rowcount)
         return cur.rowcount
 
     def recent_fixes(self, activity_id: int | None, since: float) -> list[StoredFix]:
@@ -251,9 +287,10 @@ class FixesMixin(StoreBase):
     def fix_counts(self) -> dict[str, int]:
         """How many fixes are stored: `total`, `outside` any activity (never sent), and
         `local` (paused fixes of an activity kept on the unit)."""
+        # From the running totals: one row per activity, however many fixes each holds.
         total, outside, local = self._one(
-            "SELECT count(*), coalesce(sum(activity_id IS NULL), 0), coalesce(sum(local), 0) "
-            "FROM fixes"
+            "SELECT coalesce(sum(points), 0), coalesce(sum(CASE WHEN activity_id = 0 "
+            "THEN points END), 0), coalesce(sum(local_points), 0) FROM ride_totals"
         ) or (0, 0, 0)
         return {"total": total, "outside": outside, "local": local}
 
@@ -379,10 +416,194 @@ class FixesMixin(StoreBase):
         return out
 
     def fix_count(self, activity_id: int | None = None) -> int:
-        """Every stored fix, or those of one activity."""
+        """Every stored fix, or those of one activity (from the running totals)."""
         if activity_id is None:
-            return self._scalar("SELECT count(*) FROM fixes")
-        return self._scalar("SELECT count(*) FROM fixes WHERE activity_id = ?", (activity_id,))
+            return self._scalar("SELECT coalesce(sum(points), 0) FROM ride_totals")
+        return self._scalar(
+            "SELECT coalesce(max(points), 0) FROM ride_totals WHERE activity_id = ?",
+            (activity_id,),
+        )
+
+    # -- running totals (tracker/store/totals.py) ----------------------------------------------
+
+    def ride_totals(self, activity_id: int) -> tot.Totals | None:
+        """The activity's running totals, or None for no such activity. One row read."""
+        row = self._one(
+            f"SELECT {', '.join(tot.COLUMNS)} FROM ride_totals WHERE activity_id = ?",
+            (activity_id,),
+        )
+        return None if row is None else tot.from_row(row)
+
+    def sample_count(self, t0: float, t1: float) -> int:
+        """How many fitness samples have t0 <= time <= t1: len(samples_between(t0, t1)), read
+        from the per-minute and per-hour counts (migration 5) and, at the two ends, the samples
+        themselves (a minute of them each): a few hundred rows however long the span."""
+        if not t0 <= t1:
+            return 0
+        m0, m1 = _minute(t0), _minute(t1)
+        if m1 - m0 <= 2:
+            return self._count_samples(t0, t1)
+        n = self._count_samples(t0, t1, m0) + self._count_samples(t0, t1, m1)
+        a, b = m0 + 1, m1 - 1  # whole minutes in between
+        h0, h1 = -(-a // 60), (b + 1) // 60 - 1  # whole hours among them
+        if h0 > h1:
+            return n + self._bucket_sum(60, a, b)
+        return (n + self._bucket_sum(3600, h0, h1) + self._bucket_sum(60, a, h0 * 60 - 1)
+                + self._bucket_sum(60, (h1 + 1) * 60, b))  # fmt: skip
+
+    def track(self, activity_id: int, limit: int) -> list[tuple[float, float]]:
+        """The activity's track as (lat, lon), oldest first, thinned to at most `limit` points
+        at evenly spaced ids, its first and newest fix always among them: `limit` index seeks
+        however long the ride (one statement)."""
+        t = self.ride_totals(activity_id)
+        if t is None or t.points <= 0 or limit <= 0:
+            return []
+        if t.points <= limit:
+            rows = self._all(
+                "SELECT id, lat, lon FROM fixes WHERE activity_id = ? ORDER BY id LIMIT ?",
+                (activity_id, limit),
+            )
+        else:
+            first = self._scalar(
+                "SELECT id FROM fixes WHERE activity_id = ? ORDER BY id LIMIT 1", (activity_id,)
+            )
+            last = self._scalar(
+                "SELECT id FROM fixes WHERE activity_id = ? ORDER BY id DESC LIMIT 1",
+                (activity_id,),
+            )
+            if first is None or last is None:
+                return []
+            n = max(2, limit)
+            rows = self._all(
+                "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < :n - 1) "
+                "SELECT f.id, f.lat, f.lon FROM k JOIN fixes f ON f.id = (SELECT g.id FROM fixes g "
+                "WHERE g.activity_id = :a AND g.id >= :first + (k.i * (:last - :first)) / (:n - 1) "
+                "ORDER BY g.id LIMIT 1) ORDER BY k.i",
+                {"n": n, "a": activity_id, "first": first, "last": last},
+            )
+        out: list[tuple[float, float]] = []
+        seen = None
+        for i, lat, lon in rows:
+            if i != seen:  # two spaced ids in one gap of the activity's ids land on one fix
+                out.append((lat, lon))
+                seen = i
+        return out
+
+    def _count_samples(self, t0: float, t1: float, minute: int | None = None) -> int:
+        if minute is None:
+            return self._scalar("SELECT count(*) FROM samples WHERE time BETWEEN ? AND ?",
+                                (t0, t1))  # fmt: skip
+        # The minute's samples as the triggers bucket them (time / 60 rounded, then cut), with
+        # a second's margin each side for that rounding.
+        return self._scalar(
+            "SELECT count(*) FROM samples WHERE time BETWEEN ? AND ? "
+            "AND CAST(time / 60 AS INTEGER) = ?",
+            (max(t0, minute * 60 - 1), min(t1, minute * 60 + 61), minute),
+        )
+
+    def _bucket_sum(self, size: int, first: int, last: int) -> int:
+        if first > last:
+            return 0
+        return self._scalar(
+            "SELECT coalesce(sum(n), 0) FROM sample_counts "
+            "WHERE size = ? AND start BETWEEN ? AND ?",
+            (size, first, last),
+        )
+
+    def _totals(self, activity_id: int) -> tot.Totals:
+        row = self.ride_totals(activity_id)
+        if row is not None:
+            return row
+        # No row: an activity started by a store of before migration 5 in this very
+        # transaction cannot happen; a row deleted by hand can. Sum it again.
+        return self._recompute_totals(activity_id)
+
+    def _put_totals(self, activity_id: int, t: tot.Totals) -> None:
+        self._conn.execute(
+            f"INSERT OR REPLACE INTO ride_totals (activity_id, {', '.join(tot.COLUMNS)}) "
+            f"VALUES (?{', ?' * len(tot.COLUMNS)})",
+            (activity_id, *tot.as_row(t)),
+        )
+
+    def _count_outside(self, n: int) -> None:
+        self._conn.execute(
+            "INSERT INTO ride_totals (activity_id, points) VALUES (0, ?) "
+            "ON CONFLICT (activity_id) DO UPDATE SET points = points + excluded.points",
+            (n,),
+        )
+
+    def _recompute_totals(self, activity_id: int) -> tot.Totals:
+        """Sum the activity's totals again from its fixes (a full read: only where the running
+        sum cannot follow, see detach_fixes and adopt_fixes), keeping the row's rules."""
+        old = self.ride_totals(activity_id)
+        if old is not None:
+            rules = (old.max_hdop, old.start_speed)
+        else:
+            a = self.activity(activity_id)
+            rules = self.ride_rules or tot.default_rules(a.type if a else "")
+        t = tot.Totals(*rules)
+        for f in self.iter_fixes(activity_id):
+            tot.fold(t, (f,), f.local)
+            t.last_id = f.id
+        self._put_totals(activity_id, t)
+        return t
+
+    def _tail_after(
+        self, activity_id: int, after: float
+    ) -> tuple[StoredFix | None, list[StoredFix]]:
+        """(the newest fix of the activity at `after` or earlier, the fixes after it, oldest
+        first), read from the newest back: only the tail is read."""
+        rows: list[tuple[Any, ...]] = []
+        last = 1 << 62
+        time_at = 4 + _FIX_FIELDS.index("time")
+        while True:
+            page = self._all(
+                f"SELECT {_FIX_SELECT} FROM fixes f WHERE f.activity_id = ? AND f.id < ? "
+                "ORDER BY f.id DESC LIMIT ?",
+                (activity_id, last, _PAGE),
+            )
+            for r in page:
+                if not r[time_at] > after:
+                    return _stored_fix(r), [_stored_fix(g) for g in reversed(rows)]
+                rows.append(r)
+            if len(page) < _PAGE:
+                return None, [_stored_fix(g) for g in reversed(rows)]
+            last = page[-1][0]
+
+    def _take_tail(
+        self, activity_id: int, keep: StoredFix | None, gone: list[StoredFix], moved: int
+    ) -> None:
+        """Take the `moved` fixes detach_fixes took out of the activity off its totals: the
+        steps into them come off the sums. Where they were not exactly its newest fixes (GPS
+        time that went back), or one of them may have held the top speed, sum it again."""
+        t = self._totals(activity_id)
+        top = t.max_speed
+        if len(gone) != moved or any(
+            (f.hdop is None or f.hdop <= t.max_hdop) and f.speed is not None
+            and math.isfinite(f.speed) and top is not None and f.speed >= top for f in gone
+        ):  # fmt: skip
+            self._recompute_totals(activity_id)
+            return
+        prev = keep
+        for f in gone:
+            if prev is not None:
+                before = tot.Totals(t.max_hdop, t.start_speed, last_time=prev.time,
+                                    last_lat=prev.lat, last_lon=prev.lon)  # fmt: skip
+                got = tot.step(before, f.time, f.lat, f.lon, f.speed, f.hdop)
+                if got is not None:
+                    t.distance_m -= got[0]
+                    t.moving_s -= got[1]
+            prev = f
+        t.points -= moved
+        t.local_points -= sum(f.local for f in gone)
+        if t.points <= 1:
+            # One fix or none left: no step at all, exactly (no rounding left from the sums).
+            t.distance_m = t.moving_s = 0.0
+        if keep is None:
+            t.max_speed = t.last_id = t.last_time = t.last_lat = t.last_lon = None
+        else:
+            t.last_id, t.last_time, t.last_lat, t.last_lon = keep.id, keep.time, keep.lat, keep.lon
+        self._put_totals(activity_id, t)
 
     def _newest_id(self) -> int:
         return self._scalar("SELECT max(id) FROM fixes") or 0
@@ -390,6 +611,10 @@ class FixesMixin(StoreBase):
     def _admit(self, count: int) -> None:
         """Called inside add_fixes' transaction before `count` fixes go in: raise StorageFull to
         refuse them. The size limit is pruning's (PruneMixin overrides this); here none."""
+
+
+def _minute(t: float) -> int:
+    return int(t / 60)  # as the sample_counts triggers: CAST(time / 60 AS INTEGER)
 
 
 def _activity(row: tuple[Any, ...]) -> Activity:
