@@ -288,7 +288,7 @@ def request_cost(path: Path) -> dict[str, int]:
                 s._conn.set_progress_handler(None, 0)
             cost[name] = steps[0]
     finally:
-        server.server_close()
+        server.close()
     return cost
 
 

@@ -403,6 +403,10 @@ class StatusServer:
             self._counts[kind] += 1
             self._reports.log(level, kind, msg, *args, exc_info=exc_info)
 
+    def close(self) -> None:
+        """Give up the listening socket of a server that never ran (run() closes its own)."""
+        self.socket.close()
+
     def run(self, stop: threading.Event) -> None:
         def beat(now: float) -> None:
             self.heartbeat = now
