@@ -161,6 +161,30 @@ def test_the_page_in_a_real_browser_shows_the_store(daemon, gps, tmp_path):
     assert path.group(1).count("L") == len(track["points"]) - 1
     rows = re.findall(r'<tr data-id="(\d+)">', dom)
     assert rows == [str(a) for a in sorted({f.activity_id for f in fixes if f.activity_id})]
+    # What is drawn says what it is: the ride under way, marked where it began and where the
+    # rider is, with a scale; the storage line hidden while it works.
+    assert shown("track-label") == "current ride: Cycling 2026-06-01 08:00"
+    ends = re.findall(r'<circle id="track-(start|end)" r="6" cx="([\d.]+)" cy="([\d.]+)"', dom)
+    drawn = re.findall(r"[ML]([\d.]+) ([\d.]+)", path.group(1))
+    assert ends == [("start", *drawn[0]), ("end", *drawn[-1])], (ends, drawn[:1], drawn[-1:])
+    scale = re.search(r'<g id="scale" data-metres="(\d+)">', dom)
+    assert scale and re.search(r'id="scale-text"[^>]*>(\d+ k?m)<', dom)
+    assert int(scale.group(1)) in {f * 10**e for f in (1, 2, 5) for e in range(6)}
+    assert '<div id="storage" class="bad" hidden=""' in dom
+    status_code, headers, body = fetch(url + "favicon.ico")
+    assert status_code == 200 and headers["Content-Type"] == "image/svg+xml" and b"<svg" in body
+    assert '<link rel="icon" href="/favicon.svg"' in dom
+
+    # After the ride: the last ride, labelled with when it ended.
+    assert d.cli("activity", "stop").returncode == 0
+    wait_for(lambda: all(a["end"] for a in json.loads(
+        urllib.request.urlopen(url + "api/activities", timeout=10).read())), what="ride ended")
+    dom = subprocess.run([CHROMIUM, *BROWSER, f"--user-data-dir={tmp_path / 'profile'}",
+                          "--dump-dom", url], capture_output=True, text=True,
+                         timeout=90).stdout  # fmt: skip
+    assert 'data-loaded="yes"' in dom, dom[-2000:]
+    assert re.fullmatch(r"last ride, ended \d\d:\d\d: Cycling 2026-06-01 08:00",
+                        shown("track-label")), shown("track-label")
     assert d.terminate() == 0
 
 
@@ -287,3 +311,25 @@ def test_the_page_in_a_real_browser_shows_the_inputs_and_the_share(boat_db, tmp_
     for element, text in (("share-listen", "tcp 0.0.0.0:10110"), ("share-clients", "2"),
                           ("share-dropped", "4096 bytes")):  # fmt: skip
         assert re.search(rf'id="{element}"[^>]*>{re.escape(text)}<', dom), element
+
+
+def test_a_database_that_cannot_be_opened_is_shown_not_a_failed_page(tmp_path):
+    """The page says what state the storage is in even when the database cannot be opened for
+    reading (tracker status does the same): its storage line, not an HTTP error."""
+    bad = tmp_path / "tracker.db"
+    bad.write_bytes(b"this is no database" * 100)
+    server, stop = serve(bad)
+    try:
+        code, _, body = fetch(server.url + "api/status")
+        assert code == 200, body
+        report = json.loads(body, parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+        assert report["storage"]["state"] in ("error", "corrupt")
+        assert str(bad) in report["storage"]["storage_error"]
+        if CHROMIUM is not None:
+            dom = subprocess.run([CHROMIUM, *BROWSER, f"--user-data-dir={tmp_path / 'p'}",
+                                  "--dump-dom", server.url], capture_output=True, text=True,
+                                 timeout=90).stdout  # fmt: skip
+            line = re.search(r'<div id="storage" class="bad" data-state="(\w+)">([^<]*)<', dom)
+            assert line and line.group(2).startswith("storage " + line.group(1)), dom[-1500:]
+    finally:
+        stop.set()

@@ -125,6 +125,10 @@ def page() -> bytes:
     return resources.files("tracker").joinpath("data/status.html").read_bytes()
 
 
+def icon() -> bytes:
+    return resources.files("tracker").joinpath("data/icon.svg").read_bytes()
+
+
 def track(store: Any, activity_id: int, limit: int = TRACK_POINTS) -> list[list[float]]:
     """The activity's fixes as [lat, lon], thinned to at most `limit` at evenly spaced fixes
     (the first and the newest always included, so the track ends where the rider is): a
@@ -199,8 +203,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if url.path == "/":
                 self._send(200, "text/html; charset=utf-8", page())
+            elif url.path in ("/favicon.ico", "/favicon.svg"):  # asked by every browser
+                self._send(200, "image/svg+xml", icon())
             elif url.path == "/api/status":
-                report = self.server.with_store(self.server.status)
+                report = self.server.status_report()
                 report.setdefault("web", {})["server"] = self.server.counters()
                 self._json(report)
             elif url.path == "/api/activities":
@@ -354,6 +360,22 @@ class StatusServer:
         finally:
             store.close()
 
+    def status_report(self) -> dict[str, Any]:
+        """`/api/status`: the store's status, or, when the database cannot even be opened for
+        reading (a full disk where no -shm can be made, an I/O error), what the daemon's status
+        file and the file system say, so the page shows the storage problem instead of
+        failing (tracker status does the same)."""
+        from tracker import status
+
+        try:
+            return self.with_store(self.status)
+        except StoreError as e:
+            if not self.cfg.storage.path.exists() and not status.daemon_wrote(self.cfg):
+                raise
+            report = status.collect_unopened(self.cfg, str(e))
+            report["web"] = {"tiles_url": self.cfg.web.tiles_url or None}
+            return report
+
     def status(self, store: Any) -> dict[str, Any]:
         from tracker import status
 
@@ -390,7 +412,18 @@ class StatusServer:
             a = store.current_activity() or (store.activities() or [None])[-1]
         if a is None:
             return {"activity": None, "points": []}
-        return {"activity": a.id, "title": a.title, "points": track(store, a.id)}
+        # What the page says above the drawing: the ride under way, or the last one and when
+        # it ended, in the rider's time zone as `tracker activities` shows it.
+        from datetime import UTC, datetime
+
+        from tracker.config import zone
+
+        ended = None
+        if a.ended_at is not None:
+            tz = zone(self.cfg.activity.timezone)
+            ended = datetime.fromtimestamp(a.ended_at, UTC).astimezone(tz).strftime("%H:%M")
+        return {"activity": a.id, "title": a.title, "current": a.ended_at is None,
+                "ended": ended, "points": track(store, a.id)}  # fmt: skip
 
     def counters(self) -> dict[str, int]:
         """What the server did since it started, and how many sockets it holds now."""
