@@ -115,7 +115,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from os import PathLike
 
-from tracker import instruments
+from tracker import instruments, plausible
 from tracker.fix import Fix, new_fix
 from tracker.logutil import RateLimitedLog
 
@@ -134,6 +134,7 @@ REJECT_REASONS = (
     "partial",
     "unparsable",
     "no_date",
+    *plausible.REASONS,  # per fix: tracker/plausible.py
 )
 
 _KNOT = 1852.0 / 3600.0  # m/s
@@ -847,25 +848,29 @@ class Decoder:
         sats = ep.sats_used()
         speed = ep.speed if ep.speed is not None else ep.speed_vtg
         course = ep.course if ep.course is not None else ep.course_vtg
-        self._out.append(  # positional, in Fix's field order (fix.new_fix: half the cost)
-            new_fix(
-                day * _DAY_S + ep.tod / 1e6,
-                ep.lat,
-                ep.lon,
-                ep.alt,
-                speed,
-                course,
-                ep.quality,
-                sats,
-                ep.hdop if ep.hdop is not None else ep.hdop_gsa,
-                ep.vdop,
-                ep.pdop,
-                ep.err_lat,
-                ep.err_lon,
-                ep.err_alt,
-            )
+        raw = new_fix(  # positional, in Fix's field order (fix.new_fix: half the cost)
+            day * _DAY_S + ep.tod / 1e6,
+            ep.lat,
+            ep.lon,
+            ep.alt,
+            speed,
+            course,
+            ep.quality,
+            sats,
+            ep.hdop if ep.hdop is not None else ep.hdop_gsa,
+            ep.vdop,
+            ep.pdop,
+            ep.err_lat,
+            ep.err_lon,
+            ep.err_alt,
         )
-        self.stats.fixes += 1
+        fix = plausible.check(raw, self.stats)  # once per epoch: the bounds of docs/values.md
+        if fix is not raw:
+            self._log.warning("implausible", "NMEA fix with impossible values: %s",
+                              plausible.describe(raw, fix))  # fmt: skip
+        if fix is not None:
+            self._out.append(fix)
+            self.stats.fixes += 1
 
     def _reject(self, reason: str, msg: str, *args: object, count: int = 1) -> None:
         s = self.stats
