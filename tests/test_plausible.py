@@ -227,6 +227,7 @@ def test_a_lone_outlier_is_dropped_and_the_ride_goes_on(glitch) -> None:
     feed(*ride(10, T0 + 12))
     assert feed.out == ride(9) + [T0 + 9, T0 + 11] + ride(10, T0 + 12)
     assert feed.outliers == 1
+    assert feed.filter.dropped_at == plausible.utc_text(glitch)
 
 
 def test_fixes_in_line_pass_at_once_and_are_the_same_list() -> None:

@@ -200,13 +200,16 @@ class GpsReader:
 
     def _emit(self, decoded: list[Fix]) -> None:
         now = time.monotonic()
-        fixes = self._time_filter(decoded, now) if decoded else decoded
-        if len(fixes) < len(decoded) and self.stats.rejected_by.get("time_outlier"):
-            self._limited.warning(
-                "time_outlier", "GPS %s: held or dropped a fix whose time is out of line "
-                "with the one before (a lone outlier is dropped, %d so far)",
-                self.device, self.stats.rejected_by["time_outlier"],
-            )  # fmt: skip
+        fixes = decoded
+        if decoded:
+            outliers = self.stats.rejected_by.get("time_outlier", 0)
+            fixes = self._time_filter(decoded, now)
+            if self.stats.rejected_by.get("time_outlier", 0) != outliers:
+                self._limited.warning(
+                    "time_outlier", "GPS %s: dropped a fix at %s, far in time from the fixes "
+                    "around it (%d so far; docs/values.md)", self.device,
+                    self._time_filter.dropped_at, self.stats.rejected_by["time_outlier"],
+                )  # fmt: skip
         if fixes:
             if fixes[-1] is decoded[-1]:  # else the offset would pair a fix with another's arrival
                 # gpsd's fixes are completed an epoch after their TPV came: offset from its

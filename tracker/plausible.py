@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
 from tracker.fix import Fix
@@ -151,6 +152,14 @@ _FIELDS = ("alt", "speed", "course", "sats", "hdop", "vdop", "pdop", "err_lat", 
            "err_alt")  # fmt: skip
 
 
+def utc_text(t: float) -> str:
+    """`t` as ISO 8601 UTC for a log line; its repr when no date can hold it."""
+    try:
+        return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return repr(t)
+
+
 def finite(x: float | None) -> float | None:
     """`x`, or None when it is not a finite number: for outputs, which may read values stored
     by a release that did not check them (an `inf` altitude in a database in the field)."""
@@ -203,6 +212,7 @@ class TimeFilter:
         self._last_at = 0.0  # when it arrived (monotonic)
         self._held: Fix | None = None
         self._held_at = 0.0
+        self.dropped_at = ""  # the time of the last fix dropped, as UTC text, for a log line
 
     @property
     def held(self) -> Fix | None:
@@ -215,12 +225,16 @@ class TimeFilter:
     def __call__(self, fixes: list[Fix], now: float) -> list[Fix]:
         last = self._last
         if self._held is None and last is not None:
-            # The usual call: every fix in line with the one before; passed as it came.
-            prev, prev_at = last, self._last_at
+            # The usual call: every fix in line with the one before; passed as it came. The
+            # test of _in_line, inline: this runs for every fix.
+            back = -self._repeat
+            ahead = self._ahead + max(0.0, now - self._last_at)
+            prev = last
             for f in fixes:
-                if not self._in_line(prev, prev_at, f.time, now):
+                if not back <= f.time - prev <= ahead:
                     break
-                prev, prev_at = f.time, now
+                prev = f.time
+                ahead = self._ahead  # the next arrived with this one
             else:
                 if fixes:
                     self._last, self._last_at = prev, now
@@ -257,6 +271,7 @@ class TimeFilter:
             self._held, self._held_at = f, now
             return
         _count(self._stats, "time_outlier")
+        self.dropped_at = utc_text(held.time)
         if last is not None and self._in_line(last, self._last_at, f.time, now):
             self._held = None  # back in line: the held one was alone
             self._pass(f, now, out)
