@@ -215,8 +215,10 @@ def test_a_ride_with_impossible_values_is_one_activity_delivered_once_with_nothi
                 assert v is None or math.isfinite(v), g
         assert len({f.tag for f in got}) == 1
 
-        # Counted by reason where the rider looks.
-        status = d.status()
+        # Counted by reason where the rider looks; `tracker status --json` strict JSON too.
+        done = d.cli("status", "--json")
+        assert done.returncode == 0, done.stderr
+        status = strict(done.stdout)
         reasons = status["rejected"]["by_reason"]
         for name, (_, _, reason) in VALUE_GLITCHES.items():
             assert reasons[reason] >= 1, (name, reasons)
