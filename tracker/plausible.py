@@ -103,53 +103,48 @@ def check(fix: Fix, stats: Counters) -> Fix | None:
     return _clean(fix, stats)
 
 
-def _within(x: float | None, lo: float, hi: float, *, above: bool = False) -> bool:
-    if x is None:
-        return True
-    return (lo < x <= hi) if above else (lo <= x <= hi)
+# The slow path's table: field, lowest, highest, whether the lowest itself is out, reason.
+_BOUNDS = (
+    ("alt", ALT_MIN, ALT_MAX, False, "implausible_alt"),
+    ("speed", 0.0, SPEED_MAX, False, "implausible_speed"),
+    ("course", 0.0, COURSE_MAX, False, "implausible_course"),
+    ("sats", 0, SATS_MAX, False, "implausible_sats"),
+    ("hdop", 0.0, DOP_MAX, True, "implausible_dop"),
+    ("vdop", 0.0, DOP_MAX, True, "implausible_dop"),
+    ("pdop", 0.0, DOP_MAX, True, "implausible_dop"),
+    ("err_lat", 0.0, ERR_MAX, False, "implausible_error"),
+    ("err_lon", 0.0, ERR_MAX, False, "implausible_error"),
+    ("err_alt", 0.0, ERR_MAX, False, "implausible_error"),
+)
 
 
 def _clean(fix: Fix, stats: Counters) -> Fix:
-    """The slow path of check(): which values are out, set to None, counted."""
+    """The slow path of check(): the values out of bounds set to None, each reason counted
+    once."""
     unknown: dict[str, None] = {}
-    reasons: list[str] = []
-
-    def out(names: tuple[str, ...], ok: bool, reason: str) -> None:
-        if not ok:
-            unknown.update(dict.fromkeys(names))
-            reasons.append(reason)
-
-    out(("alt",), _within(fix.alt, ALT_MIN, ALT_MAX), "implausible_alt")
-    out(("speed",), _within(fix.speed, 0.0, SPEED_MAX), "implausible_speed")
-    out(("course",), _within(fix.course, 0.0, COURSE_MAX), "implausible_course")
-    out(("sats",), _within(fix.sats, 0, SATS_MAX), "implausible_sats")
-    for name in ("hdop", "vdop", "pdop"):
-        if not _within(getattr(fix, name), 0.0, DOP_MAX, above=True):
+    reasons: dict[str, None] = {}  # ordered, once each
+    for name, lo, hi, open_low, reason in _BOUNDS:
+        x = getattr(fix, name)
+        if x is None:
+            continue
+        if not ((lo < x) if open_low else (lo <= x)) or not x <= hi:  # NaN fails both
             unknown[name] = None
-            if "implausible_dop" not in reasons:
-                reasons.append("implausible_dop")
-    for name in ("err_lat", "err_lon", "err_alt"):
-        if not _within(getattr(fix, name), 0.0, ERR_MAX):
-            unknown[name] = None
-            if "implausible_error" not in reasons:
-                reasons.append("implausible_error")
+            reasons[reason] = None
     for reason in reasons:
         _count(stats, reason)
     return replace(fix, **unknown) if unknown else fix
 
 
 def describe(raw: Fix, checked: Fix | None) -> str:
-    """What check() did to `raw`, for a log line: "fix dropped: time 9.4e+08 ..." or the values
-    set to unknown."""
+    """What check() did to `raw`, for a log line: the fix dropped and why, or the values set
+    to unknown."""
     if checked is None:
-        return (f"fix dropped: time {raw.time!r}, position {raw.lat!r}, {raw.lon!r} "
-                "(a receiver reports neither)")  # fmt: skip
-    names = [n for n in _FIELDS if getattr(checked, n) is None and getattr(raw, n) is not None]
+        return (f"fix dropped: time {utc_text(raw.time)}, position {raw.lat!r}, {raw.lon!r}: "
+                "no receiver reports that time or position")  # fmt: skip
+    names = [
+        n for n, *_ in _BOUNDS if getattr(raw, n) is not None and getattr(checked, n) is None
+    ]
     return ", ".join(f"{n} {getattr(raw, n)!r}" for n in names) + " set to unknown"
-
-
-_FIELDS = ("alt", "speed", "course", "sats", "hdop", "vdop", "pdop", "err_lat", "err_lon",
-           "err_alt")  # fmt: skip
 
 
 def utc_text(t: float) -> str:
