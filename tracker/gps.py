@@ -202,13 +202,14 @@ class GpsReader:
         now = time.monotonic()
         fixes = decoded
         if decoded:
-            outliers = self.stats.rejected_by.get("time_outlier", 0)
-            fixes = self._time_filter(decoded, now)
-            if self.stats.rejected_by.get("time_outlier", 0) != outliers:
+            filt = self._time_filter
+            dropped = filt.dropped
+            fixes = filt(decoded, now)
+            if filt.dropped != dropped:
                 self._limited.warning(
                     "time_outlier", "GPS %s: dropped a fix at %s, far in time from the fixes "
-                    "around it (%d so far; docs/values.md)", self.device,
-                    self._time_filter.dropped_at, self.stats.rejected_by["time_outlier"],
+                    "around it (%d so far; docs/values.md)", self.device, filt.dropped_at,
+                    filt.dropped,
                 )  # fmt: skip
         if fixes:
             if fixes[-1] is decoded[-1]:  # else the offset would pair a fix with another's arrival

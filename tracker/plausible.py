@@ -202,11 +202,13 @@ class TimeFilter:
                  ahead_s: float = AHEAD_S) -> None:  # fmt: skip
         self._stats = stats
         self._repeat = repeat_s
+        self._back = -repeat_s
         self._ahead = ahead_s
         self._last: float | None = None  # time of the newest fix passed on
         self._last_at = 0.0  # when it arrived (monotonic)
         self._held: Fix | None = None
         self._held_at = 0.0
+        self.dropped = 0  # lone outliers dropped (also counted in `stats`)
         self.dropped_at = ""  # the time of the last fix dropped, as UTC text, for a log line
 
     @property
@@ -218,21 +220,22 @@ class TimeFilter:
         return -self._repeat <= t - ref <= self._ahead + max(0.0, now - ref_at)
 
     def __call__(self, fixes: list[Fix], now: float) -> list[Fix]:
-        last = self._last
-        if self._held is None and last is not None:
-            # The usual call: every fix in line with the one before; passed as it came. The
-            # test of _in_line, inline: this runs for every fix.
-            back = -self._repeat
-            ahead = self._ahead + max(0.0, now - self._last_at)
-            prev = last
+        if self._held is None and (prev := self._last) is not None:
+            # The usual call: every fix in line with the one before, passed as it came. The
+            # test of _in_line, inline and without a call: this runs for every fix.
+            waited = now - self._last_at
+            ahead = self._ahead + waited if waited > 0.0 else self._ahead
+            back = self._back
             for f in fixes:
-                if not back <= f.time - prev <= ahead:
+                t = f.time
+                if not back <= t - prev <= ahead:
                     break
-                prev = f.time
+                prev = t
                 ahead = self._ahead  # the next arrived with this one
             else:
                 if fixes:
-                    self._last, self._last_at = prev, now
+                    self._last = prev
+                    self._last_at = now
                 return fixes
         out: list[Fix] = []
         for f in fixes:
@@ -266,6 +269,7 @@ class TimeFilter:
             self._held, self._held_at = f, now
             return
         _count(self._stats, "time_outlier")
+        self.dropped += 1
         self.dropped_at = utc_text(held.time)
         if last is not None and self._in_line(last, self._last_at, f.time, now):
             self._held = None  # back in line: the held one was alone
