@@ -18,9 +18,10 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tracker import config
+from tracker import config, plausible
 from tracker.backends import REGISTRY, settings_class
-from tracker.nmea import REJECT_REASONS, Decoder
+from tracker.gpsd import GpsdDecoder
+from tracker.nmea import REJECT_REASONS, Decoder, DecoderStats
 from tracker.senders import gpsr, mapmytracks
 from tracker.senders.transport import Rejected, SendError, Transient
 from tracker.sensors import ant, gatt
@@ -120,11 +121,40 @@ def chunks(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
 
 
+def in_bounds(f) -> bool:
+    """Every value of the fix finite and within what a receiver can report (docs/values.md),
+    checked here on its own, not through the decoder's check."""
+    p = plausible
+
+    def within(x, lo, hi, *, above=False) -> bool:
+        return x is None or (math.isfinite(x) and (lo < x if above else lo <= x) and x <= hi)
+
+    return (
+        p.TIME_MIN <= f.time < p.TIME_MAX
+        and -90 <= f.lat <= 90 and -180 <= f.lon <= 180
+        and within(f.alt, p.ALT_MIN, p.ALT_MAX)
+        and within(f.speed, 0, p.SPEED_MAX)
+        and within(f.course, 0, 360)
+        and within(f.sats, 0, p.SATS_MAX)
+        and all(within(d, 0, p.DOP_MAX, above=True) for d in (f.hdop, f.vdop, f.pdop))
+        and all(within(e, 0, p.ERR_MAX) for e in (f.err_lat, f.err_lon, f.err_alt))
+    )  # fmt: skip
+
+
+# Counted once per fix or epoch, not per sentence: the accounting below leaves them out.
+PER_FIX = ("no_date", *plausible.REASONS)
+
+
+def per_sentence(s: DecoderStats) -> int:
+    return s.sentences + s.ignored + s.rejected - sum(s.rejected_by[r] for r in PER_FIX)
+
+
 def check_decoder(dec: Decoder, fixes: list) -> None:
     for f in fixes:
         assert math.isfinite(f.time), f
         assert math.isfinite(f.lat) and -90.0 <= f.lat <= 90.0, f
         assert math.isfinite(f.lon) and -180.0 <= f.lon <= 180.0, f
+        assert in_bounds(f), f
     s = dec.stats
     assert set(s.rejected_by) == set(REJECT_REASONS)
     assert s.rejected == sum(s.rejected_by.values())
@@ -172,15 +202,143 @@ def test_nmea_fuzzed_fields(fuzzed: list[bytes], between_epochs: bool) -> None:
     if between_epochs:
         fixes += dec.feed(b"".join(sentence(b) + b"\r\n" for b in epoch("123518")))
     for line in fuzzed:
-        s = dec.stats
-        before = s.sentences + s.ignored + s.rejected - s.rejected_by["no_date"]
+        before = per_sentence(dec.stats)
         fixes += dec.feed(line + b"\r\n")
-        after = s.sentences + s.ignored + s.rejected - s.rejected_by["no_date"]
-        assert after - before == 1, line
+        assert per_sentence(dec.stats) - before == 1, line
     if between_epochs:
         fixes += dec.feed(b"".join(sentence(b) + b"\r\n" for b in epoch("123521")))
     fixes += dec.flush()
     check_decoder(dec, fixes)
+
+
+# Values at the edges of what a float and a receiver can say: the impossible ones a receiver, a
+# cable or a multiplexer really hands over with a valid checksum (issue 21), and the bounds.
+EXTREME = ["inf", "-inf", "nan", "1e300", "-1e300", "1e999", "510000000.0", "-12.5", "-1", "999",
+           "0", "0.0", "-0", "99.99", "100", "100.01", "360", "360.1", "600", "600.1", "1e-300",
+           "-1000", "-1000.1", "100000", "100000.1", "200", "201", "18000", "4294967296",
+           "99999999999999999999"]  # fmt: skip
+extreme_number = st.one_of(
+    st.sampled_from(EXTREME),
+    st.floats().map(repr),
+    st.integers(-(10**6), 10**6).map(str),
+)
+# The numeric fields of each sentence of `epoch()` (after the address), and the date fields.
+NUMERIC = {"GGA": (6, 7, 8, 10), "GSA": (14, 15, 16), "GNS": (6, 7, 8), "RMC": (6, 7),
+           "VTG": (0, 4, 6), "GST": (1, 2, 3, 5, 6, 7)}  # fmt: skip
+
+
+@st.composite
+def extreme_epoch(draw: st.DrawFn) -> list[bytes]:
+    """A complete epoch (every kind the decoder reads), valid checksums, with numeric fields
+    replaced by extreme values and sometimes an extreme date (RMC ddmmyy, ZDA year)."""
+    tm = draw(st.sampled_from(["123519", "123520", "235959.99", "000000"]))
+    out = []
+    for body in epoch(tm):
+        fields = body.split(",")
+        kind = fields[0][2:]
+        for i in NUMERIC.get(kind, ()):
+            if draw(st.integers(0, 2)) == 0:
+                fields[i + 1] = draw(extreme_number)
+        if kind == "RMC" and draw(st.booleans()):
+            day, month = draw(st.integers(1, 31)), draw(st.integers(1, 12))
+            yy = draw(st.integers(0, 99))
+            fields[9] = f"{day:02d}{month:02d}{yy:02d}"
+        if kind == "ZDA" and draw(st.booleans()):
+            fields[4] = str(draw(st.sampled_from([1979, 1980, 1999, 2099, 2100, 9999, 1])))
+        out.append(sentence(",".join(fields)))
+    return out
+
+
+@settings(FUZZ, max_examples=400)
+@given(st.lists(extreme_epoch(), min_size=1, max_size=4), st.booleans())
+@example([[sentence(f"GPRMC,123519,A,4807.038,N,01131.000,E,{v},084.4,230394,003.1,W,A")
+           for v in ("510000000.0", "inf", "-12.5")]], False)  # fmt: skip
+@example([[sentence("GPGGA,123519,4807.038,N,01131.000,E,1,999,-1,1e300,M,46.9,M,,"),
+           sentence("GPRMC,123519,A,4807.038,N,01131.000,E,022.4,084.4,230394,003.1,W,A")]],
+         True)  # fmt: skip
+def test_nmea_extreme_values_never_leave_the_bounds(epochs: list[list[bytes]], split: bool) -> None:
+    """Valid-checksum epochs with extreme fields: every fix emitted is within the bounds, every
+    sentence is accounted for once, and what was out of bounds is counted by reason."""
+    dec = Decoder()
+    fixes = []
+    for lines in epochs:
+        if split:
+            for line in lines:
+                before = per_sentence(dec.stats)
+                fixes += dec.feed(line + b"\r\n")
+                assert per_sentence(dec.stats) - before == 1, line
+        else:
+            fixes += dec.feed(b"".join(line + b"\r\n" for line in lines))
+    fixes += dec.flush()
+    check_decoder(dec, fixes)
+    assert dec.stats.fixes == len(fixes)
+
+
+gpsd_number = st.one_of(st.floats(), st.sampled_from([5.1e8, -1.0, 999, 1e300, 0, 600.1, 100.01]),
+                        st.integers(-(10**20), 10**20), st.none(), st.text(max_size=3))  # fmt: skip
+
+
+gpsd_day = st.sampled_from(["2026-06-14", "1979-01-01", "2100-01-01"])
+
+
+@FUZZ
+@given(st.lists(st.tuples(*[gpsd_number] * 6, gpsd_day), min_size=1, max_size=4))
+def test_gpsd_extreme_values_never_leave_the_bounds(reports: list[tuple]) -> None:
+    """gpsd's JSON, where json.loads already turns 1e999 into inf: the same bounds."""
+    import json
+
+    dec = GpsdDecoder()
+    fixes = []
+    for k, (speed, alt, track, hdop, sats, err, when) in enumerate(reports):
+        tpv = {"class": "TPV", "mode": 3, "time": f"{when}T09:30:0{k}Z", "lat": 48.1, "lon": 11.5,
+               "speed": speed, "altMSL": alt, "track": track}  # fmt: skip
+        sky = {"class": "SKY", "hdop": hdop, "vdop": err, "pdop": hdop, "uSat": sats}
+        gst = {"class": "GST", "time": tpv["time"], "lat": err, "lon": err, "alt": err}
+        data = b"".join(json.dumps(x).encode() + b"\n" for x in (tpv, sky, gst))
+        fixes += dec.feed(data)
+    fixes += dec.flush()
+    for f in fixes:
+        assert in_bounds(f), f
+    assert dec.stats.fixes == len(fixes)
+
+
+@st.composite
+def ride_with_lone_outliers(draw: st.DrawFn) -> tuple[list[float], set[int]]:
+    """A 1 Hz ride with single epochs far from their neighbours (at least two good epochs
+    apart, never the first two), as (times, indices of the outliers)."""
+    n = draw(st.integers(5, 60))
+    t0 = 1_781_000_000.0
+    times = [t0 + i for i in range(n)]
+    bad: set[int] = set()
+    for i in draw(st.lists(st.integers(2, n - 2), max_size=6)):
+        if not {i - 2, i - 1, i, i + 1} & bad:
+            bad.add(i)
+            jump = draw(st.sampled_from([3600.0, 86400.0, -3600.0, -86400.0, 60.0, -60.0,
+                                         -27 * 365 * 86400.0, 73 * 365 * 86400.0]))  # fmt: skip
+            times[i] += jump
+    return times, bad
+
+
+@FUZZ
+@given(ride_with_lone_outliers(), st.floats(0.001, 2.0))
+def test_lone_time_outliers_are_dropped_and_nothing_else(ride, pace_s: float) -> None:
+    """Whatever the pace the fixes arrive at (a replay faster than real time too), exactly the
+    lone outliers are dropped, each counted, and every good fix is passed on in order."""
+    from dataclasses import replace
+
+    from tracker.fix import Fix
+
+    times, bad = ride
+    stats = DecoderStats()
+    filt = plausible.TimeFilter(stats)
+    out = []
+    now = 0.0
+    base = Fix(0.0, 48.1, 11.5)
+    for t in times:
+        now += pace_s
+        out += [f.time for f in filt([replace(base, time=t)], now)]
+    assert out == [t for i, t in enumerate(times) if i not in bad]
+    assert stats.rejected_by["time_outlier"] == len(bad)
 
 
 # --- Map My Tracks replies --------------------------------------------------------------------

@@ -228,8 +228,11 @@ def test_the_position_with_more_decimals_wins_whatever_the_order() -> None:
 
 def test_two_digit_years_pivot_at_1980() -> None:
     assert run(rmc("120000", date="060199"))[0].time == t(1999, 1, 6, 12, 0, 0)
-    assert run(rmc("120000", date="050180"))[0].time == t(1980, 1, 5, 12, 0, 0)
+    assert run(rmc("120000", date="060180"))[0].time == t(1980, 1, 6, 12, 0, 0)
     assert run(rmc("120000", date="050179"))[0].time == t(2079, 1, 5, 12, 0, 0)
+    # The day before the GPS epoch (1980-01-06): no receiver time, the fix is dropped
+    # (tracker/plausible.py; test_plausible.py has the other bounds).
+    assert run(rmc("120000", date="050180")) == []
 
 
 def test_the_receivers_date_is_kept_even_when_it_is_an_old_gps_era() -> None:

@@ -72,6 +72,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from tracker import status
+    from tracker.plausible import no_nonfinite
 
     cfg = _config(args)
 
@@ -91,7 +92,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                 report = status.collect(store, cfg)
             finally:
                 store.close()
-        return json.dumps(report, indent=2) if args.json else status.render(report)
+        if not args.json:
+            return status.render(report)
+        # A value stored by an older release may be `inf`: JSON has no such number.
+        return json.dumps(no_nonfinite(report), indent=2, allow_nan=False)
 
     if not args.watch:
         print(show())
@@ -113,6 +117,7 @@ def cmd_activities(args: argparse.Namespace) -> int:
 
     from tracker import rides
     from tracker.config import zone
+    from tracker.plausible import no_nonfinite
 
     cfg = _config(args)
     tz = zone(cfg.activity.timezone)
@@ -122,7 +127,8 @@ def cmd_activities(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print(json.dumps([rides.as_json(r, tz) for r in items], indent=2))
+        print(json.dumps(no_nonfinite([rides.as_json(r, tz) for r in items]), indent=2,
+                         allow_nan=False))  # fmt: skip
     else:
         print(rides.render(items, tz))
     return 0

@@ -32,6 +32,7 @@ import bisect
 import contextlib
 import csv
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -46,6 +47,7 @@ from gpxpy.gpxfield import gpx_fields_to_xml
 
 from tracker import __version__
 from tracker.fix import INSTRUMENT_KINDS, SAMPLE_KINDS
+from tracker.plausible import finite_fix
 from tracker.store import Activity, Store, StoredFix
 
 NS = {
@@ -133,6 +135,8 @@ class _Samples:
         if instruments:
             samples += store.instruments_between(t0 - window, t1 + window)
         for s in samples:
+            if not math.isfinite(s.value):  # an older release's value: no output can hold it
+                continue
             self.times.setdefault(s.kind, []).append(s.time)
             self.values.setdefault(s.kind, []).append(s.value)
 
@@ -151,8 +155,14 @@ class _Samples:
 
 
 def _chunks(fixes: Iterable[StoredFix]) -> Iterator[list[StoredFix]]:
+    """Pages of CHUNK fixes, each with its non-finite values as None and without the fixes
+    whose time or position is not finite: a database written by an older release may hold
+    an `inf` altitude, which no output format can carry (`<ele>inf</ele>`, `Infinity`)."""
     chunk: list[StoredFix] = []
-    for fix in fixes:
+    for stored in fixes:
+        fix = finite_fix(stored)
+        if fix is None:
+            continue
         chunk.append(fix)
         if len(chunk) >= CHUNK:
             yield chunk

@@ -35,6 +35,7 @@ import serial
 from tracker.fix import Fix
 from tracker.logutil import RateLimitedLog
 from tracker.nmea import Decoder, DecoderStats
+from tracker.plausible import TimeFilter
 from tracker.sensors.clock import Reading
 from tracker.share import LineCutter
 from tracker.worker import run_loop
@@ -98,6 +99,9 @@ class GpsReader:
         self._share = share
         self._cutter = LineCutter()
         self._limited = RateLimitedLog(log, 60.0)
+        # A lone epoch far from its neighbours (a 1999 date, an hour ahead and back) never
+        # reaches the recorder or the GPS clock offset (tracker/plausible.py, docs/values.md).
+        self._time_filter = TimeFilter(self.decoder.stats)
 
     @property
     def stats(self) -> DecoderStats:
@@ -194,12 +198,25 @@ class GpsReader:
                         self.device, now - last_sentence, self.baudrate,
                     )  # fmt: skip
 
-    def _emit(self, fixes: list[Fix]) -> None:
+    def _emit(self, decoded: list[Fix]) -> None:
         now = time.monotonic()
+        fixes = decoded
+        if decoded:
+            filt = self._time_filter
+            dropped = filt.dropped
+            fixes = filt(decoded, now)
+            if filt.dropped != dropped:
+                self._limited.warning(
+                    "time_outlier", "GPS %s: dropped a fix at %s, far in time from the fixes "
+                    "around it (%d so far; docs/values.md)", self.device, filt.dropped_at,
+                    filt.dropped,
+                )  # fmt: skip
         if fixes:
-            # gpsd's fixes are completed an epoch after their TPV came: offset from its arrival
-            arrived = getattr(self.decoder, "arrived", None) if self.gpsd else None
-            self.clock_offset = fixes[-1].time - (arrived if arrived is not None else now)
+            if fixes[-1] is decoded[-1]:  # else the offset would pair a fix with another's arrival
+                # gpsd's fixes are completed an epoch after their TPV came: offset from its
+                # arrival
+                arrived = getattr(self.decoder, "arrived", None) if self.gpsd else None
+                self.clock_offset = fixes[-1].time - (arrived if arrived is not None else now)
             self._out(fixes)
         if self._readings is not None:
             readings = decoded_readings(self.decoder, "gps", now)

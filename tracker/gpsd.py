@@ -36,6 +36,7 @@ came, which the reader uses for the GPS clock offset (sensor timestamps).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import socket
 import time
@@ -44,7 +45,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from tracker import plausible
 from tracker.fix import Fix
+from tracker.logutil import RateLimitedLog
 
 CONNECT_TIMEOUT_S = 5.0
 DEFAULT_PORT = 2947
@@ -135,6 +138,7 @@ class GpsdDecoder:
 
         self.stats = DecoderStats()
         self.stats.rejected_by.setdefault("json", 0)
+        self._log = RateLimitedLog(logging.getLogger(__name__), 60.0)
         self.version: str | None = None
         self.arrived: float | None = None  # monotonic arrival of the newest emitted fix's TPV
         self._device = device
@@ -240,10 +244,19 @@ class GpsdDecoder:
 
     def _complete(self, out: list[Fix]) -> None:
         if self._pending is not None:
-            out.append(self._pending)
+            # The NMEA decoder's bounds (tracker/plausible.py): gpsd passes on what the
+            # receiver said, impossible or not.
+            raw = self._pending
+            fix = plausible.check(raw, self.stats)
+            self._pending = None
+            if fix is not raw:
+                self._log.warning("implausible", "gpsd fix with impossible values: %s",
+                                  plausible.describe(raw, fix))  # fmt: skip
+            if fix is None:
+                return
+            out.append(fix)
             self.arrived = self._pending_at
             self.stats.fixes += 1
-            self._pending = None
 
 
 def _used(d: dict[str, Any]) -> int | None:

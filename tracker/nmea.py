@@ -115,9 +115,16 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from os import PathLike
 
-from tracker import instruments
+from tracker import instruments, plausible
 from tracker.fix import Fix, new_fix
 from tracker.logutil import RateLimitedLog
+from tracker.plausible import ALT_MAX as _ALT_MAX
+from tracker.plausible import ALT_MIN as _ALT_MIN
+from tracker.plausible import DOP_MAX as _DOP_MAX
+from tracker.plausible import SATS_MAX as _SATS_MAX
+from tracker.plausible import SPEED_MAX as _SPEED_MAX
+from tracker.plausible import TIME_MAX as _TIME_MAX
+from tracker.plausible import TIME_MIN as _TIME_MIN
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +141,7 @@ REJECT_REASONS = (
     "partial",
     "unparsable",
     "no_date",
+    *plausible.REASONS,  # per fix: tracker/plausible.py
 )
 
 _KNOT = 1852.0 / 3600.0  # m/s
@@ -844,28 +852,44 @@ class Decoder:
         self._emit(ep, day)
 
     def _emit(self, ep: _Epoch, day: int) -> None:
+        t = day * _DAY_S + ep.tod / 1e6
         sats = ep.sats_used()
         speed = ep.speed if ep.speed is not None else ep.speed_vtg
         course = ep.course if ep.course is not None else ep.course_vtg
-        self._out.append(  # positional, in Fix's field order (fix.new_fix: half the cost)
-            new_fix(
-                day * _DAY_S + ep.tod / 1e6,
-                ep.lat,
-                ep.lon,
-                ep.alt,
-                speed,
-                course,
-                ep.quality,
-                sats,
-                ep.hdop if ep.hdop is not None else ep.hdop_gsa,
-                ep.vdop,
-                ep.pdop,
-                ep.err_lat,
-                ep.err_lon,
-                ep.err_alt,
-            )
-        )
-        self.stats.fixes += 1
+        alt = ep.alt
+        hdop = ep.hdop if ep.hdop is not None else ep.hdop_gsa
+        vdop = ep.vdop
+        pdop = ep.pdop
+        raw = new_fix(  # positional, in Fix's field order (fix.new_fix: half the cost)
+            t, ep.lat, ep.lon, alt, speed, course, ep.quality, sats, hdop, vdop, pdop,
+            ep.err_lat, ep.err_lon, ep.err_alt,
+        )  # fmt: skip
+        # The bounds of docs/values.md, once per epoch: inline for the usual fix (its values
+        # plausible or absent; the position is bounded by _angle already), the rest through
+        # plausible.check, which sets what is out to unknown and counts it. A third of the
+        # cost of calling check for every fix.
+        if (
+            _TIME_MIN <= t < _TIME_MAX
+            and (speed is None or 0.0 <= speed <= _SPEED_MAX)
+            and (alt is None or _ALT_MIN <= alt <= _ALT_MAX)
+            and (course is None or 0.0 <= course <= 360.0)
+            and (sats is None or 0 <= sats <= _SATS_MAX)
+            and (hdop is None or 0.0 < hdop <= _DOP_MAX)
+            and (vdop is None or 0.0 < vdop <= _DOP_MAX)
+            and (pdop is None or 0.0 < pdop <= _DOP_MAX)
+            and ep.err_lat is None  # GST, less common: checked in full below
+            and ep.err_lon is None
+            and ep.err_alt is None
+        ):
+            fix: Fix | None = raw
+        else:
+            fix = plausible.check(raw, self.stats)
+            if fix is not raw:
+                self._log.warning("implausible", "NMEA fix with impossible values: %s",
+                                  plausible.describe(raw, fix))  # fmt: skip
+        if fix is not None:
+            self._out.append(fix)
+            self.stats.fixes += 1
 
     def _reject(self, reason: str, msg: str, *args: object, count: int = 1) -> None:
         s = self.stats

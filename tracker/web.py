@@ -270,7 +270,12 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _json(self, value: Any) -> None:
-        self._send(200, "application/json", json.dumps(value).encode())
+        from tracker.plausible import no_nonfinite  # here: the one line web.py needs of it
+
+        # Strict JSON: a non-finite value (an older release's `inf` in the store) is null,
+        # never `Infinity`, which a browser's JSON.parse refuses.
+        body = json.dumps(no_nonfinite(value), allow_nan=False)
+        self._send(200, "application/json", body.encode())
 
     def _send(self, code: int, ctype: str, body: bytes) -> None:
         self.send_response(code)

@@ -47,6 +47,7 @@ from defusedxml.ElementTree import ParseError, fromstring
 from tracker import __version__
 from tracker.checks import FAIL, OK, Check, Probe, unreachable
 from tracker.fix import SAMPLE_KINDS, Sample
+from tracker.plausible import finite
 from tracker.senders.base import Sender
 from tracker.senders.settings import SenderSettings, secret
 from tracker.senders.state import STATE_VERSION, Pending, check_version
@@ -104,9 +105,10 @@ def thin(
 
 
 def encode_points(fixes: Iterable[StoredFix]) -> str:
-    """`lat lon alt time` per point, all space-separated (a missing altitude is sent as 0)."""
+    """`lat lon alt time` per point, all space-separated (a missing altitude is sent as 0, and
+    so is one that is not finite: a value an older release stored unchecked)."""
     return " ".join(
-        f"{_num(f.lat, 7)} {_num(f.lon, 7)} {_num(f.alt or 0.0, 1)} {point_time(f.time)}"
+        f"{_num(f.lat, 7)} {_num(f.lon, 7)} {_num(finite(f.alt) or 0.0, 1)} {point_time(f.time)}"
         for f in fixes
     )
 
@@ -351,6 +353,7 @@ class MapMyTracksSender(Sender):
         super().__init__(*args, secret=password, **kw)
         self._next_time_check = 0.0
         self._last_update = -math.inf
+        self._limit = self.options.batch_max_points  # halved while hunting a refused fix
         self.status.update(url=self.options.url, user=self.options.username)
 
     # -- plumbing -------------------------------------------------------------------------
@@ -428,7 +431,7 @@ class MapMyTracksSender(Sender):
 
     def _batch(self, aid: int) -> list[StoredFix]:
         assert self.store is not None
-        return self.store.next_batch(NAME, self.options.batch_max_points, activity_id=aid)
+        return self.store.next_batch(NAME, self._limit, activity_id=aid)
 
     def _samples(
         self, ast: ActivityState, t0: int, t1: int, since: float
@@ -462,7 +465,7 @@ class MapMyTracksSender(Sender):
                 lambda: parse_activity_id(self._call(fields), f"{NAME} start_activity"),
             )  # fmt: skip
         except Rejected as e:
-            self._quarantine(st, ast, batch, str(e))
+            self._refused(st, ast, batch, str(e))
             return 0.0
         except SendError as e:
             if not e.maybe_applied and not sent_before:
@@ -474,12 +477,32 @@ class MapMyTracksSender(Sender):
         ast.phase, ast.remote_id, ast.last_time, ast.pending = "started", remote_id, t1, None
         ast.samples_id = newest
         self.settle(st, [f.id for f in batch])
+        self._limit = min(self.options.batch_max_points, self._limit * 2)
         self._last_update = self.clock()
         self.status.update(remote_activity_id=remote_id, phase="started")
         log.info(
             "%s: activity %d started as %d (%d points)", NAME, a.id, remote_id, len(kept)
         )
         return 0.0
+
+    def _refused(
+        self, st: State, ast: ActivityState, batch: Sequence[StoredFix], reason: str
+    ) -> None:
+        """The server refused a batch's data: halve the batch until the one refused fix is
+        found, quarantine that one alone, and the rest goes on. An error reply changes
+        nothing on the server, so the marker is cleared and the smaller batch is a new
+        request (its points were never delivered)."""
+        if len(batch) > 1:
+            self._limit = max(1, len(batch) // 2)
+            ast.pending = None
+            self.save_state(st)
+            self.succeeded()  # the server answered: the network is fine
+            log.warning("%s: %s; retrying with %d fixes to find the one refused", NAME, reason,
+                        self._limit)  # fmt: skip
+            return
+        self._quarantine(st, ast, batch, reason)
+        log.error("%s: fix %d (time %s) refused for good and quarantined: %s", NAME,
+                  batch[0].id, batch[0].time, reason)  # fmt: skip
 
     def _quarantine(
         self, st: State, ast: ActivityState, batch: Sequence[StoredFix], reason: str
@@ -506,7 +529,7 @@ class MapMyTracksSender(Sender):
                 return self._stop(st, ast, aid)
             return self.options.interval_s
         wait = self._last_update + self.options.interval_s - self.clock()
-        if not ended and len(batch) < self.options.batch_max_points and wait > 0:
+        if not ended and len(batch) < self._limit and wait > 0:
             return wait  # live: one update per interval, unless there is a backlog
         kept = thin(batch, ast.last_time, self.options.min_point_interval_s)
         ids = [f.id for f in batch]
@@ -524,10 +547,11 @@ class MapMyTracksSender(Sender):
                                     f"{NAME} update_activity"),
             )  # fmt: skip
         except Rejected as e:
-            self._quarantine(st, ast, batch, str(e))
+            self._refused(st, ast, batch, str(e))
             return 0.0
         ast.last_time, ast.pending, ast.samples_id = t1, None, newest
         self.settle(st, ids)
+        self._limit = min(self.options.batch_max_points, self._limit * 2)
         self._last_update = self.clock()
         self.status.points_sent += len(kept)
         return 0.0
