@@ -132,6 +132,7 @@ def test_the_page_in_a_real_browser_shows_the_store(daemon, gps, tmp_path):
     d = daemon(f'[web]\nlisten = "127.0.0.1:{port}"\n').start()
     d.wait_gps_open()
     ride = epochs(400, rate_hz=5.0)
+    gps.write(b"$GPRMC,bad*00\r\n")  # one refused sentence: the page shows the reason
     for e in ride:
         gps.write(e.data)
     wait_for(lambda: d.db.exists() and len(stored_fixes(d.db)) >= 400, what="the ride stored")
@@ -171,6 +172,10 @@ def test_the_page_in_a_real_browser_shows_the_store(daemon, gps, tmp_path):
     assert scale and re.search(r'id="scale-text"[^>]*>(\d+ k?m)<', dom)
     assert int(scale.group(1)) in {f * 10**e for f in (1, 2, 5) for e in range(6)}
     assert '<div id="storage" class="bad" hidden=""' in dom
+    reasons = d.status()["rejected"]["by_reason"]  # what `tracker status` reads and prints
+    assert shown("rejected") == ", ".join(
+        f"{k.replace('_', ' ')} {n}" for k, n in sorted(reasons.items()) if n
+    ) != ""
     status_code, headers, body = fetch(url + "favicon.ico")
     assert status_code == 200 and headers["Content-Type"] == "image/svg+xml" and b"<svg" in body
     assert '<link rel="icon" href="/favicon.svg"' in dom
