@@ -50,6 +50,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from tracker.fix import Fix
+from tracker.geo import EARTH_RADIUS_M, distance_m  # noqa: F401 - activity.distance_m, as before
 
 MODES = ("auto", "always", "manual")
 PAUSED_POINTS = ("send", "thin", "keep_local")
@@ -57,7 +58,6 @@ DIP_S = 3.0  # good slow fixes a movement run survives (a junction, a gear chang
 PAUSED_EVERY_S = 60.0  # paused_points = "thin": at most one paused fix a minute is sent
 BACK_JUMP_S = 5.0  # GPS time going back by more than this ends the activity
 DERIVED_SPEED_MAX_DT_S = 5.0  # speed from two positions only when they are this close in time
-EARTH_RADIUS_M = 6_371_008.8
 
 # Default start speeds by activity type (m/s): brisk enough to leave a parked unit's noise
 # below, slow enough that a rider pushing off crosses it within seconds.
@@ -375,9 +375,3 @@ class Lifecycle:
             self.last_moving = fixes[0].time
 
 
-def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance (haversine), metres."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))

@@ -72,7 +72,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     import json
 
     from tracker import status
-    from tracker.plausible import no_nonfinite
 
     cfg = _config(args)
 
@@ -94,6 +93,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 store.close()
         if not args.json:
             return status.render(report)
+        from tracker.plausible import no_nonfinite
+
         # A value stored by an older release may be `inf`: JSON has no such number.
         return json.dumps(no_nonfinite(report), indent=2, allow_nan=False)
 

@@ -40,6 +40,7 @@ from pathlib import Path
 import gpxpy
 import gpxpy.gpx
 
+from tracker.geo import EARTH_RADIUS_M
 from tracker.logutil import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,6 @@ SENTENCES = ("GGA", "RMC", "GSA", "GSV", "VTG", "ZDA", "GST", "GLL")
 DEFAULT_SENTENCES = ("GGA", "RMC", "GSA", "VTG")
 DEMO_ROUTE = "demo-route.gpx"  # in tracker/data/
 
-EARTH_RADIUS_M = 6_371_008.8  # mean radius; plenty for a bicycle's scale
 KNOTS_PER_MPS = 3600.0 / 1852.0
 GEOID_SEPARATION_M = 47.0  # a constant, plausible for central Europe; GGA wants some value
 NOISE_TAU_S = 30.0  # correlation time of the position error: GPS error wanders, it does not jump

@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from tracker.checks import FAIL, OK, Check, Probe, unreachable
+from tracker.geo import EARTH_RADIUS_M
 from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy  # shared with [traccar]
 from tracker.senders.base import Sender
 from tracker.senders.settings import SenderSettings, secret
@@ -80,7 +81,6 @@ NAME = "gpsr"
 CREDENTIAL = "gpsr-token"
 TAG_MAX = 100  # [gpsr] tag: as long as an activity title may be
 STATIONARY_SPEED_MS = 0.5
-EARTH_RADIUS_M = 6_371_008.8
 RECENT_TIMES = 256  # acknowledged times remembered for stragglers of an already-sent second
 MAX_STRIKES = 5  # error replies that leave the same single time unacknowledged: quarantined
 PAGE_FIXES = 100  # /f page size asked for

@@ -25,19 +25,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from tracker.activity import EARTH_RADIUS_M, START_SPEEDS, Rules, distance_m
+from tracker.geo import EARTH_RADIUS_M, distance_m
 
 _radians, _sin, _cos, _asin, _sqrt = math.radians, math.sin, math.cos, math.asin, math.sqrt
 _INF = math.inf
 
 MAX_GAP_S = 10.0  # a longer step (a tunnel, a restart) counts as not moving: nothing is known
-_DEFAULTS = Rules()  # [activity]'s defaults
 
 
 def default_rules(activity_type: str) -> tuple[float, float]:
     """(max_hdop, start_speed) that `[activity]` gives an activity of this type when neither is
     configured (ActivityConfig.rules)."""
-    return _DEFAULTS.max_hdop, START_SPEEDS.get(activity_type, _DEFAULTS.start_speed_mps)
+    # Here, not at the top: a reader of the store (`tracker status`) never pays for the
+    # lifecycle's module.
+    from tracker.activity import START_SPEEDS, Rules
+
+    defaults = Rules()
+    return defaults.max_hdop, START_SPEEDS.get(activity_type, defaults.start_speed_mps)
 
 
 @dataclass(slots=True)
