@@ -30,6 +30,7 @@ from tracker.runtime import (
 )
 from tracker.store import Activity, Store
 from tracker.store.control import RUNTIME_EVERY_S
+from tracker.store.db import file_system
 from tracker.words import plural
 
 
@@ -100,20 +101,6 @@ def daemon_row(store: Store) -> tuple[dict[str, Any], float | None, DaemonStatus
 def _running(runtime: DaemonStatus, updated: float | None) -> bool:
     fresh = updated is not None and time.time() - updated < 3 * RUNTIME_EVERY_S + 5
     return runtime.running and fresh and _alive(runtime.pid or 0)
-
-
-def file_system(path: Any) -> str:
-    """What the file system holding the database says: "read-only", "full" (less than 64 KiB
-    free to its user) or "ok"; "" when it cannot be asked."""
-    try:
-        st = os.statvfs(path.parent)
-    except OSError:
-        return ""
-    if st.f_flag & os.ST_RDONLY:
-        return "read-only"
-    if st.f_bavail * st.f_frsize < 64 * 1024:
-        return "full"
-    return "ok"
 
 
 def _storage(recorder: dict[str, Any], running: bool, path: Any) -> dict[str, Any]:

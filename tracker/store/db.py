@@ -590,17 +590,24 @@ def _name(e: sqlite3.Error) -> str:
     return getattr(e, "sqlite_errorname", None) or type(e).__name__
 
 
-def _disk_problem(path: Path) -> str:
-    """What the file system says, for SQLite errors that do not (CANTOPEN on a read-only one)."""
+def file_system(path: Path) -> str:
+    """What the file system holding the database says: "read-only", "full" (less than 64 KiB
+    free to its user) or "ok"; "" when it cannot be asked."""
     try:
-        st = os.statvfs(path.parent)
+        st = os.statvfs(Path(path).parent)
     except OSError:
         return ""
     if st.f_flag & os.ST_RDONLY:
-        return "; the file system is read-only"
+        return "read-only"
     if st.f_bavail * st.f_frsize < 64 * 1024:
-        return "; the file system is full"
-    return ""
+        return "full"
+    return "ok"
+
+
+def _disk_problem(path: Path) -> str:
+    """What the file system says, for SQLite errors that do not (CANTOPEN on a read-only one)."""
+    fs = file_system(path)
+    return f"; the file system is {fs}" if fs in ("read-only", "full") else ""
 
 
 def _translate(e: sqlite3.Error, path: Path, action: str) -> StoreError:

@@ -37,6 +37,7 @@ _INSTRUMENT_KINDS = frozenset(INSTRUMENT_KINDS)
 _FIX_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Fix))
 _fix_values = attrgetter(*_FIX_FIELDS)
 _FIX_SELECT = "f.id, f.activity_id, f.poi, f.local, " + ", ".join("f." + n for n in _FIX_FIELDS)
+_TIME_AT = 4 + _FIX_FIELDS.index("time")  # the time column in a _FIX_SELECT row
 _FIX_INSERT = "INSERT INTO fixes (activity_id, local, {}) VALUES (?, ?, {})".format(
     ", ".join(_FIX_FIELDS), ", ".join("?" * len(_FIX_FIELDS))
 )
@@ -265,24 +266,26 @@ class FixesMixin(StoreBase):
         where = "f.activity_id = ?" if activity_id is not None else "1"
         params: tuple[Any, ...] = (activity_id,) if activity_id is not None else ()
         rows: list[tuple[Any, ...]] = []
+        for r in self._newest_first(where, params):
+            if r[_TIME_AT] < since or (activity_id is None and r[1] is not None):
+                break
+            rows.append(r)
+        return [_stored_fix(r) for r in reversed(rows)]
+
+    def _newest_first(self, where: str, params: tuple[Any, ...]) -> Iterator[tuple[Any, ...]]:
+        """The rows of the fixes matching `where` (alias `f`), newest first, a page at a time:
+        a caller that stops early has read only what it looked at."""
         last = 1 << 62
-        time_at = 4 + _FIX_FIELDS.index("time")
         while True:
             page = self._all(
                 f"SELECT {_FIX_SELECT} FROM fixes f WHERE {where} AND f.id < ? "
                 "ORDER BY f.id DESC LIMIT ?",
                 (*params, last, _PAGE),
             )
-            kept = []
-            for r in page:
-                if r[time_at] < since or (activity_id is None and r[1] is not None):
-                    break
-                kept.append(r)
-            rows.extend(kept)
-            if len(page) < _PAGE or len(kept) < len(page):
-                break
+            yield from page
+            if len(page) < _PAGE:
+                return
             last = page[-1][0]
-        return [_stored_fix(r) for r in reversed(rows)]
 
     def fix_counts(self) -> dict[str, int]:
         """How many fixes are stored: `total`, `outside` any activity (never sent), and
@@ -554,21 +557,11 @@ class FixesMixin(StoreBase):
         """(the newest fix of the activity at `after` or earlier, the fixes after it, oldest
         first), read from the newest back: only the tail is read."""
         rows: list[tuple[Any, ...]] = []
-        last = 1 << 62
-        time_at = 4 + _FIX_FIELDS.index("time")
-        while True:
-            page = self._all(
-                f"SELECT {_FIX_SELECT} FROM fixes f WHERE f.activity_id = ? AND f.id < ? "
-                "ORDER BY f.id DESC LIMIT ?",
-                (activity_id, last, _PAGE),
-            )
-            for r in page:
-                if not r[time_at] > after:
-                    return _stored_fix(r), [_stored_fix(g) for g in reversed(rows)]
-                rows.append(r)
-            if len(page) < _PAGE:
-                return None, [_stored_fix(g) for g in reversed(rows)]
-            last = page[-1][0]
+        for r in self._newest_first("f.activity_id = ?", (activity_id,)):
+            if not r[_TIME_AT] > after:
+                return _stored_fix(r), [_stored_fix(g) for g in reversed(rows)]
+            rows.append(r)
+        return None, [_stored_fix(g) for g in reversed(rows)]
 
     def _take_tail(
         self, activity_id: int, keep: StoredFix | None, gone: list[StoredFix], moved: int
