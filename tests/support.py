@@ -245,3 +245,16 @@ def drive(sender, until: Callable[[], object], steps: int = 500) -> int:
 def mount(*args: str) -> bool:
     """`mount ARGS`; whether it worked (it needs root and mount permission)."""
     return subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+def fill_disk(directory: Path) -> Path:
+    """Someone else fills the file system under `directory` to the last byte; the filler file,
+    to delete when space is to come back."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler

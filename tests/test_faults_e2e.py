@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from support import Daemon, epochs, mount, stored_so_far, wait_for
+from support import Daemon, epochs, fill_disk, mount, stored_so_far, wait_for
 
 from tracker.pty import PtyWriter
 
@@ -80,13 +80,7 @@ def started_on(d: Daemon, disk, gps, ride) -> Daemon:
 def test_a_full_disk_then_space_again(daemon, gps, tiny_disk):
     ride = epochs(400, rate_hz=5.0)
     d = started_on(daemon(), tiny_disk, gps, ride)
-    filler = tiny_disk / "filler"
-    with open(filler, "wb", buffering=0) as f:  # someone else fills the disk to the last byte
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError:
-            pass
+    filler = fill_disk(tiny_disk)
     for e in ride[10:]:
         gps.write(e.data)
     wait_for(lambda: "holding" in d.log_text(), timeout=30, what="the disk-full error")

@@ -22,6 +22,7 @@ import pytest
 from support import (
     Daemon,
     epochs,
+    fill_disk,
     mount,
     stored_activities,
     stored_fixes,
@@ -126,13 +127,7 @@ def test_full_at_start_then_freed(daemon, gps, tiny_disk, run_dir):
         gps.write(e.data)
     wait_for(lambda: len(times(d)) == 10, what="the first fixes")
     assert d.terminate() == 0
-    filler = tiny_disk / "filler"
-    with open(filler, "wb", buffering=0) as f:  # someone else fills the disk to the last byte
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError:
-            pass
+    filler = fill_disk(tiny_disk)
     d.start()
     d.wait_gps_open()
     for e in ride[10:40]:
