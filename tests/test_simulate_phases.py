@@ -412,8 +412,14 @@ def test_cli_phases_into_a_pty_paced(tmp_path, capsys):
             time.sleep(0.02)
         port = serial.serial_for_url(str(link), timeout=1.0)
         try:
-            while chunk := port.read(port.in_waiting or 1):
+            # Until the simulator has finished and closed the pty (a hang-up), whatever the
+            # pauses: on a busy machine an empty 1 s read is no end of the ride.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                chunk = port.read(port.in_waiting or 1)
                 got += chunk
+                if not chunk and not thread.is_alive():
+                    break
         except serial.SerialException:
             pass  # the simulator finished and closed the pty: a hang-up
         finally:
