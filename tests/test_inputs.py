@@ -186,6 +186,29 @@ def test_udp_input_takes_broadcast_datagrams(running):
         sender.close()
 
 
+def test_a_reading_that_ends_an_idle_wait_is_stamped_when_it_arrived(running):
+    """docs/boats.md: readings are stamped when they arrive. A sentence that ends a read's idle
+    wait (up to 1 s) was stamped when the wait began, up to a second early, so it went with the
+    previous second's fix (issue 23: 11 of 12 such UDP readings)."""
+    port = free_udp_port()
+    r = running("compass", f"udp://:{port}")
+    wait_for(lambda: r.reader.status.state == "open", what="the UDP port bound")
+    sent: list[float] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(6):
+            # Wait until the reader has taken the previous one: each datagram then arrives
+            # while the reader waits idle in its read.
+            wait_for(lambda i=i: len(r.readings) >= i, what=f"reading {i}")
+            threading.Event().wait(0.3)  # into the reader's idle wait: the case under test
+            sent.append(time.monotonic())
+            s.sendto(HEADING, ("127.0.0.1", port))
+        wait_for(lambda: len(r.readings) >= len(sent), what="every reading")
+    stamps = [x.mono for x in r.readings if x.kind == "heading_true"]
+    assert len(stamps) == len(sent)
+    early = [round(at - stamp, 3) for at, stamp in zip(sent, stamps, strict=True) if stamp < at]
+    assert not early, f"stamped before the datagram was sent, by {early} s"
+
+
 def test_a_missing_serial_input_retries_quietly_and_stops_at_once(running, caplog):
     r = running("sounder", "/dev/does-not-exist-tracker")
     wait_for(lambda: r.reader.status.error, what="the first failed open")

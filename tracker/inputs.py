@@ -218,8 +218,11 @@ class InputReader:
         quiet = False
         seen = self.decoder.stats.sentences
         while not self._stop.is_set():
-            now = self.heartbeat = time.monotonic()
+            self.heartbeat = time.monotonic()
             data = port.read()
+            # Arrival is when the read returns, not when it began: a sentence that ends an
+            # idle wait (up to READ_TIMEOUT_S) would otherwise be stamped up to a second early.
+            now = time.monotonic()
             if data:
                 self.status.bytes_read += len(data)
                 last_byte, quiet = now, False
