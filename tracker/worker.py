@@ -31,18 +31,6 @@ ERROR_WAIT_S = 5.0  # after an unexpected error, before the next step
 MAX_WAIT_S = 5.0  # the longest single wait: the heartbeat is at most this stale while idle
 
 
-class Heartbeat:
-    """The monotonic time of a thread's latest pass through its loop (read by the watchdog)."""
-
-    __slots__ = ("at",)
-
-    def __init__(self, at: float | None = None) -> None:
-        self.at = time.monotonic() if at is None else at
-
-    def age_s(self, now: float | None = None) -> float:
-        return (time.monotonic() if now is None else now) - self.at
-
-
 def run_loop(
     name: str,
     step: Callable[[], float],
