@@ -789,7 +789,7 @@ def start(cfg: Config, stop: threading.Event) -> StatusServer | None:
 
 def web_token(cfg: Config) -> str:
     """The page's token: inline, a file, or the systemd credential web-token; "" for none."""
-    from tracker.senders.transport import SecretError, read_secret
+    from tracker.credentials import SecretError, read_secret
 
     w = cfg.web
     if not (w.token or w.token_file or credential_exists(CREDENTIAL)):
