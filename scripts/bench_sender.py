@@ -39,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tracker.fix import Fix  # noqa: E402
-from tracker.senders.mapmytracks import NAME, MapMyTracksSender, Options  # noqa: E402
+from tracker.senders.mapmytracks import NAME, MapMyTracksSender, Settings  # noqa: E402
 from tracker.store import open_store  # noqa: E402
 from tracker.testing import faults as faults_module  # noqa: E402
 from tracker.testing.mapmytracks import MapMyTracksServer  # noqa: E402
@@ -168,7 +168,7 @@ def run(
         aid = fill(db, points)
         counter.reset()
         server = counting_server(counter)
-        options = Options(url=server.url, username=USER, batch_max_points=batch, interval_s=0.0,
+        options = Settings(url=server.url, username=USER, batch_max_points=batch, interval_s=0.0,
                           offline_upload="off")  # fmt: skip
         sender = MapMyTracksSender(options, threading.Event(),
                                    lambda: open_store(db, check=False),
@@ -209,7 +209,7 @@ def main() -> int:
     p.add_argument("--points", type=int, default=100_000, help="queued fixes (default 100000)")
     p.add_argument("--baseline-points", type=int, default=5_000,
                    help="fixes for the one-request-per-point baseline (default 5000)")  # fmt: skip
-    p.add_argument("--batch", type=int, default=Options.batch_max_points,
+    p.add_argument("--batch", type=int, default=Settings.batch_max_points,
                    help="batch_max_points of the batched run (default %(default)s)")  # fmt: skip
     p.add_argument("--dir", type=Path, default=None, help="where the databases go (default tmp)")
     p.add_argument("--json", action="store_true",

@@ -28,7 +28,7 @@ from support import (
 )
 
 from tracker.fix import Fix
-from tracker.senders.mapmytracks import NAME, MapMyTracksSender, Options
+from tracker.senders.mapmytracks import NAME, MapMyTracksSender, Settings
 from tracker.store import open_store
 from tracker.testing.faults import KINDS, Faults, RecordedRequest
 from tracker.testing.mapmytracks import MapMyTracksServer
@@ -200,7 +200,7 @@ def test_sender_uploads_a_ride_whose_live_start_never_reached_the_server(tmp_pat
     store = open_store(db)
     server = MapMyTracksServer(users={USER: PASSWORD}).start()
     try:
-        opts = Options(url=server.url, username=USER, interval_s=0.0, connect_timeout_s=1.0,
+        opts = Settings(url=server.url, username=USER, interval_s=0.0, connect_timeout_s=1.0,
                        read_timeout_s=1.0)  # fmt: skip
         sender = MapMyTracksSender(opts, threading.Event(), lambda: open_store(db, check=False),
                                    password=lambda: PASSWORD, rand=lambda: 0.0)  # fmt: skip

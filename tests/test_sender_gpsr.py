@@ -20,7 +20,7 @@ from support import drive
 
 from tracker.fix import Fix
 from tracker.senders.base import IDLE_S
-from tracker.senders.gpsr import NAME, GpsrSender, Options
+from tracker.senders.gpsr import NAME, GpsrSender, Settings
 from tracker.store import Store, open_store
 from tracker.testing.faults import Faults
 from tracker.testing.gpsr import GpsrServer
@@ -60,7 +60,7 @@ def make_sender(server: GpsrServer, db: Path, token: str, stop: threading.Event 
                 **opts) -> GpsrSender:  # fmt: skip
     kw = {"interval_s": 0.0, "read_timeout_s": 2.0, "connect_timeout_s": 2.0, **opts}
     return GpsrSender(
-        Options(url=server.url, **kw), stop or threading.Event(),
+        Settings(url=server.url, **kw), stop or threading.Event(),
         lambda: open_store(db, check=False), token=lambda: token, rand=lambda: 0.0,
     )  # fmt: skip
 
@@ -279,7 +279,7 @@ def _wait(cond: Callable[[], bool], timeout_s: float = 60.0) -> None:
 def test_one_backend_down_never_holds_the_other_back(server, store, db, token):
     from tracker.senders.mapmytracks import NAME as MMT
     from tracker.senders.mapmytracks import MapMyTracksSender
-    from tracker.senders.mapmytracks import Options as MmtOptions
+    from tracker.senders.mapmytracks import Settings as MmtSettings
     from tracker.testing.mapmytracks import MapMyTracksServer
 
     mmt = MapMyTracksServer(users={"rider": "secret"}, faults=Faults(seed=2)).start()
@@ -289,7 +289,7 @@ def test_one_backend_down_never_holds_the_other_back(server, store, db, token):
     senders = [
         make_sender(server, db, token, stop),
         MapMyTracksSender(
-            MmtOptions(url=mmt.url, username="rider", interval_s=0.0, offline_upload="off",
+            MmtSettings(url=mmt.url, username="rider", interval_s=0.0, offline_upload="off",
                        read_timeout_s=2.0, connect_timeout_s=2.0),
             stop, lambda: open_store(db, check=False), password=lambda: "secret",
         ),
@@ -321,7 +321,7 @@ def test_one_backend_down_never_holds_the_other_back(server, store, db, token):
 def test_gpsr_down_mapmytracks_live_and_gpsr_catches_up(server, store, db, token):
     from tracker.senders.mapmytracks import NAME as MMT
     from tracker.senders.mapmytracks import MapMyTracksSender
-    from tracker.senders.mapmytracks import Options as MmtOptions
+    from tracker.senders.mapmytracks import Settings as MmtSettings
     from tracker.testing.mapmytracks import MapMyTracksServer
 
     mmt = MapMyTracksServer(users={"rider": "secret"}, faults=Faults(seed=3)).start()
@@ -331,7 +331,7 @@ def test_gpsr_down_mapmytracks_live_and_gpsr_catches_up(server, store, db, token
     senders = [
         make_sender(server, db, token, stop, backoff_max_s=0.5),
         MapMyTracksSender(
-            MmtOptions(url=mmt.url, username="rider", interval_s=0.0, offline_upload="off",
+            MmtSettings(url=mmt.url, username="rider", interval_s=0.0, offline_upload="off",
                        read_timeout_s=2.0, connect_timeout_s=2.0),
             stop, lambda: open_store(db, check=False), password=lambda: "secret",
         ),

@@ -20,7 +20,7 @@ from support import drive
 from tracker.fix import Fix, Sample
 from tracker.senders.base import IDLE_S
 from tracker.senders.http import HttpTransport
-from tracker.senders.mapmytracks import NAME, MapMyTracksSender, Options
+from tracker.senders.mapmytracks import NAME, MapMyTracksSender, Settings
 from tracker.senders.state import STATE_VERSION
 from tracker.store import Store, open_store
 from tracker.testing.faults import Faults
@@ -56,7 +56,7 @@ def add(store: Store, aid: int, n: int, *, t0: float, rate_hz: float = 1.0) -> N
 def make_sender(server: MapMyTracksServer, db: Path, stop: threading.Event | None = None,
                 password: str = "secret", **opts) -> MapMyTracksSender:  # fmt: skip
     kw = {"interval_s": 0.0, "read_timeout_s": 2.0, "connect_timeout_s": 2.0, **opts}
-    o = Options(url=server.url, username="rider", **kw)
+    o = Settings(url=server.url, username="rider", **kw)
     return MapMyTracksSender(
         o, stop or threading.Event(), lambda: open_store(db, check=False),
         password=lambda: password, rand=lambda: 0.0,

@@ -23,7 +23,7 @@ from tracker.senders.state import Pending, StateError
 from tracker.senders.traccar import (
     KNOTS_PER_MPS,
     NAME,
-    Options,
+    Settings,
     State,
     TraccarSender,
     current_samples,
@@ -70,7 +70,7 @@ def make_sender(server: OsmAndServer, db: Path, stop: threading.Event | None = N
                 **opts) -> TraccarSender:  # fmt: skip
     kw = {"interval_s": 0.05, "read_timeout_s": 1.0, "connect_timeout_s": 1.0,
           "backoff_max_s": 0.2, "device_id": DEVICE, **opts}  # fmt: skip
-    return TraccarSender(Options(url=server.url, **kw), stop or threading.Event(),
+    return TraccarSender(Settings(url=server.url, **kw), stop or threading.Event(),
                          lambda: open_store(db, check=False), rand=lambda: 0.0)  # fmt: skip
 
 
@@ -399,14 +399,14 @@ def test_a_device_removed_mid_ride_quarantines_nothing(server, store, db):
 
 
 def test_probe_ok_and_failures(server):
-    checks = probe(Options(url=server.url, device_id=DEVICE)).checks
+    checks = probe(Settings(url=server.url, device_id=DEVICE)).checks
     assert [c.result for c in checks] == ["ok", "skip"]
     assert server.positions(DEVICE) == []  # the probe stores nothing
     server.stop()
-    (down,) = probe(Options(url=server.url, device_id=DEVICE)).checks
+    (down,) = probe(Settings(url=server.url, device_id=DEVICE)).checks
     assert down.result == "FAIL" and "unreachable" in down.detail
     with OsmAndServer(faults=Faults(html=1.0)) as portal:
-        (html,) = probe(Options(url=portal.url, device_id=DEVICE)).checks
+        (html,) = probe(Settings(url=portal.url, device_id=DEVICE)).checks
         assert html.result == "FAIL" and "5055" in html.fix
 
 
@@ -458,7 +458,7 @@ def test_only_http_200_acknowledges(store, db, status, body):
     try:
         ride(store, 2)
         sender = TraccarSender(
-            Options(url=f"http://127.0.0.1:{httpd.server_address[1]}/", device_id=DEVICE,
+            Settings(url=f"http://127.0.0.1:{httpd.server_address[1]}/", device_id=DEVICE,
                     backoff_max_s=0.1),
             threading.Event(), lambda: open_store(db, check=False), rand=lambda: 0.0,
         )  # fmt: skip
@@ -478,7 +478,7 @@ def test_traccar_down_never_holds_another_backend_back_and_catches_up(db):
 
     from tracker.senders.gpsr import NAME as GPSR
     from tracker.senders.gpsr import GpsrSender
-    from tracker.senders.gpsr import Options as GpsrOptions
+    from tracker.senders.gpsr import Settings as GpsrSettings
     from tracker.testing.gpsr import GpsrServer
 
     port = free_port()
@@ -488,7 +488,7 @@ def test_traccar_down_never_holds_another_backend_back_and_catches_up(db):
     gpsr = GpsrServer().start()
     token = gpsr.make_token("rider", "post", 0, 4_000_000_000).key
     senders = [
-        GpsrSender(GpsrOptions(url=gpsr.url, interval_s=0.05), stop,
+        GpsrSender(GpsrSettings(url=gpsr.url, interval_s=0.05), stop,
                    lambda: open_store(db, check=False), token=lambda: token),
         make_sender(OsmAndServer(port=port), db, stop),  # its URL; nothing listens yet
     ]  # fmt: skip

@@ -360,7 +360,6 @@ class Settings(SenderSettings):
 
 
 
-Options = Settings  # the name the tests know the sender's options by
 
 
 @dataclass

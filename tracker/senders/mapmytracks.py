@@ -285,7 +285,6 @@ class Settings(SenderSettings):
 
 
 
-Options = Settings  # the name the tests and benchmarks know the sender's options by
 
 
 @dataclass

@@ -248,7 +248,6 @@ class Settings(SenderSettings):
         return parts.hostname, parts.port or DEFAULT_PORTS[parts.scheme], parts.scheme == "mqtts"
 
 
-Options = Settings  # the name the tests know the sender's options by
 
 
 # --- encoding ------------------------------------------------------------------------------

@@ -183,7 +183,6 @@ class Settings(SenderSettings):
         return self.send
 
 
-Options = Settings  # the name the tests know the sender's options by
 
 
 @dataclass
