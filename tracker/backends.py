@@ -6,7 +6,11 @@ A backend module declares everything about itself:
 - `Settings`: its config section, a dataclass deriving from tracker/senders/settings.py's
   SenderSettings with its own `KEYS` and `check()`, and also its sender's options;
 - `make_sender(settings, db_path, stop)`: its Sender (tracker/senders/base.py);
-- `probe(settings) -> Probe`: its `tracker doctor` checks (tracker/checks.py).
+- `probe(settings) -> Probe`: its `tracker doctor` checks (tracker/checks.py);
+- optionally `activity_done(state, activity_id) -> bool`: whether, by its stored state, it is
+  finished with an activity (a backend with activities of its own, as Map My Tracks has; the
+  others are done with a fix once it is acknowledged). `tracker activities` asks it through
+  `activity_done()` below.
 `config`, the daemon and `doctor` iterate this registry; adding a backend is a new module and a
 line here (docs/architecture.md).
 """
@@ -40,6 +44,15 @@ def module(section: str) -> ModuleType:
 def settings_class(section: str) -> type[SenderSettings]:
     """The dataclass a backend's config section is parsed into."""
     return module(section).Settings
+
+
+def activity_done(section: str, state: dict[str, Any], activity_id: int) -> bool | None:
+    """Whether the backend of `section` is finished with an activity, by its stored `state`;
+    None when it has no such notion (no `activity_done` of its own) or is not registered."""
+    if section not in REGISTRY:
+        return None
+    done = getattr(module(section), "activity_done", None)
+    return None if done is None else bool(done(state, activity_id))
 
 
 def configured(cfg: Any) -> list[tuple[str, Any]]:

@@ -16,7 +16,6 @@ skipper reads them in the table.
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,18 +126,14 @@ def instruments_json(latest: dict[str, tuple[float, float]]) -> list[dict[str, A
 
 def backend_progress(store: Store, activity_id: int) -> dict[str, BackendProgress]:
     """Per registered backend: what of this activity is left to send, and whether it is done
-    with it (asked of the backend's module, `activity_done(state, id)`, when it has one)."""
-    from tracker.backends import REGISTRY
+    with it (tracker/backends.py's `activity_done`, for a backend that has the notion)."""
+    from tracker.backends import activity_done
 
-    out = {}
-    for name in store.backends():
-        finished = None
-        if name in REGISTRY:
-            done = getattr(importlib.import_module(REGISTRY[name]), "activity_done", None)
-            if done is not None:
-                finished = done(store.get_state(name), activity_id)
-        out[name] = BackendProgress(store.pending_in(name, activity_id), finished)
-    return out
+    return {
+        name: BackendProgress(store.pending_in(name, activity_id),
+                              activity_done(name, store.get_state(name), activity_id))
+        for name in store.backends()
+    }  # fmt: skip
 
 
 def rides(store: Store, rules: Rules) -> list[Ride]:
