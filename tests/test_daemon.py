@@ -253,3 +253,46 @@ def test_an_exposed_secret_is_warned_about_and_the_database_is_not_world_readabl
     assert f"chmod 640 {d.config}" in log and "hunter2" not in log
     for path in d.db.parent.glob("tracker.db*"):
         assert not stat.S_IMODE(path.stat().st_mode) & 0o007, path  # owner and group only
+
+
+def test_an_error_in_the_main_loop_is_logged_and_the_daemon_tracks_on(gps, tmp_path, monkeypatch,
+                                                                       caplog):
+    """The main thread runs through the worker loop like every other: a bug in its systemd
+    step (here the supervisor's tick, failing once) is one logged error, not a stopped
+    daemon."""
+    import logging
+    import threading
+    import tomllib
+
+    from tracker import daemon
+    from tracker import systemd as sd
+    from tracker.config import parse
+
+    real, failed = sd.Supervisor.tick, []
+
+    def tick(self, *args, **kw):
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("a bug in the status line")
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(sd.Supervisor, "tick", tick)
+    db = tmp_path / "tracker.db"
+    cfg = parse(tomllib.loads(f'[gps]\ndevice = "{gps.path}"\n[storage]\npath = "{db}"\n'))
+    stop = threading.Event()
+    caplog.set_level(logging.ERROR)
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(daemon.run(cfg, stop)), daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: failed, what="the failing step")
+        play(gps, epochs(20))
+        wait_for(lambda: db.exists() and len(stored_times(db)) >= 19, what="fixes after the error")
+        assert thread.is_alive()
+        assert any("a bug in the status line" in r.getMessage() or
+                   (r.exc_info and "a bug in the status line" in str(r.exc_info[1]))
+                   for r in caplog.records)  # fmt: skip
+    finally:
+        stop.set()
+        thread.join(timeout=20)
+    assert result == [0]

@@ -36,6 +36,7 @@ from tracker.runtime import GpsStatus, ShareStatus
 from tracker.sensors.manager import SensorManager
 from tracker.store import open_store
 from tracker.ubx_i2c import open_gps_port
+from tracker.worker import run_loop
 
 log = logging.getLogger(__name__)
 
@@ -201,19 +202,26 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
         ],
     )
     button = web = None
+
+    def step() -> float:
+        """The main thread's part: systemd's notifications, and the parts that start once the
+        store is open. Through the worker loop like every thread: an unexpected error here is
+        logged and the loop goes on, rather than stopping a daemon that tracks well."""
+        nonlocal button, web
+        supervisor.tick()
+        if button is None and cfg.button is not None and recorder.store_open.is_set():
+            # After the store is open: a press must not race its creation and migration.
+            from tracker.button import start_button
+
+            button = start_button(cfg.button, cfg.storage.path, stop) or False
+        if web is None and cfg.web is not None and recorder.store_open.is_set():
+            from tracker import web as status_page  # the page reads the store: after it
+
+            web = status_page.start(cfg, stop) or False
+        return supervisor.next_wait_s()
+
     try:
-        while not stop.is_set():
-            supervisor.tick()
-            if button is None and cfg.button is not None and recorder.store_open.is_set():
-                # After the store is open: a press must not race its creation and migration.
-                from tracker.button import start_button
-
-                button = start_button(cfg.button, cfg.storage.path, stop) or False
-            if web is None and cfg.web is not None and recorder.store_open.is_set():
-                from tracker import web as status_page  # the page reads the store: after it
-
-                web = status_page.start(cfg, stop) or False
-            stop.wait(supervisor.next_wait_s())
+        run_loop("daemon", step, stop, error_wait_s=1.0)
     finally:
         notifier.stopping("stopping: storing what is pending")
         stop.set()
