@@ -198,6 +198,21 @@ def test_a_missing_device_is_named_with_its_fix(tmp_path):
     assert "udev" in fix_after(done.stdout, "[FAIL] gps device:")
 
 
+def test_an_i2c_receiver_is_checked_as_the_daemon_opens_it(tmp_path):
+    """`[gps] device = "i2c:1:0x42"` (a u-blox DDC port, tracker/ubx_i2c.py): the doctor looks
+    for the bus the daemon reads and opens it with the daemon's opener, instead of reporting
+    that a file named "i2c:1:0x42" does not exist."""
+    bus = next(n for n in range(20, 99) if not os.path.exists(f"/dev/i2c-{n}"))
+    config = write_config(tmp_path, f"i2c:{bus}:0x42", 9600)
+    done = doctor_cli(config)
+    assert done.returncode == 1
+    assert line(done.stdout, f"[FAIL] gps device: /dev/i2c-{bus} does not exist (for [gps] "
+                             f"device i2c:{bus}:0x42)")  # fmt: skip
+    assert "raspi-config" in fix_after(done.stdout, "[FAIL] gps device:")
+    heard = doctor.listen(f"i2c:{bus}:0x42", 9600, 0.1)
+    assert heard.error and f"/dev/i2c-{bus}" in heard.error, heard.error
+
+
 def test_a_device_the_service_user_may_not_open(tmp_path):
     import pwd
 

@@ -133,6 +133,17 @@ def check_device(ctx: Context) -> list[Check]:
     device = ctx.cfg.gps.device
     if "://" in device:
         return [Check("gps device", SKIP, f"{device} is a URL: checked by reading it below")]
+    if device.startswith("i2c:"):
+        # The daemon reads a u-blox receiver's DDC port through the bus (ubx_i2c.py): what
+        # must exist is the bus's device, not a file named after the URL.
+        from tracker.ubx_i2c import parse_i2c_url
+
+        bus, address = parse_i2c_url(device)
+        device = f"/dev/i2c-{bus}"
+        if not os.path.exists(device):
+            return [Check("gps device", FAIL, f"{device} does not exist (for [gps] device "
+                          f"i2c:{bus}:0x{address:02x})",
+                          "enable I2C: raspi-config > Interface Options > I2C, then reboot")]
     try:
         st = os.stat(device)
     except FileNotFoundError:
@@ -200,16 +211,19 @@ def listen(device: str, baudrate: int, seconds: float) -> Listening:
     import serial
 
     from tracker.nmea import Decoder
+    from tracker.ubx_i2c import open_gps_port
 
     out = Listening(baudrate, seconds)
     decoder = Decoder(log_interval_s=3600.0)
     try:
-        port = serial.serial_for_url(device, baudrate=baudrate, timeout=0.2)
+        # The daemon's own opener: an `i2c:` receiver is read as the daemon reads it.
+        port = open_gps_port(device, baudrate=baudrate, timeout=0.2)
     except (serial.SerialException, OSError, ValueError) as e:
         out.error = str(e).splitlines()[0] if str(e) else type(e).__name__
         return out
     try:
-        port.reset_input_buffer()
+        if hasattr(port, "reset_input_buffer"):  # an I2C port holds no stale bytes
+            port.reset_input_buffer()
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             data = port.read(port.in_waiting or 1)
