@@ -39,6 +39,11 @@ R = TypeVar("R")
 
 IDLE_S = 60.0  # a disabled backend wakes up this often (heartbeat only)
 HEARTBEAT_S = 5.0  # the longest single wait, so `heartbeat` stays fresh
+# After a store error (an ageing SD card failing a few percent of its writes, a full disk):
+# the first retry soon, doubling to STORE_RETRY_S. A fixed 5 s after every failure let a
+# card failing 3 % of its writes hold a backlog for minutes; a steady failure (a full disk)
+# still costs one try every 5 s.
+STORE_RETRY_FIRST_S = 0.2
 STORE_RETRY_S = 5.0
 STATUS_EVERY_S = 30.0  # an unchanged status is written at most this often
 
@@ -88,6 +93,7 @@ class Sender(ABC):
         self._open_db = open_db
         self._rand = rand
         self._next_attempt = 0.0
+        self._store_failures = 0  # store errors in a row (STORE_RETRY_FIRST_S)
         self._transport_ready = False
         self._limited = RateLimitedLog(log, 60.0, clock)
         self._published: tuple[dict[str, Any], float] | None = None
@@ -170,11 +176,14 @@ class Sender(ABC):
 
     def _guarded_step(self) -> float:
         try:
-            return self.step()
+            wait = self.step()
         except StoreError as e:
+            self._store_failures += 1
             self._limited.error("store", "%s: store: %s", self.name, e)
             self._close_store()
-            return STORE_RETRY_S
+            return min(STORE_RETRY_S, STORE_RETRY_FIRST_S * 2 ** (self._store_failures - 1))
+        self._store_failures = 0
+        return wait
 
     def _close_store(self) -> None:
         if self.store is not None:
