@@ -69,34 +69,18 @@ def _open_readonly(cfg: Config):
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    import json
 
     from tracker import status
 
     cfg = _config(args)
 
     def show() -> str:
-        from tracker.store import StoreError
-
-        try:
-            store = _open_readonly(cfg)
-        except StoreError as e:
-            # A database that exists, or a daemon that says why it has none: say what the
-            # daemon and the file system say all the same. Nothing at all: the one error line.
-            if not cfg.storage.path.exists() and not status.daemon_wrote(cfg):
-                raise
-            report = status.collect_unopened(cfg, str(e))
-        else:
-            try:
-                report = status.collect(store, cfg)
-            finally:
-                store.close()
+        report = status.report(cfg)
         if not args.json:
             return status.render(report)
-        from tracker.plausible import no_nonfinite
+        from tracker.plausible import json_text
 
-        # A value stored by an older release may be `inf`: JSON has no such number.
-        return json.dumps(no_nonfinite(report), indent=2, allow_nan=False)
+        return json_text(report, indent=2)
 
     if not args.watch:
         print(show())
@@ -114,11 +98,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_activities(args: argparse.Namespace) -> int:
-    import json
 
     from tracker import rides
     from tracker.config import zone
-    from tracker.plausible import no_nonfinite
+    from tracker.plausible import json_text
 
     cfg = _config(args)
     tz = zone(cfg.activity.timezone)
@@ -128,8 +111,7 @@ def cmd_activities(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.json:
-        print(json.dumps(no_nonfinite([rides.as_json(r, tz) for r in items]), indent=2,
-                         allow_nan=False))  # fmt: skip
+        print(json_text([rides.as_json(r, tz) for r in items], indent=2))
     else:
         print(rides.render(items, tz))
     return 0

@@ -176,6 +176,14 @@ def finite_fix(fix: F) -> F | None:
     return replace(fix, **dict.fromkeys(bad)) if bad else fix
 
 
+def json_text(value: object, indent: int | None = None) -> str:
+    """`value` as strict JSON for every output (the page's API, `--json`): a non-finite number
+    stored by an older release is `null`, never `Infinity`, which a browser refuses."""
+    import json
+
+    return json.dumps(no_nonfinite(value), indent=indent, allow_nan=False)
+
+
 def no_nonfinite(value: object) -> object:
     """`value` (JSON-ready: dicts, lists, tuples, scalars) with every non-finite float as None,
     so that json.dumps writes `null`, never `Infinity` or `NaN`, which JSON does not have."""

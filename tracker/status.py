@@ -192,6 +192,30 @@ def collect(store: Store, cfg: Config) -> dict[str, Any]:
     }
 
 
+def report(cfg: Config) -> dict[str, Any]:
+    """The status of the configured database, as `tracker status` shows it: collect(), or
+    unopened() when the database cannot even be opened for reading."""
+    from tracker.store import StoreError, open_store
+
+    try:
+        store = open_store(cfg.storage.path, readonly=True)
+    except StoreError as e:
+        return unopened(cfg, e)
+    try:
+        return collect(store, cfg)
+    finally:
+        store.close()
+
+
+def unopened(cfg: Config, error: Exception) -> dict[str, Any]:
+    """The status when opening the database for reading failed with `error` (a full file
+    system where no -shm can be made, I/O errors): collect_unopened() as long as a database or
+    a daemon's status file is there to speak of; with neither, `error` is raised again."""
+    if not cfg.storage.path.exists() and not daemon_wrote(cfg):
+        raise error
+    return collect_unopened(cfg, str(error))
+
+
 def daemon_wrote(cfg: Config) -> bool:
     """Whether a daemon left a status file for this database (tracker/runtime.py)."""
     return read_status_file(cfg.storage.path) is not None

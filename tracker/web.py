@@ -41,7 +41,6 @@ import contextlib
 import errno
 import hmac
 import io
-import json
 import logging
 import os
 import queue
@@ -270,12 +269,9 @@ class _Handler(BaseHTTPRequestHandler):
         return False
 
     def _json(self, value: Any) -> None:
-        from tracker.plausible import no_nonfinite  # here: the one line web.py needs of it
+        from tracker.plausible import json_text  # here: the one thing web.py needs of it
 
-        # Strict JSON: a non-finite value (an older release's `inf` in the store) is null,
-        # never `Infinity`, which a browser's JSON.parse refuses.
-        body = json.dumps(no_nonfinite(value), allow_nan=False)
-        self._send(200, "application/json", body.encode())
+        self._send(200, "application/json", json_text(value).encode())
 
     def _send(self, code: int, ctype: str, body: bytes) -> None:
         self.send_response(code)
@@ -367,17 +363,14 @@ class StatusServer:
 
     def status_report(self) -> dict[str, Any]:
         """`/api/status`: the store's status, or, when the database cannot even be opened for
-        reading (a full disk where no -shm can be made, an I/O error), what the daemon's status
-        file and the file system say, so the page shows the storage problem instead of
-        failing (tracker status does the same)."""
+        reading, what `tracker status` says then (status.unopened), so that the page shows
+        the storage problem instead of failing."""
         from tracker import status
 
         try:
             return self.with_store(self.status)
         except StoreError as e:
-            if not self.cfg.storage.path.exists() and not status.daemon_wrote(self.cfg):
-                raise
-            report = status.collect_unopened(self.cfg, str(e))
+            report = status.unopened(self.cfg, e)
             report["web"] = {"tiles_url": self.cfg.web.tiles_url or None}
             return report
 
