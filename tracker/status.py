@@ -31,7 +31,7 @@ from tracker.runtime import (
 from tracker.store import Activity, Store
 from tracker.store.control import RUNTIME_EVERY_S
 from tracker.store.db import file_system
-from tracker.words import plural
+from tracker.words import duration, plural
 
 
 def _iso(t: float | None) -> str | None:
@@ -66,9 +66,45 @@ def _backends(store: Store) -> dict[str, dict[str, Any]]:
             **clean,
             "backlog": pending.get(name, 0),
             "quarantined": quarantined.get(name, 0),
+            **_gap(store.gap(name)),
             "updated": _iso(updated),
         }
     return out
+
+
+def _gap(gap: dict[str, float | None]) -> dict[str, Any]:
+    """The server's view against the unit's, in GPS time: `server_newest` (ISO), `behind_s`
+    (from the newest fix the server holds to the newest the unit has for it) and `backlog_s`
+    (the span of GPS time still to send: the history a server that took the present first
+    is still filling in)."""
+    held, oldest, newest = gap["server_newest"], gap["oldest_pending"], gap["newest_pending"]
+    backlog = 0.0 if newest is None or oldest is None else newest - oldest
+    if newest is None:
+        behind = 0.0
+    elif held is None:
+        behind = backlog
+    else:
+        behind = max(0.0, newest - held)
+    return {
+        "server_newest": _iso(held),
+        "behind_s": round(behind, 1),
+        "backlog_s": round(backlog, 1),
+        "delivery": delivery_words(newest is not None, behind, backlog),
+    }
+
+
+CATCHING_UP_S = 60.0  # behind by more than this is catching up, not a live send's own lag
+
+
+def delivery_words(pending: bool, behind_s: float, backlog_s: float = 0.0) -> str:
+    """What the server shows against the unit, as the page and `tracker status` say it."""
+    if not pending:
+        return "up to date"
+    if behind_s >= CATCHING_UP_S:
+        return f"catching up ({duration(behind_s)} behind)"
+    if backlog_s >= CATCHING_UP_S:
+        return f"live, filling in {duration(backlog_s)} of history"
+    return f"live ({duration(behind_s)} behind)"
 
 
 def _inputs(runtime: DaemonStatus) -> list[dict[str, Any]]:
@@ -323,7 +359,9 @@ def render(status: dict[str, Any]) -> str:
     if status["pending"]:
         for name, n in sorted(status["pending"].items()):
             q = status["quarantined"].get(name, 0)
+            words = status.get("backends", {}).get(name, {}).get("delivery")
             lines.append(f"backlog:   {name}: {plural(n, 'fix', 'fixes')}"
+                         + (f", {words}" if n and words else "")
                          + (f" ({q} quarantined)" if q else ""))  # fmt: skip
         for name, b in sorted(status.get("backends", {}).items()):
             line = f"sender:    {name}: {b['state']}"

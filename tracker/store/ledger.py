@@ -248,6 +248,34 @@ class LedgerMixin(StoreBase):
             ))  # fmt: skip
         return dict(sorted(out.items()))
 
+    def gap(self, backend: str) -> dict[str, float | None]:
+        """How far `backend`'s server is behind the unit, in GPS time: `server_newest`, the
+        time of the newest fix it acknowledged (None before the first, or once that fix is
+        pruned); `oldest_pending` and `newest_pending`, the oldest and newest fix still to
+        send (None with nothing to send). Each read walks an index from one end."""
+        scope = deliverable(self._scope(backend))
+        p = {"b": backend}
+
+        def first(sql: str) -> float | None:
+            row = self._conn.execute(sql, p).fetchone()
+            return None if row is None else row[0]
+
+        pending = f"FROM fixes f WHERE {scope} AND f.id > {_CURSOR} AND {_NOT_MARKED}"
+        # Settled under the cursor and not quarantined, or acknowledged above it (out of order).
+        under = first(
+            f"SELECT f.time FROM fixes f WHERE {scope} AND f.id <= {_CURSOR} AND NOT EXISTS "
+            "(SELECT 1 FROM marks m WHERE m.backend = :b AND m.fix_id = f.id "
+            "AND m.state = 'quarantined') ORDER BY f.id DESC LIMIT 1"
+        )  # fmt: skip
+        above = first("SELECT max(f.time) FROM marks m JOIN fixes f ON f.id = m.fix_id "
+                      "WHERE m.backend = :b AND m.state = 'acked'")  # fmt: skip
+        held = [t for t in (under, above) if t is not None]
+        return {
+            "server_newest": max(held) if held else None,
+            "oldest_pending": first(f"SELECT f.time {pending} ORDER BY f.id LIMIT 1"),
+            "newest_pending": first(f"SELECT f.time {pending} ORDER BY f.id DESC LIMIT 1"),
+        }
+
     def pending_in(self, backend: str, activity_id: int) -> int:
         """Fixes of one activity `backend` has still to send (as `pending`, for one activity;
         read through the fixes_activity index)."""
