@@ -59,7 +59,8 @@ def test_the_gap_follows_what_the_server_acknowledged(tmp_path):
 def test_tracker_status_says_how_far_behind():
     status = {
         "fixes": 3600, "pending": {"gpsr": 3000, "mapmytracks": 0}, "quarantined": {},
-        "backends": {"gpsr": {"state": "ok", "delivery": "catching up (50 min behind)"},
+        "backends": {"gpsr": {"state": "ok", "delivery": "catching up (50 min behind)",
+                              "held_back": 600},
                      "mapmytracks": {"state": "ok", "delivery": "up to date"}},
         "activity": None, "last_fix": None, "rejected": {"total": 0, "by_reason": {}},
         "database": {"path": "/x.db", "size_bytes": 1, "max_mb": 1}, "gps": {},
@@ -67,5 +68,6 @@ def test_tracker_status_says_how_far_behind():
         "sensors": [], "storage": {},
     }  # fmt: skip
     text = render(status)
-    assert "backlog:   gpsr: 3000 fixes, catching up (50 min behind)" in text
+    assert ("backlog:   gpsr: 3000 fixes, catching up (50 min behind) (600 older than its "
+            "history, kept, not sent)") in text
     assert "backlog:   mapmytracks: 0 fixes\n" in text

@@ -53,7 +53,7 @@ def _alive(pid: int) -> bool:
 def _backends(store: Store) -> dict[str, dict[str, Any]]:
     """Per backend: its sender's runtime row `backend:<name>` (state, last error, retry time,
     ...) with the backlog and the quarantined count from the store. Never a secret."""
-    pending, quarantined = store.pending(), store.quarantined()
+    pending, quarantined, held = store.pending(), store.quarantined(), store.held_back()
     out: dict[str, dict[str, Any]] = {}
     for name in store.backends():
         row, updated = store.get_runtime(backend_key(name)) or ({}, None)
@@ -66,6 +66,7 @@ def _backends(store: Store) -> dict[str, dict[str, Any]]:
             **clean,
             "backlog": pending.get(name, 0),
             "quarantined": quarantined.get(name, 0),
+            "held_back": held.get(name, 0),  # older than its `history`: kept, never sent
             **_gap(store.gap(name)),
             "updated": _iso(updated),
         }
@@ -359,10 +360,13 @@ def render(status: dict[str, Any]) -> str:
     if status["pending"]:
         for name, n in sorted(status["pending"].items()):
             q = status["quarantined"].get(name, 0)
-            words = status.get("backends", {}).get(name, {}).get("delivery")
+            b = status.get("backends", {}).get(name, {})
+            apart = [f"{q} quarantined"] if q else []
+            if b.get("held_back"):
+                apart.append(f"{b['held_back']} older than its history, kept, not sent")
             lines.append(f"backlog:   {name}: {plural(n, 'fix', 'fixes')}"
-                         + (f", {words}" if n and words else "")
-                         + (f" ({q} quarantined)" if q else ""))  # fmt: skip
+                         + (f", {b['delivery']}" if n and b.get("delivery") else "")
+                         + (f" ({'; '.join(apart)})" if apart else ""))  # fmt: skip
         for name, b in sorted(status.get("backends", {}).items()):
             line = f"sender:    {name}: {b['state']}"
             if b.get("state") == "retrying" and b.get("next_retry_at"):

@@ -292,6 +292,18 @@ MIGRATIONS: list[str] = [
            OR (size = 3600 AND start = CAST(old.time / 60 AS INTEGER) / 60);
     END;
     """,
+    # 6: fixes a backend was never to send, by its `history` key (issue 24): after an outage
+    # only the recent ones go; the older ones pass its cursor like acknowledged ones, and
+    # this counts them for `tracker status`. One row per hold, not per fix.
+    """
+    CREATE TABLE held_back (
+        backend TEXT NOT NULL REFERENCES backends (name) ON DELETE CASCADE,
+        up_to_id INTEGER NOT NULL,             -- the newest fix id of this hold
+        fixes INTEGER NOT NULL,                -- how many it settled unsent
+        before_time REAL NOT NULL,             -- GPS time: the fixes were older than this
+        PRIMARY KEY (backend, up_to_id)
+    ) WITHOUT ROWID;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -188,6 +188,41 @@ class LedgerMixin(StoreBase):
                 reason,
             )
 
+    def hold_back(self, backend: str, before: float) -> int:
+        """Settle unsent every fix `backend` still has to send that is older than `before` (GPS
+        time), and every one stored before the newest of those (ids, not times, decide: a
+        cursor passes ids); returns how many. Its `history` key (tracker/senders/settings.py):
+        after an outage those are never sent to that server, and stay in the store, counted
+        in `held_back()`. Cheap when there is nothing to hold: one index step from the cursor.
+        """
+        scope = deliverable(self._scope(backend))
+        pending = f"FROM fixes f WHERE {scope} AND f.id > {_CURSOR} AND {_NOT_MARKED}"
+        p: dict[str, Any] = {"b": backend, "t": before}
+        with self.transaction():
+            oldest = self._conn.execute(f"SELECT f.time {pending} ORDER BY f.id LIMIT 1",
+                                        p).fetchone()  # fmt: skip
+            if oldest is None or oldest[0] >= before:
+                return 0
+            last = self._conn.execute(f"SELECT max(f.id) {pending} AND f.time < :t",
+                                      p).fetchone()[0]  # fmt: skip
+            ids = frozenset(r[0] for r in self._all(f"SELECT f.id {pending} AND f.id <= :u",
+                                                    {**p, "u": last}))  # fmt: skip
+            self._advance(backend, self._cursor(backend), ids)
+            self._conn.execute(
+                "INSERT INTO held_back (backend, up_to_id, fixes, before_time) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (backend, up_to_id) DO UPDATE SET fixes = fixes + excluded.fixes",
+                (backend, last, len(ids), before),
+            )  # fmt: skip
+        log.info("%s: %d fixes older than its history held back, not sent", backend, len(ids))
+        return len(ids)
+
+    def held_back(self) -> dict[str, int]:
+        """Backend -> fixes its `history` key kept from being sent (still stored)."""
+        return dict(self._all(
+            "SELECT b.name, (SELECT coalesce(sum(h.fixes), 0) FROM held_back h "
+            "WHERE h.backend = b.name) FROM backends b ORDER BY b.name"
+        ))  # fmt: skip
+
     def _scope(self, backend: str) -> str:
         scope = self._scalar("SELECT scope FROM backends WHERE name = ?", (backend,))
         if scope is None:
