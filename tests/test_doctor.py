@@ -217,6 +217,62 @@ def test_an_i2c_receiver_is_checked_as_the_daemon_opens_it(tmp_path):
     assert heard.error and f"/dev/i2c-{bus}" in heard.error, heard.error
 
 
+def test_doctor_passes_for_an_i2c_receiver_the_daemon_reads(tmp_path, monkeypatch):
+    """The whole checklist for `[gps] device = "i2c:1:0x42"` with a u-blox receiver sending on
+    the bus: only smbus2's bus is fake (the DDC registers of tests/test_ubx_i2c.py, which the
+    daemon's GpsReader reads there), opened through the daemon's open_gps_port; the bus's
+    device file is in a made-up root."""
+    import smbus2
+    from test_ubx_i2c import FakeDdc
+
+    ddc = FakeDdc()
+    monkeypatch.setattr(smbus2, "SMBus", ddc.open)
+    root = tmp_path / "root"
+    (root / "dev").mkdir(parents=True)
+    (root / "dev/i2c-1").touch(mode=0o600)
+    stop = threading.Event()
+
+    def receiver() -> None:  # 10 Hz, GPS time now, as long as the doctor listens
+        for e in epochs(1200, rate_hz=10.0, start=datetime.now(UTC)):
+            ddc.send(e.data)
+            if stop.wait(0.1):
+                return
+
+    thread = threading.Thread(target=receiver, daemon=True)
+    thread.start()
+    try:
+        cfg, config_check = doctor.check_config(write_config(tmp_path, "i2c:1:0x42", 9600))
+        ctx = doctor.Context(cfg, me(), listen_s=1.5, root=root)
+        checks = doctor.run_checks(ctx, config_check)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    out = doctor.render(checks)
+    assert [(c.name, c.result) for c in checks] == [
+        ("config", doctor.OK), ("gps device", doctor.OK), ("gps permissions", doctor.OK),
+        ("nmea", doctor.OK), ("i2c", doctor.OK), ("service", doctor.SKIP), ("disk", doctor.OK),
+        ("clock", doctor.OK),
+    ], out  # fmt: skip
+    assert checks[1].detail.startswith("/dev/i2c-1 exists"), out
+    fixes = re.search(r"at 9600 baud, (\d+) fixes", checks[3].detail)
+    assert fixes and int(fixes.group(1)) > 0, out
+    assert out.splitlines()[-1] == "all checks passed"
+    assert ddc.closed >= 1 and ddc.transactions > 0, "the bus was opened, read and closed"
+
+
+def test_tracker_status_loads_no_check(tmp_path):
+    """A command imports only what it uses: the checks are the doctor's (and `tracker run`'s
+    backends carry their probes), never `tracker status`'s or `tracker --help`'s."""
+    from test_imports import loaded_by
+
+    config = write_config(tmp_path, "/dev/null", 9600)
+    for args in (("--help",), ("status", "-c", str(config))):
+        loaded = loaded_by(*args, tmp_path=tmp_path)
+        assert "tracker.cli" in loaded
+        assert not {"tracker.checks", "tracker.store.check", "tracker.doctor"} & loaded, args
+    assert "tracker.status" in loaded, "tracker status really ran"
+
+
 def test_a_device_the_service_user_may_not_open(tmp_path):
     import pwd
 
