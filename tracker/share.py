@@ -113,11 +113,8 @@ class ShareServer:
         self.sent = 0
 
     def start(self) -> ShareServer:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = bind(self.host, self.port)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
             sock.listen(8)
             sock.setblocking(False)
         except OSError:
@@ -277,6 +274,19 @@ class ShareServer:
                  client.dropped)  # fmt: skip
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port, not listening yet (OSError when it cannot): what the
+    server listens on, and what doctor's check binds and releases."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart binds at once
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 # --- `tracker doctor`: the share's check (tracker/checks.py, tracker/doctor.py) ---------------
 
 from typing import TYPE_CHECKING  # noqa: E402 (the check's imports stay with it, here)
@@ -300,10 +310,8 @@ def _check_bind(ctx: Context, listen: str) -> Check:
     from tracker.config import split_listen
 
     host, port = split_listen(listen)
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as start() binds
-        sock.bind((host, port))
+        bind(host, port).close()  # as start() binds; never listened: released at once
     except OSError as e:
         served = _served_by_daemon(ctx, listen) if e.errno == errno.EADDRINUSE else None
         if served:
@@ -311,8 +319,6 @@ def _check_bind(ctx: Context, listen: str) -> Check:
         return Check("share", FAIL, f"cannot listen on {listen}: {reason(e)}",
                      bind_fix(e.errno, port, f"ss -tlpn 'sport = :{port}'",
                               "[share] nmea_tcp"))  # fmt: skip
-    finally:
-        sock.close()  # never listened: released at once
     return Check("share", OK, f"{listen} can be bound (NMEA served there once tracker runs)")
 
 
