@@ -496,6 +496,27 @@ def test_run_checks_hands_over_each_check_before_the_next_starts(tmp_path, monke
     assert doctor.run_checks(ctx, config_check) == checks  # the callback is optional
 
 
+def test_a_bug_in_one_parts_check_is_one_failed_line_and_the_others_still_run(
+    tmp_path, monkeypatch
+):
+    from tracker.senders import mapmytracks
+
+    def broken(*_: object, **__: object) -> list[doctor.Check]:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(gps, "check_nmea", broken)
+    monkeypatch.setattr(mapmytracks, "probe", broken)
+    ctx = mapmytracks_ctx(tmp_path, "http://127.0.0.1:9/api/", "x")
+    ctx.cfg.path.chmod(0o600)  # its inline password is a check of its own
+    checks = doctor.run_checks(ctx, doctor.Check("config", doctor.OK, "fine"))
+    assert [(c.name, c.result) for c in checks] == [
+        ("config", doctor.OK), ("gps device", doctor.OK), ("gps permissions", doctor.OK),
+        ("gps.check", doctor.FAIL), ("mapmytracks", doctor.FAIL), ("service", doctor.SKIP),
+        ("disk", doctor.OK), ("clock", doctor.SKIP),
+    ]  # fmt: skip
+    assert checks[3].detail == checks[4].detail == "ZeroDivisionError('a bug')"
+
+
 # --- sensor hardware and the installed unit ------------------------------------------------
 
 

@@ -79,10 +79,7 @@ def check_backend(ctx: Context, section: str) -> list[Check]:
     settings = ctx.cfg.backends.get(section)
     if settings is None or not settings.enabled:
         return []
-    try:
-        probe = module(section).probe(settings)
-    except Exception as e:  # a bug in one probe must not hide the other checks
-        return [Check(section, FAIL, repr(e), None)]
+    probe = module(section).probe(settings)
     if probe.server_offset_s is not None:
         ctx.server_time_offset_s[section] = probe.server_offset_s
     return probe.checks
@@ -172,12 +169,26 @@ def run_checks(
     """Every check, in order; `on_check(check)` is called with each as soon as it is done
     (before the next one starts), so a caller can show progress."""
     checks: list[Check] = []
+
+    def add(c: Check) -> None:
+        checks.append(c)
+        if on_check is not None:
+            on_check(c)
+
     for part in [lambda _: [config_check], *parts()]:
-        for c in part(ctx):
-            checks.append(c)
-            if on_check is not None:
-                on_check(c)
+        try:
+            for c in part(ctx):
+                add(c)
+        except Exception as e:  # a bug in one part's check must not hide the other checks
+            add(Check(_part_name(part), FAIL, repr(e), None))
     return checks
+
+
+def _part_name(part: Callable[[Context], Iterable[Check]]) -> str:
+    """A backend's section, else where the check is written (gps.check, doctor.check_unit)."""
+    if isinstance(part, partial):
+        return str(part.keywords["section"])
+    return f"{part.__module__.removeprefix('tracker.')}.{part.__qualname__}"
 
 
 def render_check(c: Check) -> str:

@@ -284,7 +284,7 @@ def check(ctx: Context) -> Iterator[Check]:
     arrives (how fast, at which baud rate, with a fix); a `gpsd://` source is gpsd's check."""
     from tracker.checks import FAIL
 
-    device = list(check_device(ctx))
+    device = check_device(ctx)
     yield from device
     if ctx.cfg.gps.device.startswith("gpsd://"):
         from tracker import gpsd
