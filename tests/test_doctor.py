@@ -27,8 +27,12 @@ import pytest
 from support import ROOT, epochs, free_port, wait_for
 from test_share import GPSD, Gpsd
 
-from tracker import doctor
+from tracker import doctor, gps
+from tracker.gpsd import check as check_gpsd
+from tracker.inputs import check as check_inputs
 from tracker.pty import PtyWriter
+from tracker.sensors.manager import check as check_sensor_hardware
+from tracker.share import check as check_share
 from tracker.testing import gpsr as gpsr_server
 from tracker.testing import mapmytracks as mmt_server
 
@@ -209,8 +213,64 @@ def test_an_i2c_receiver_is_checked_as_the_daemon_opens_it(tmp_path):
     assert line(done.stdout, f"[FAIL] gps device: /dev/i2c-{bus} does not exist (for [gps] "
                              f"device i2c:{bus}:0x42)")  # fmt: skip
     assert "raspi-config" in fix_after(done.stdout, "[FAIL] gps device:")
-    heard = doctor.listen(f"i2c:{bus}:0x42", 9600, 0.1)
+    heard = gps.listen(f"i2c:{bus}:0x42", 9600, 0.1)
     assert heard.error and f"/dev/i2c-{bus}" in heard.error, heard.error
+
+
+def test_doctor_passes_for_an_i2c_receiver_the_daemon_reads(tmp_path, monkeypatch):
+    """The whole checklist for `[gps] device = "i2c:1:0x42"` with a u-blox receiver sending on
+    the bus: only smbus2's bus is fake (the DDC registers of tests/test_ubx_i2c.py, which the
+    daemon's GpsReader reads there), opened through the daemon's open_gps_port; the bus's
+    device file is in a made-up root."""
+    import smbus2
+    from test_ubx_i2c import FakeDdc
+
+    ddc = FakeDdc()
+    monkeypatch.setattr(smbus2, "SMBus", ddc.open)
+    root = tmp_path / "root"
+    (root / "dev").mkdir(parents=True)
+    (root / "dev/i2c-1").touch(mode=0o600)
+    stop = threading.Event()
+
+    def receiver() -> None:  # 10 Hz, GPS time now, as long as the doctor listens
+        for e in epochs(1200, rate_hz=10.0, start=datetime.now(UTC)):
+            ddc.send(e.data)
+            if stop.wait(0.1):
+                return
+
+    thread = threading.Thread(target=receiver, daemon=True)
+    thread.start()
+    try:
+        cfg, config_check = doctor.check_config(write_config(tmp_path, "i2c:1:0x42", 9600))
+        ctx = doctor.Context(cfg, me(), listen_s=1.5, root=root)
+        checks = doctor.run_checks(ctx, config_check)
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    out = doctor.render(checks)
+    assert [(c.name, c.result) for c in checks] == [
+        ("config", doctor.OK), ("gps device", doctor.OK), ("gps permissions", doctor.OK),
+        ("nmea", doctor.OK), ("i2c", doctor.OK), ("service", doctor.SKIP), ("disk", doctor.OK),
+        ("clock", doctor.OK),
+    ], out  # fmt: skip
+    assert checks[1].detail.startswith("/dev/i2c-1 exists"), out
+    fixes = re.search(r"at 9600 baud, (\d+) fixes", checks[3].detail)
+    assert fixes and int(fixes.group(1)) > 0, out
+    assert out.splitlines()[-1] == "all checks passed"
+    assert ddc.closed >= 1 and ddc.transactions > 0, "the bus was opened, read and closed"
+
+
+def test_tracker_status_loads_no_check(tmp_path):
+    """A command imports only what it uses: the checks are the doctor's (and `tracker run`'s
+    backends carry their probes), never `tracker status`'s or `tracker --help`'s."""
+    from test_imports import loaded_by
+
+    config = write_config(tmp_path, "/dev/null", 9600)
+    for args in (("--help",), ("status", "-c", str(config))):
+        loaded = loaded_by(*args, tmp_path=tmp_path)
+        assert "tracker.cli" in loaded
+        assert not {"tracker.checks", "tracker.store.check", "tracker.doctor"} & loaded, args
+    assert "tracker.status" in loaded, "tracker status really ran"
 
 
 def test_a_device_the_service_user_may_not_open(tmp_path):
@@ -223,11 +283,11 @@ def test_a_device_the_service_user_may_not_open(tmp_path):
     if os.getuid() == nobody.pw_uid:
         pytest.skip("running as nobody")
     ctx = doctor.Context(doctor.load(write_config(tmp_path, str(device), 9600)), "nobody")
-    perm = [c for c in doctor.check_device(ctx) if c.name == "gps permissions"][0]
+    perm = [c for c in gps.check_device(ctx) if c.name == "gps permissions"][0]
     assert perm.result == doctor.FAIL and "nobody may not read" in perm.detail
     assert perm.fix and perm.fix.startswith("usermod -aG ")
     ctx.user = me()
-    perm = [c for c in doctor.check_device(ctx) if c.name == "gps permissions"][0]
+    perm = [c for c in gps.check_device(ctx) if c.name == "gps permissions"][0]
     assert perm.result == doctor.OK
 
 
@@ -428,12 +488,33 @@ def test_run_checks_hands_over_each_check_before_the_next_starts(tmp_path, monke
         seen_by_nmea.extend(seen)
         return [doctor.Check("nmea", doctor.OK, "fake")]
 
-    monkeypatch.setattr(doctor, "check_nmea", slow_nmea)
+    monkeypatch.setattr(gps, "check_nmea", slow_nmea)
     config_check = doctor.Check("config", doctor.OK, "fine")
     checks = doctor.run_checks(ctx, config_check, lambda c: seen.append(c.name))
     assert seen_by_nmea == ["config", "gps device", "gps permissions"]
     assert seen == [c.name for c in checks] == [*seen_by_nmea, "nmea", "service", "disk", "clock"]
     assert doctor.run_checks(ctx, config_check) == checks  # the callback is optional
+
+
+def test_a_bug_in_one_parts_check_is_one_failed_line_and_the_others_still_run(
+    tmp_path, monkeypatch
+):
+    from tracker.senders import mapmytracks
+
+    def broken(*_: object, **__: object) -> list[doctor.Check]:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(gps, "check_nmea", broken)
+    monkeypatch.setattr(mapmytracks, "probe", broken)
+    ctx = mapmytracks_ctx(tmp_path, "http://127.0.0.1:9/api/", "x")
+    ctx.cfg.path.chmod(0o600)  # its inline password is a check of its own
+    checks = doctor.run_checks(ctx, doctor.Check("config", doctor.OK, "fine"))
+    assert [(c.name, c.result) for c in checks] == [
+        ("config", doctor.OK), ("gps device", doctor.OK), ("gps permissions", doctor.OK),
+        ("gps.check", doctor.FAIL), ("mapmytracks", doctor.FAIL), ("service", doctor.SKIP),
+        ("disk", doctor.OK), ("clock", doctor.SKIP),
+    ]  # fmt: skip
+    assert checks[3].detail == checks[4].detail == "ZeroDivisionError('a bug')"
 
 
 # --- sensor hardware and the installed unit ------------------------------------------------
@@ -454,7 +535,7 @@ def hardware_ctx(tmp_path: Path, root: Path, extra: str = SENSORS) -> doctor.Con
 def test_sensor_hardware_missing_is_named_with_its_fix(tmp_path):
     root = tmp_path / "root"
     root.mkdir()
-    checks = doctor.check_sensor_hardware(hardware_ctx(tmp_path, root))
+    checks = list(check_sensor_hardware(hardware_ctx(tmp_path, root)))
     assert [(c.name, c.result) for c in checks] == [
         ("bluetooth", doctor.FAIL), ("ant+ stick", doctor.FAIL), ("i2c", doctor.FAIL),
     ]  # fmt: skip
@@ -471,7 +552,7 @@ def test_sensor_hardware_present(tmp_path):
     (stick / "idProduct").write_text("1009\n")
     (root / "dev").mkdir()
     (root / "dev/i2c-1").touch()
-    checks = doctor.check_sensor_hardware(hardware_ctx(tmp_path, root))
+    checks = list(check_sensor_hardware(hardware_ctx(tmp_path, root)))
     assert [(c.name, c.result) for c in checks] == [
         ("bluetooth", doctor.OK), ("ant+ stick", doctor.OK), ("i2c", doctor.OK),
     ]  # fmt: skip
@@ -479,7 +560,7 @@ def test_sensor_hardware_present(tmp_path):
 
 
 def test_no_sensor_no_hardware_check(tmp_path):
-    assert doctor.check_sensor_hardware(hardware_ctx(tmp_path, tmp_path, extra="")) == []
+    assert list(check_sensor_hardware(hardware_ctx(tmp_path, tmp_path, extra=""))) == []
 
 
 def test_the_installed_unit_is_this_releases(tmp_path):
@@ -554,9 +635,9 @@ def test_gpsd_with_a_receiver_reports_its_fixes_and_the_clock(tmp_path):
         wait_for_gpsd_fix(gpsd)
         url = f"gpsd://127.0.0.1:{gpsd.port}"
         ctx = gpsd_ctx(tmp_path, url)
-        (device,) = doctor.check_device(ctx)
+        (device,) = gps.check_device(ctx)
         assert device.result == doctor.SKIP  # no serial port of ours to stat
-        (check,) = doctor.check_nmea(ctx)
+        (check,) = check_gpsd(ctx)
         assert (check.name, check.result) == ("gpsd", doctor.OK), check
         assert check.detail.startswith("gpsd 3.") and f"127.0.0.1:{gpsd.port}" in check.detail
         assert f"({feed.writer.path})" in check.detail  # the receiver gpsd has
@@ -566,9 +647,9 @@ def test_gpsd_with_a_receiver_reports_its_fixes_and_the_clock(tmp_path):
         assert [c.result for c in doctor.check_clock(ctx)] == [doctor.OK]
 
         # One receiver of gpsd's named in the URL: there; another: not.
-        (check,) = doctor.check_nmea(gpsd_ctx(tmp_path, f"{url}{feed.writer.path}", 1.0))
+        (check,) = check_gpsd(gpsd_ctx(tmp_path, f"{url}{feed.writer.path}", 1.0))
         assert check.result == doctor.OK, check
-        (check,) = doctor.check_nmea(gpsd_ctx(tmp_path, f"{url}/dev/ttyNOPE", 1.0))
+        (check,) = check_gpsd(gpsd_ctx(tmp_path, f"{url}/dev/ttyNOPE", 1.0))
         assert check.result == doctor.FAIL and "No such device as /dev/ttyNOPE" in check.detail
         assert "gpspipe" in (check.fix or "")
     finally:
@@ -585,7 +666,7 @@ def test_gpsd_without_a_receiver_or_with_a_silent_one(tmp_path):
     )  # fmt: skip
     try:
         wait_for(lambda: _connects(port), 20, what="gpsd to listen")
-        (check,) = doctor.check_nmea(gpsd_ctx(tmp_path, f"gpsd://127.0.0.1:{port}", 1.0))
+        (check,) = check_gpsd(gpsd_ctx(tmp_path, f"gpsd://127.0.0.1:{port}", 1.0))
     finally:
         bare.terminate()
         bare.wait(timeout=10)
@@ -596,7 +677,7 @@ def test_gpsd_without_a_receiver_or_with_a_silent_one(tmp_path):
         gpsd = Gpsd(tmp_path, silent.path)
         try:
             gpsd.watch().close()
-            (check,) = doctor.check_nmea(gpsd_ctx(tmp_path, f"gpsd://127.0.0.1:{gpsd.port}", 1.0))
+            (check,) = check_gpsd(gpsd_ctx(tmp_path, f"gpsd://127.0.0.1:{gpsd.port}", 1.0))
         finally:
             gpsd.stop()
     assert check.result == doctor.FAIL and "no report in 1 s" in check.detail, check
@@ -630,7 +711,7 @@ def test_no_gpsd_is_one_clear_line(tmp_path):
         other.bind(("127.0.0.1", 0))
         other.listen()
         ctx = gpsd_ctx(tmp_path, f"gpsd://127.0.0.1:{other.getsockname()[1]}", 0.5)
-        (check,) = doctor.check_nmea(ctx)
+        (check,) = check_gpsd(ctx)
     assert check.result == doctor.FAIL and "is not gpsd" in check.detail, check
 
 
@@ -680,7 +761,7 @@ def test_each_input_is_opened_as_the_daemon_would(tmp_path):
             "bridge": "socket://127.0.0.1:9",
         }  # fmt: skip
         ctx = doctor.Context(doctor.load(inputs_config(tmp_path, entries)), me(), input_s=0.5)
-        checks = {c.name: c for c in doctor.check_inputs(ctx)}
+        checks = {c.name: c for c in check_inputs(ctx)}
         server.join(timeout=10)
     finally:
         pty.close()
@@ -715,12 +796,12 @@ def test_the_share_port_free_taken_or_held_by_the_running_daemon(tmp_path):
     listen = f"127.0.0.1:{port}"
     config = inputs_config(tmp_path, {}, f'[share]\nnmea_tcp = "{listen}"\n')
     ctx = doctor.Context(doctor.load(config), me())
-    (free,) = doctor.check_share(ctx)
+    (free,) = check_share(ctx)
     assert free.result == doctor.OK and "can be bound" in free.detail
     with socket.socket() as plotter_server:  # nothing kept: the port binds again
         plotter_server.bind(("127.0.0.1", port))
         plotter_server.listen()
-        (taken,) = doctor.check_share(ctx)
+        (taken,) = check_share(ctx)
         assert taken.result == doctor.FAIL and "Address already in use" in taken.detail
         assert "ss -tlpn" in (taken.fix or "") and "[share] nmea_tcp" in (taken.fix or "")
 
@@ -730,7 +811,7 @@ def test_the_share_port_free_taken_or_held_by_the_running_daemon(tmp_path):
         row = DaemonStatus(pid=os.getpid(), running=True,
                            share=ShareStatus(listen=listen, clients=2))  # fmt: skip
         store.put_runtime(DAEMON_KEY, row.to_json())
-        (served,) = doctor.check_share(ctx)
+        (served,) = check_share(ctx)
         assert served.result == doctor.OK, served
         assert served.detail == f"{listen} in use by the running tracker (pid {os.getpid()}), " \
             "which serves it: 2 clients"  # fmt: skip
@@ -738,7 +819,7 @@ def test_the_share_port_free_taken_or_held_by_the_running_daemon(tmp_path):
         row.share.error = "Address already in use"
         store.put_runtime(DAEMON_KEY, row.to_json())
         store.close()
-        (other,) = doctor.check_share(ctx)
+        (other,) = check_share(ctx)
         assert other.result == doctor.FAIL
 
 

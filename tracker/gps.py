@@ -263,3 +263,227 @@ def _reason(e: BaseException) -> str:
     if isinstance(errno, int):
         return os.strerror(errno)
     return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+# --- `tracker doctor`: this source's check (tracker/checks.py, tracker/doctor.py) -------------
+# Opened and decoded as the reader above does: the daemon's opener (tracker/ubx_i2c.py) and
+# nmea.Decoder. Nothing here runs in the daemon; tracker.checks is imported only when it runs.
+
+from dataclasses import dataclass  # noqa: E402 (the check's imports stay with it, here)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tracker.checks import Check, Context
+
+COMMON_BAUDRATES = (4800, 9600, 19200, 38400, 57600, 115200)
+
+
+def check(ctx: Context) -> Iterator[Check]:
+    """The `[gps]` source: the device exists and the service user may open it, then NMEA
+    arrives (how fast, at which baud rate, with a fix); a `gpsd://` source is gpsd's check."""
+    from tracker.checks import FAIL
+
+    device = check_device(ctx)
+    yield from device
+    if ctx.cfg.gps.device.startswith("gpsd://"):
+        from tracker import gpsd
+
+        yield from gpsd.check(ctx)
+    elif not any(c.result == FAIL and c.name == "gps device" for c in device):
+        yield from check_nmea(ctx)
+
+
+def _device_fix(device: str) -> str:
+    if device.startswith("/dev/serial"):
+        return (
+            "enable the Pi's UART: raspi-config > Interface Options > Serial Port: login shell "
+            "No, hardware Yes (enable_uart=1 in /boot/firmware/config.txt), then reboot"
+        )
+    if device.startswith("/dev/gps"):
+        return (
+            "plug in the USB receiver; if it is, install the udev rule "
+            "(cp config/99-tracker-gps.rules /etc/udev/rules.d/ && udevadm control "
+            "--reload-rules && udevadm trigger) or add its vendor id there (lsusb)"
+        )
+    return (
+        "plug in the receiver and find it with ls -l /dev/serial* /dev/ttyUSB* /dev/ttyACM*, "
+        "then set [gps] device"
+    )
+
+
+def check_device(ctx: Context) -> list[Check]:
+    """The device file (for `i2c:`, the bus's under ctx.root) and the service user's rights."""
+    import pwd
+    import stat
+
+    from tracker.checks import FAIL, OK, SKIP, Check, group_name, may_open, user_name
+
+    device = path = ctx.cfg.gps.device
+    if "://" in device:
+        return [Check("gps device", SKIP, f"{device} is a URL: checked by reading it below")]
+    if device.startswith("i2c:"):
+        # The daemon reads a u-blox receiver's DDC port through the bus (ubx_i2c.py): what
+        # must exist is the bus's device, not a file named after the URL.
+        from tracker.ubx_i2c import parse_i2c_url
+
+        bus, address = parse_i2c_url(device)
+        device = f"/dev/i2c-{bus}"
+        path = str(ctx.root / device.lstrip("/"))
+        if not os.path.exists(path):
+            return [Check("gps device", FAIL, f"{device} does not exist (for [gps] device "
+                          f"i2c:{bus}:0x{address:02x})",
+                          "enable I2C: raspi-config > Interface Options > I2C, then reboot")]
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return [Check("gps device", FAIL, f"{device} does not exist", _device_fix(device))]
+    except OSError as e:
+        return [Check("gps device", FAIL, f"{device}: {e.strerror}", _device_fix(device))]
+    checks = [Check("gps device", OK, f"{device} exists ({os.path.realpath(path)})")]
+    try:
+        user = pwd.getpwnam(ctx.user)
+    except KeyError:
+        checks.append(
+            Check(
+                "gps permissions", FAIL, f"no user {ctx.user!r} on this system",
+                "run scripts/install-pi.sh (it creates the service user), or pass --user",
+            )
+        )  # fmt: skip
+        return checks
+    if may_open(st, user):
+        checks.append(Check("gps permissions", OK, f"{ctx.user} may read {device}"))
+    else:
+        group = group_name(st.st_gid)
+        checks.append(
+            Check(
+                "gps permissions", FAIL,
+                f"{ctx.user} may not read {device} (owner {user_name(st.st_uid)}, group "
+                f"{group}, mode {stat.S_IMODE(st.st_mode):o})",
+                f"usermod -aG {group} {ctx.user} && systemctl restart tracker",
+            )
+        )  # fmt: skip
+    return checks
+
+
+@dataclass
+class Listening:
+    """What `listen` heard."""
+
+    baudrate: int
+    seconds: float
+    bytes: int = 0
+    sentences: int = 0
+    rejected: int = 0
+    fixes: int = 0
+    last_fix_time: float | None = None  # GPS UTC
+    last_fix_at: float | None = None  # system time when it arrived
+    error: str | None = None
+
+
+def listen(device: str, baudrate: int, seconds: float) -> Listening:
+    """Read `device` at `baudrate` for `seconds`, opened as the daemon opens it (an `i2c:`
+    receiver through the bus), and decode what arrives."""
+    from tracker.ubx_i2c import open_gps_port
+
+    out = Listening(baudrate, seconds)
+    decoder = Decoder(log_interval_s=3600.0)
+
+    def failed(e: BaseException) -> str:  # pyserial's whole first line: it names the device
+        return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+    def heard(fixes: list[Fix]) -> None:
+        if fixes:
+            out.fixes += len(fixes)
+            out.last_fix_time, out.last_fix_at = fixes[-1].time, time.time()
+
+    try:
+        port = open_gps_port(device, baudrate=baudrate, timeout=0.2)
+    except (serial.SerialException, OSError, ValueError) as e:
+        out.error = failed(e)
+        return out
+    try:
+        if hasattr(port, "reset_input_buffer"):  # an I2C port holds no stale bytes
+            port.reset_input_buffer()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            data = port.read(port.in_waiting or 1)
+            out.bytes += len(data)
+            heard(decoder.feed(data) if data else [])
+    except (serial.SerialException, OSError) as e:
+        out.error = failed(e)
+    finally:
+        port.close()
+    heard(decoder.flush())
+    out.sentences = decoder.stats.sentences
+    out.rejected = decoder.stats.rejected
+    return out
+
+
+def check_nmea(ctx: Context, *, listen_fn: Callable[..., Listening] = listen) -> list[Check]:
+    """NMEA arrives at the configured rate, with a fix; else which rate it arrives at, or what
+    the bytes (or their absence) say about the wiring."""
+    from tracker.checks import FAIL, OK, Check
+
+    gps = ctx.cfg.gps
+    heard = listen_fn(gps.device, gps.baudrate, ctx.listen_s)
+    if heard.error:
+        return [
+            Check(
+                "nmea", FAIL, f"cannot read {gps.device}: {heard.error}",
+                "fix the device check above; if the service is running, stop it first "
+                "(systemctl stop tracker)",
+            )
+        ]  # fmt: skip
+    if heard.sentences:
+        if heard.last_fix_time is not None and heard.last_fix_at is not None:
+            ctx.gps_time_offset_s = heard.last_fix_time - heard.last_fix_at
+        rate = heard.sentences / heard.seconds
+        detail = (
+            f"{heard.sentences} valid sentences in {heard.seconds:g} s ({rate:.1f}/s) at "
+            f"{gps.baudrate} baud, {heard.fixes} fixes"
+        )
+        if heard.rejected:
+            detail += f", {heard.rejected} rejected"
+        checks = [Check("nmea", OK, detail)]
+        if heard.fixes == 0:
+            checks.append(
+                Check(
+                    "gps fix", FAIL, "NMEA arrives but without a position fix",
+                    "give the antenna a clear view of the sky and wait (a cold start takes "
+                    "up to 15 minutes)",
+                )
+            )  # fmt: skip
+        return checks
+    # Nothing decoded: garbage means a wrong rate, silence a wrong device or a dead receiver.
+    for rate in COMMON_BAUDRATES:
+        if rate == gps.baudrate:
+            continue
+        probe = listen_fn(gps.device, rate, ctx.probe_s)
+        if probe.sentences:
+            return [
+                Check(
+                    "nmea baud rate", FAIL,
+                    f"nothing decodes at {gps.baudrate} baud ({heard.bytes} bytes of garbage "
+                    f"in {heard.seconds:g} s), but {probe.sentences} valid sentences arrive at "
+                    f"{rate} baud",
+                    f"set [gps] baudrate = {rate} in {ctx.cfg.path or 'the config'}",
+                )
+            ]  # fmt: skip
+    if heard.bytes:
+        return [
+            Check(
+                "nmea", FAIL,
+                f"{heard.bytes} bytes in {heard.seconds:g} s at {gps.baudrate} baud but no valid "
+                f"NMEA at any of {', '.join(map(str, COMMON_BAUDRATES))} baud",
+                "check the wiring (receiver TX to the Pi's RX) and that the receiver outputs "
+                "NMEA, not only a binary protocol (u-blox UBX: enable NMEA with u-center)",
+            )
+        ]  # fmt: skip
+    return [
+        Check(
+            "nmea", FAIL, f"no data at all from {gps.device} in {heard.seconds:g} s",
+            "check power and wiring (receiver TX to the Pi's RX, GPIO 15), or that this is the "
+            "right device",
+        )
+    ]  # fmt: skip

@@ -267,3 +267,142 @@ def _used(d: dict[str, Any]) -> int | None:
     if isinstance(sats, list):
         return sum(1 for s in sats if isinstance(s, dict) and s.get("used") is True)
     return None
+
+
+# --- `tracker doctor`: gpsd as the GPS source (tracker/checks.py, tracker/gps.py's check) -----
+# Watched through the client above: the same connection, WATCH and mapping to fixes.
+
+from dataclasses import dataclass  # noqa: E402 (the check's imports stay with it, here)
+from typing import TYPE_CHECKING  # noqa: E402
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tracker.checks import Check, Context
+
+
+@dataclass
+class GpsdHeard:
+    """What `listen` heard from gpsd."""
+
+    seconds: float
+    version: str | None = None  # gpsd's release, from its VERSION greeting
+    devices: list[str] | None = None  # the receivers gpsd has (its DEVICES report), None: none
+    reports: int = 0  # TPV, SKY, GST used by the decoder
+    fixes: int = 0
+    last_fix_time: float | None = None  # GPS UTC
+    last_fix_at: float | None = None  # system time its TPV arrived
+    error: str | None = None  # could not connect, or gpsd closed the connection
+    refused: str | None = None  # gpsd's ERROR report (a WATCH of a device it does not have)
+
+
+def listen(url: str, seconds: float) -> GpsdHeard:
+    """Watch gpsd at `url` for `seconds` as the daemon does, and keep what gpsd says of itself
+    (its DEVICES and ERROR reports, which the decoder has no use for)."""
+    from tracker.checks import reason
+
+    out = GpsdHeard(seconds)
+    # The wall clock as the decoder's clock: `arrived` is then comparable to the GPS time.
+    decoder = GpsdDecoder(device=parse_url(url)[2], clock=time.time)
+
+    def heard(fixes: list[Fix]) -> None:
+        if fixes:
+            out.fixes += len(fixes)
+            out.last_fix_time, out.last_fix_at = fixes[-1].time, decoder.arrived
+
+    try:
+        port = GpsdPort(url, timeout=0.2)
+    except OSError as e:
+        out.error = reason(e)
+        return out
+    lines = b""
+    try:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            data = port.read()
+            *done, lines = (lines + data).split(b"\n")
+            for line in done:
+                if b'"DEVICES"' in line or b'"ERROR"' in line:
+                    _heard_about_gpsd(out, line)
+            heard(decoder.feed(data))
+    except OSError as e:
+        out.error = reason(e)
+    finally:
+        port.close()
+    heard(decoder.flush())
+    out.version, out.reports = decoder.version, decoder.stats.sentences
+    return out
+
+
+def _heard_about_gpsd(out: GpsdHeard, line: bytes) -> None:
+    try:
+        report = json.loads(line)
+    except ValueError:
+        return
+    if report.get("class") == "ERROR":
+        out.refused = str(report.get("message"))
+    elif report.get("class") == "DEVICES":
+        out.devices = [str(d.get("path")) for d in report.get("devices", [])
+                       if isinstance(d, dict)]  # fmt: skip
+
+
+def check(ctx: Context, *, listen_fn: Callable[..., GpsdHeard] = listen) -> Iterator[Check]:
+    """[gps] device = "gpsd://...": gpsd answers, has a receiver, and reports fixes."""
+    from tracker.checks import FAIL, OK, Check
+
+    url = ctx.cfg.gps.device
+    host, port, wanted = parse_url(url)
+    heard = listen_fn(url, ctx.listen_s)
+    where = f"{host}:{port}"
+    if heard.error and heard.version is None:
+        yield Check(
+            "gpsd", FAIL, f"no gpsd at {where}: {heard.error}",
+            "start gpsd (systemctl enable --now gpsd.socket gpsd, after apt install gpsd) or "
+            "correct [gps] device",
+        )  # fmt: skip
+        return
+    if heard.version is None:
+        yield Check(
+            "gpsd", FAIL, f"{where} answers but is not gpsd (no VERSION report in "
+            f"{heard.seconds:g} s)", "correct the port in [gps] device (gpsd's is 2947)",
+        )  # fmt: skip
+        return
+    name = f"gpsd {heard.version} at {where}"
+    if heard.devices is not None and not heard.devices:
+        yield Check(
+            "gpsd", FAIL, f"{name} has no receiver",
+            'name it to gpsd: DEVICES="/dev/ttyUSB0" in /etc/default/gpsd, then systemctl '
+            "restart gpsd (or gpsdctl add /dev/ttyUSB0)",
+        )  # fmt: skip
+        return
+    if heard.refused:  # gpsd 3.22 answers a WATCH of a device it lacks with an ERROR only
+        yield Check(
+            "gpsd", FAIL, f"{name}: {heard.refused}",
+            "correct the device in [gps] device (gpspipe -w -n 2 lists gpsd's DEVICES), or "
+            "leave it out: gpsd://host:port",
+        )  # fmt: skip
+        return
+    if wanted and heard.devices is not None and wanted not in heard.devices:
+        yield Check(
+            "gpsd", FAIL, f"{name} has no {wanted} (it has {', '.join(heard.devices)})",
+            "correct the device in [gps] device, or add it to gpsd's DEVICES",
+        )  # fmt: skip
+        return
+    on = f" ({', '.join(heard.devices)})" if heard.devices else ""
+    if not heard.reports:
+        yield Check(
+            "gpsd", FAIL, f"{name}{on}: no report in {heard.seconds:g} s"
+            + (f" ({heard.error})" if heard.error else ""),
+            "check the receiver with gpsmon (power, wiring, the device gpsd was given)",
+        )  # fmt: skip
+        return
+    if heard.last_fix_time is not None and heard.last_fix_at is not None:
+        ctx.gps_time_offset_s = heard.last_fix_time - heard.last_fix_at
+    yield Check("gpsd", OK, f"{name}{on}: {heard.reports} reports in {heard.seconds:g} s, "
+                            f"{heard.fixes} fixes")  # fmt: skip
+    if heard.fixes == 0:
+        yield Check(
+            "gps fix", FAIL, "gpsd reports but without a position fix",
+            "give the antenna a clear view of the sky and wait (a cold start takes up to 15 "
+            "minutes); gpsd needs a date too (an RMC sentence) before it reports a fix",
+        )  # fmt: skip

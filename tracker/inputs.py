@@ -249,3 +249,99 @@ class InputReader:
         if readings:
             st.readings += len(readings)
             self._out(readings)
+
+
+# --- `tracker doctor`: the inputs' check (tracker/checks.py, tracker/doctor.py) ---------------
+# Each stream opened with the daemon's open_input above.
+
+from typing import TYPE_CHECKING  # noqa: E402 (the check's imports stay with it, here)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tracker.checks import Check, Context
+
+
+def check(ctx: Context) -> Iterator[Check]:
+    """Each `[[inputs]]` stream: a TCP multiplexer connects (and what it sends), a UDP port can
+    be bound, a serial device exists and the service user may open it."""
+    for cfg in ctx.cfg.inputs:
+        yield _check_input(ctx, cfg)
+
+
+def _check_input(ctx: Context, cfg: InputConfig) -> Check:
+    import os
+    import pwd
+
+    from tracker.checks import FAIL, OK, SKIP, Check, group_name, may_open
+
+    name, url = f"input {cfg.name}", cfg.url
+    if url.startswith("tcp://"):
+        return _check_tcp(ctx, name, url)
+    if url.startswith("udp://"):
+        return _check_udp(name, url)
+    if "://" in url:
+        return Check(name, SKIP, f"{url}: a pyserial URL, opened by the daemon only")
+    try:
+        st = os.stat(url)
+    except OSError as e:
+        return Check(name, FAIL, f"{url}: {e.strerror}",
+                     "plug in the instrument's adapter and find it with ls -l /dev/serial/by-id "
+                     "/dev/ttyUSB*, then set its url")  # fmt: skip
+    try:
+        user = pwd.getpwnam(ctx.user)
+    except KeyError:
+        return Check(name, OK, f"{url} exists")  # the GPS check names the missing user
+    if not may_open(st, user):
+        group = group_name(st.st_gid)
+        return Check(name, FAIL, f"{ctx.user} may not read {url} (group {group})",
+                     f"usermod -aG {group} {ctx.user} && systemctl restart tracker")  # fmt: skip
+    return Check(name, OK, f"{url} exists and {ctx.user} may read it")
+
+
+def _check_tcp(ctx: Context, name: str, url: str) -> Check:
+    from tracker.checks import FAIL, OK, Check, reason
+
+    host, port = split_host_port(url, "tcp", host_required=True)
+    try:
+        stream = open_input(url, 0)
+    except OSError as e:
+        return Check(name, FAIL, f"cannot connect to {host}:{port}: {reason(e)}",
+                     "check the multiplexer is on and on this network, its TCP server enabled, "
+                     "and the address and port in the url")  # fmt: skip
+    # A multiplexer serves several clients: reading beside a running daemon takes nothing from it.
+    decoder = Decoder(log_interval_s=3600.0)
+    readings = 0
+    try:
+        deadline = time.monotonic() + ctx.input_s
+        while time.monotonic() < deadline:
+            decoder.feed(stream.read())
+            readings += len(decoder.take_readings())
+    except OSError:
+        pass  # it connected: that is the check; what it sent until then is reported
+    finally:
+        stream.close()
+    sentences = decoder.stats.sentences
+    if not sentences:
+        return Check(name, OK, f"{host}:{port} connects; no NMEA in {ctx.input_s:g} s (are the "
+                               "instruments on?)")  # fmt: skip
+    return Check(name, OK, f"{host}:{port} connects: {sentences} sentences in {ctx.input_s:g} s, "
+                           f"{readings} instrument readings")  # fmt: skip
+
+
+def _check_udp(name: str, url: str) -> Check:
+    from tracker.checks import FAIL, OK, Check, bind_fix, reason
+
+    host, port = split_host_port(url, "udp", host_required=False)
+    try:
+        # The daemon's own bind, released at once. With its SO_REUSEADDR a running daemon
+        # does not make it fail: only another program that holds the port alone does.
+        open_input(url, 0).close()
+    except OSError as e:
+        return Check(
+            name,
+            FAIL,
+            f"cannot listen on UDP {host or '*'}:{port}: {reason(e)}",
+            bind_fix(e.errno, port, f"ss -ulpn 'sport = :{port}'", "its url"),
+        )
+    return Check(name, OK, f"UDP {host or '*'}:{port} can be bound")

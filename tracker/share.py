@@ -113,11 +113,8 @@ class ShareServer:
         self.sent = 0
 
     def start(self) -> ShareServer:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = bind(self.host, self.port)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
             sock.listen(8)
             sock.setblocking(False)
         except OSError:
@@ -275,3 +272,76 @@ class ShareServer:
         client.sock.close()
         log.info("NMEA share: %s disconnected (%s), %d chunks dropped for it", client.peer, why,
                  client.dropped)  # fmt: skip
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port, not listening yet (OSError when it cannot): what the
+    server listens on, and what doctor's check binds and releases."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart binds at once
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+# --- `tracker doctor`: the share's check (tracker/checks.py, tracker/doctor.py) ---------------
+
+from typing import TYPE_CHECKING  # noqa: E402 (the check's imports stay with it, here)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tracker.checks import Check, Context
+
+
+def check(ctx: Context) -> Iterator[Check]:
+    """`[share] nmea_tcp` can be bound now, or the running daemon holds it (then it serves)."""
+    if ctx.cfg.share.nmea_tcp:
+        yield _check_bind(ctx, ctx.cfg.share.nmea_tcp)
+
+
+def _check_bind(ctx: Context, listen: str) -> Check:
+    import errno
+
+    from tracker.checks import FAIL, OK, Check, bind_fix, reason
+    from tracker.config import split_listen
+
+    host, port = split_listen(listen)
+    try:
+        bind(host, port).close()  # as start() binds; never listened: released at once
+    except OSError as e:
+        served = _served_by_daemon(ctx, listen) if e.errno == errno.EADDRINUSE else None
+        if served:
+            return Check("share", OK, served)
+        return Check("share", FAIL, f"cannot listen on {listen}: {reason(e)}",
+                     bind_fix(e.errno, port, f"ss -tlpn 'sport = :{port}'",
+                              "[share] nmea_tcp"))  # fmt: skip
+    return Check("share", OK, f"{listen} can be bound (NMEA served there once tracker runs)")
+
+
+def _served_by_daemon(ctx: Context, listen: str) -> str | None:
+    """What the running daemon says of its share at `listen`, or None when no running daemon
+    serves it (not running, another address, or its own bind failed: someone else has it)."""
+    from tracker.status import daemon_row
+    from tracker.store import StoreError, open_store
+
+    try:
+        store = open_store(ctx.cfg.storage.path, readonly=True)
+    except (StoreError, OSError):
+        return None
+    try:
+        _, _, runtime, running = daemon_row(store)
+    except (StoreError, OSError):
+        return None
+    finally:
+        store.close()
+    share = runtime.share
+    if not running or share.listen != listen or share.error:
+        return None
+    return (
+        f"{listen} in use by the running tracker (pid {runtime.pid}), which serves it: "
+        f"{share.clients} clients"
+    )

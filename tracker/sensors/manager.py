@@ -290,3 +290,66 @@ class SensorManager:
         except Exception as e:
             log.debug("sensor %s: close failed: %s", cfg.label, e)
 
+
+
+# --- `tracker doctor`: the sensors' check (tracker/checks.py, tracker/doctor.py) --------------
+
+from typing import TYPE_CHECKING  # noqa: E402 (the check's imports stay with it, here)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tracker.checks import Check, Context
+
+ANT_VENDOR = "0fcf"  # Garmin/Dynastream
+
+
+def check(ctx: Context) -> Iterator[Check]:
+    """What the configured sensors need from the machine (under ctx.root): the Bluetooth
+    adapter, an ANT+ stick, the I2C bus (an `i2c:` GPS's too). Only for sensor types configured."""
+    from tracker.checks import FAIL, OK, Check
+
+    r = ctx.root
+    kinds = {s.type for s in ctx.cfg.sensors}
+    if "ble" in kinds:
+        wanted = {s.adapter or "hci0" for s in ctx.cfg.sensors if s.type == "ble"}
+        for adapter in sorted(wanted):
+            if (r / "sys/class/bluetooth" / adapter).exists():
+                yield Check("bluetooth", OK, f"adapter {adapter} present")
+            else:
+                yield Check(
+                    "bluetooth", FAIL, f"no Bluetooth adapter {adapter}",
+                    "rfkill unblock bluetooth && systemctl enable --now bluetooth "
+                    "(on a Pi Zero W/2 W or Pi 3/4/5 the adapter is built in)",
+                )  # fmt: skip
+    if "ant" in kinds:
+        yield _ant_stick(r)
+    buses = {s.bus for s in ctx.cfg.sensors if s.type == "i2c" and s.bus is not None}
+    if ctx.cfg.gps.device.startswith("i2c:"):
+        buses.add(int(ctx.cfg.gps.device.split(":")[1]))
+    for bus in sorted(buses):
+        if (r / "dev" / f"i2c-{bus}").exists():
+            yield Check("i2c", OK, f"/dev/i2c-{bus} present")
+        else:
+            yield Check(
+                "i2c", FAIL, f"no /dev/i2c-{bus}",
+                "enable I2C: raspi-config > Interface Options > I2C, then reboot",
+            )  # fmt: skip
+
+
+def _ant_stick(root: Path) -> Check:
+    from tracker.checks import FAIL, OK, Check
+
+    for dev in sorted((root / "sys/bus/usb/devices").glob("*")):
+        try:
+            vendor = (dev / "idVendor").read_text().strip()
+        except OSError:
+            continue
+        if vendor == ANT_VENDOR:
+            product = (dev / "idProduct").read_text().strip() if (dev / "idProduct").exists() \
+                else "?"  # fmt: skip
+            return Check("ant+ stick", OK, f"USB {vendor}:{product} at {dev.name}")
+    return Check(
+        "ant+ stick", FAIL, "no ANT+ USB stick (vendor 0fcf) plugged in",
+        "plug in the stick; scripts/install-pi.sh's udev rule gives it to the service user",
+    )  # fmt: skip
