@@ -41,12 +41,19 @@ class BrokerOptions(Protocol):
     """What the client layer reads of a sender's settings (tracker/senders/mqtt.py's
     Settings), declared here so that this layer does not import the sender."""
 
-    url: str
-    username: str
-    connect_timeout_s: float
-    keepalive_s: float
-    max_inflight: int
-    ca_file: Path | None
+    # Read-only properties: the settings are a frozen dataclass.
+    @property
+    def url(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def connect_timeout_s(self) -> float: ...
+    @property
+    def keepalive_s(self) -> float: ...
+    @property
+    def max_inflight(self) -> int: ...
+    @property
+    def ca_file(self) -> Path | None: ...
 
     def host_port(self) -> tuple[str, int, bool]: ...
 
@@ -97,7 +104,8 @@ def handshake(client: paho.Client, o: BrokerOptions, stop: threading.Event | Non
     import paho.mqtt.client as mqtt
 
     answer: list[tuple[int, bool, str]] = []
-    chained = client.on_connect
+    # Callback API version 2 (make_client): five arguments, whatever paho's union of types says.
+    chained: Any = client.on_connect
 
     def on_connect(c: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         answer.append((reason_value(rc), bool(flags.session_present), str(rc)))
