@@ -81,8 +81,9 @@ def make_client(o: BrokerOptions, client_id: str, password: str | None, *,
     import ssl
 
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion  # what paho.mqtt.client uses, exported
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
                          clean_session=not persistent, protocol=mqtt.MQTTv311)  # fmt: skip
     client.connect_timeout = o.connect_timeout_s
     if o.username:
