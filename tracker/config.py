@@ -459,7 +459,7 @@ def exposed_secrets(cfg: Config) -> str | None:
     if cfg.path is None:
         return None
     inline = [f"[{name}] {s.SECRET[0]}" for name, s in cfg.backends.items()
-              if s.SECRET is not None and getattr(s, s.SECRET[0], "")]  # fmt: skip
+              if s.SECRET is not None and getattr(s, s.SECRET[0], None)]  # fmt: skip
     if cfg.web is not None and cfg.web.token:
         inline.append("[web] token")
     if not inline:
