@@ -698,7 +698,7 @@ class Recorder:
         try:
             self.store.prune_if_needed()
         except StorageUnavailable as e:
-            self._storage_failed(str(e))
+            self._storage_failed(e)
 
     def runtime(
         self, final: bool = False, life: Lifecycle | None = None, state: str | None = None
