@@ -154,6 +154,20 @@ def test_the_shipped_files_are_what_sync_registry_writes():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_the_example_config_names_each_backends_credential():
+    """config/tracker.toml is what a rider copies: each backend's example block says which
+    systemd credential its secret may come from, and it is the registered one."""
+    lines = (ROOT / "config" / "tracker.toml").read_text().splitlines()
+    for s in backends.secrets():
+        if s.section not in backends.REGISTRY:
+            continue  # the page has no example block
+        start = lines.index(f"#[{s.section}]")
+        block = lines[start : next((i for i in range(start, len(lines)) if not lines[i]),
+                                   len(lines))]  # fmt: skip
+        named = [line for line in block if f'"{s.credential}"' in line]
+        assert named, f"config/tracker.toml [{s.section}]: name the credential {s.credential!r}"
+
+
 def test_the_page_reads_its_token_from_the_credential_the_registry_lists(tmp_path, monkeypatch):
     """The credential the unit loads for a part that is not a backend is the one it reads."""
     from tracker.web import web_token
