@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from tracker import config
+from tracker.backends import REGISTRY, secrets, settings_class
 from tracker.config import ConfigError, load
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "tracker.toml"
@@ -265,10 +266,16 @@ def commented(header: str) -> dict:
     return tomllib.loads("\n".join(block))
 
 
-@pytest.mark.parametrize("name", ["traccar", "mqtt"])
+@pytest.mark.parametrize("name", list(REGISTRY))
 def test_the_commented_backend_examples_parse(name):
-    cfg = config.parse(commented(f"#[{name}]"))
-    assert cfg.backends[name].url.startswith(("http://", "mqtts://"))
+    """Every registered backend has its commented example, and it parses. An empty inline
+    secret there only shows the key (the example's `<key>_file` is what it uses)."""
+    doc = commented(f"#[{name}]")
+    key = (settings_class(name).SECRET or ("",))[0]
+    if doc[name].get(key) == "":
+        del doc[name][key]
+    cfg = config.parse(doc)
+    assert cfg.backends[name].url.startswith(("http://", "https://", "mqtt://", "mqtts://"))
 
 
 def test_the_commented_inputs_example_parses():
@@ -359,12 +366,13 @@ def test_inputs_and_share_errors_name_the_key_in_one_line(tmp_path, text, names)
 
 # A secret written with the wrong type may still be the real secret: the error goes to the
 # journal and to whoever reads the screen, so it names the key and the type, never the value.
-SECRET_KEYS = [
-    ("web", "token", 'listen = "0.0.0.0:8080"\n'),
-    ("mapmytracks", "password", 'username = "rider"\n'),
-    ("gpsr", "token", ""),
-    ("mqtt", "password", 'url = "mqtt://127.0.0.1:1883"\nusername = "unit"\n'),
-]
+# Every secret the registry knows (tracker/backends.py), with what else its section needs.
+SECRET_CONTEXT = {
+    "web": 'listen = "0.0.0.0:8080"\n',
+    "mapmytracks": 'username = "rider"\n',
+    "mqtt": 'url = "mqtt://127.0.0.1:1883"\nusername = "unit"\n',
+}
+SECRET_KEYS = [(s.section, s.key, SECRET_CONTEXT.get(s.section, "")) for s in secrets()]
 SECRET_VALUES = [
     ("8675309421", "8675309421"),
     ("86753.09421", "86753.09"),

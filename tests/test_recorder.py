@@ -368,3 +368,21 @@ def test_a_spill_partly_stored_before_a_crash_adds_only_the_rest(tmp_path, monke
     finally:
         r.close()
     assert stored_times(db) == [round(f.time, 3) for f in ride]
+
+
+def test_a_size_check_the_storage_refuses_is_held_like_a_refused_commit(tmp_path):
+    """The minutely prune failing (a read-only store here: SQLite's query_only, the narrowest
+    real SQLITE_READONLY) is a storage error in the status, not an AttributeError out of the
+    recorder's step: it was handed the message where the error was expected (found by mypy)."""
+    db = tmp_path / "tracker.db"
+    cfg = Config(storage=StorageConfig(path=db, commit_interval_s=0.1))
+    recorder = Recorder(cfg, queue.Queue(), threading.Event())
+    recorder.store = open_store(db, max_mb=0.001)  # over its limit at once: the prune writes
+    try:
+        recorder.store._conn.execute("PRAGMA query_only = 1")
+        recorder._prune()
+        assert "readonly database" in (recorder.stats.storage_error or "")
+        assert recorder.stats.storage_state == "read-only"
+        assert recorder.stats.storage_errors == 1
+    finally:
+        recorder.store.close()

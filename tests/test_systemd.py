@@ -534,18 +534,3 @@ def test_a_hung_sender_stops_the_watchdog_and_a_recovered_one_restarts_it(
         if server.sock.fileno() != -1:
             server.release()
 
-
-def test_the_unit_loads_every_credential_a_section_may_take():
-    """A secret docs recommend as a systemd credential must reach the process under systemd:
-    every backend's CREDENTIAL and the page's, each once, from the registry, not a hand list
-    (the unit lacked mqtt-password and web-token)."""
-    import importlib
-
-    from tracker import web
-    from tracker.backends import REGISTRY
-
-    wanted = {importlib.import_module(m).CREDENTIAL for m in REGISTRY.values()} - {None}
-    wanted.add(web.CREDENTIAL)
-    unit = (ROOT / "systemd" / "tracker.service").read_text().splitlines()
-    loaded = [line.split("=", 1)[1] for line in unit if line.startswith("LoadCredential=")]
-    assert sorted(loaded) == sorted(wanted) and len(loaded) == len(set(loaded))

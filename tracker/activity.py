@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from tracker.fix import Fix
@@ -352,7 +353,7 @@ class Lifecycle:
         self.run_fixes = 0
         return True
 
-    def replay(self, fixes: list[Fix]) -> None:
+    def replay(self, fixes: Sequence[Fix]) -> None:
         """Rebuild the movement state from the newest stored fixes (in time order), deciding
         nothing: after a restart the idle clock of a resumed activity runs from the last
         movement they show, not from the restart; and with no activity, a lead-in under way

@@ -13,12 +13,18 @@ A backend module declares everything about itself:
   `activity_done()` below.
 `config`, the daemon and `doctor` iterate this registry; adding a backend is a new module and a
 line here (docs/architecture.md).
+
+It is also the one list of secrets (`secrets()`): the backends' and, in `OTHER_SECRETS`, those
+of the parts that are not backends. The unit's `LoadCredential=` lines and README's tables of
+backends and credentials are written from it (scripts/sync-registry), and tests/test_registry.py
+fails, naming the line to add, when one of them drifts.
 """
 
 from __future__ import annotations
 
 import importlib
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -35,6 +41,22 @@ REGISTRY: dict[str, str] = {
     "mqtt": "tracker.senders.mqtt",
 }
 
+# The secrets of the parts that are not backends: config section -> "module:class" of its
+# settings, which declares `SECRET = (key, systemd credential)` as a backend's Settings does.
+OTHER_SECRETS: dict[str, str] = {
+    "web": "tracker.config:WebConfig",  # the status page's token (tracker/web.py)
+}
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret a config section may take: `key` inline, `<key>_file`, or the systemd
+    credential `credential` (/etc/credstore/<credential>, passed by LoadCredential=)."""
+
+    section: str
+    key: str
+    credential: str
+
 
 def module(section: str) -> ModuleType:
     """The backend module of a config section (imported on first use)."""
@@ -43,7 +65,20 @@ def module(section: str) -> ModuleType:
 
 def settings_class(section: str) -> type[SenderSettings]:
     """The dataclass a backend's config section is parsed into."""
-    return module(section).Settings
+    cls: type[SenderSettings] = module(section).Settings
+    return cls
+
+
+def secrets() -> list[Secret]:
+    """Every secret a section may take: the backends' in registry order, then the others'.
+    Imports every backend module: for tests and scripts, not the daemon."""
+    declared: list[tuple[str, tuple[str, str] | None]] = [
+        (section, settings_class(section).SECRET) for section in REGISTRY
+    ]
+    for section, where in OTHER_SECRETS.items():
+        module_name, _, cls = where.partition(":")
+        declared.append((section, getattr(importlib.import_module(module_name), cls).SECRET))
+    return [Secret(section, *secret) for section, secret in declared if secret is not None]
 
 
 def activity_done(section: str, state: dict[str, Any], activity_id: int) -> bool | None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 # ConfigError and validate are re-exported: the rest of tracker imports them from here. The
 # validators keep the short private names the SCHEMA below is written with.
@@ -166,6 +166,9 @@ class WebConfig:
     """[web] (tracker/web.py): the status page. Off without the section. Anywhere but the
     loopback a token is required (inline, token_file, or the credential web-token)."""
 
+    # (key, systemd credential), as a backend's Settings.SECRET; tracker/web.py reads it.
+    SECRET: ClassVar[tuple[str, str]] = ("token", "web-token")
+
     listen: str = "127.0.0.1:8080"
     token: str = field(default="", repr=False)
     token_file: Path | None = None
@@ -174,11 +177,11 @@ class WebConfig:
     def check(self) -> None:
         host, _ = split_listen(self.listen)
         if not _loopback(host) and not (
-            self.token or self.token_file or credential_exists("web-token")
+            self.token or self.token_file or credential_exists(self.SECRET[1])
         ):
             raise ValueError(
                 f"token: missing; {self.listen} is reachable from other machines, so the page "
-                "needs a token (token, token_file or the systemd credential web-token)"
+                f"needs a token (token, token_file or the systemd credential {self.SECRET[1]})"
             )
 
 
@@ -456,7 +459,7 @@ def exposed_secrets(cfg: Config) -> str | None:
     if cfg.path is None:
         return None
     inline = [f"[{name}] {s.SECRET[0]}" for name, s in cfg.backends.items()
-              if s.SECRET is not None and getattr(s, s.SECRET[0], "")]  # fmt: skip
+              if s.SECRET is not None and getattr(s, s.SECRET[0], None)]  # fmt: skip
     if cfg.web is not None and cfg.web.token:
         inline.append("[web] token")
     if not inline:

@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_network_faults(spec: str, seed: int) -> Faults:
     """`reset=0.1,drop_reply=0.05` -> Faults; a bad kind or rate is a one-line ValueError."""
-    rates: dict[str, float] = {}
+    rates: dict[str, Any] = {}  # Any: they go to Faults as **kwargs of mixed types
     for item in filter(None, (part.strip() for part in spec.split(","))):
         if item == "none":
             continue
@@ -563,12 +563,12 @@ def _summary(ride, summary, cfg_path, watch: Watch, drained, code, stop_s) -> in
         minutes = ((a.ended_at or a.started_at) - a.started_at) / 60
         print(f"  activity:     {a.id} \"{a.title}\", {minutes:.0f} min of GPS time, {how}")
         print(f"                {distance_line(ride, fixes, a, measured[a.id])}")
-    for a in remote:
-        print(f"  mapmytracks:  activity {a.id}, {plural(len(a.points), 'point')} "
+    for r in remote:  # the server's activities, not the store's
+        print(f"  mapmytracks:  activity {r.id}, {plural(len(r.points), 'point')} "
               f"({plural(len(mmt_times) - len(set(mmt_times)), 'duplicate')}), "
-              f"{'live' if a.live else 'stopped'}, "
+              f"{'live' if r.live else 'stopped'}, "
               f"{plural(watch.mmt.count('start_activity'), 'start_activity call')}, "
-              f"{plural(len(a.hr), 'hr value')}")  # fmt: skip
+              f"{plural(len(r.hr), 'hr value')}")  # fmt: skip
     print(f"                {plural(len(watch.mmt.requests), 'request')}; faults injected: "
           f"{_faults_seen(watch.mmt.requests)}")  # fmt: skip
     print(f"  json-gpsr:    {plural(len(gpsr_times), 'fix', 'fixes')} "

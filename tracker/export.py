@@ -179,7 +179,7 @@ def _track_xml(
     instruments: bool = False,
 ) -> Iterator[str]:
     track = gpxpy.gpx.GPXTrack(name=activity.title)
-    track.type = activity.type
+    track.type = activity.type  # type: ignore[assignment]  # gpxpy declares it as None
     track.description = f"tracker activity {activity.id}"
     head = gpx_fields_to_xml(track, "trk", version="1.1", prettyprint=True, indent="  ")
     # The empty track renders as "<trk>…</trk>"; the segment goes in before the closing tag.

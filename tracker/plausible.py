@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tracker.fix import Fix
 
@@ -121,7 +121,7 @@ _BOUNDS = (
 def _clean(fix: Fix, stats: Counters) -> Fix:
     """The slow path of check(): the values out of bounds set to None, each reason counted
     once."""
-    unknown: dict[str, None] = {}
+    unknown: dict[str, Any] = {}  # Any: each None goes to a field of its own type
     reasons: dict[str, None] = {}  # ordered, once each
     for name, lo, hi, open_low, reason in _BOUNDS:
         x = getattr(fix, name)
@@ -173,7 +173,8 @@ def finite_fix(fix: F) -> F | None:
     if not (math.isfinite(fix.time) and math.isfinite(fix.lat) and math.isfinite(fix.lon)):
         return None
     bad = [n for n in _OPTIONAL if (v := getattr(fix, n)) is not None and not math.isfinite(v)]
-    return replace(fix, **dict.fromkeys(bad)) if bad else fix
+    unknown: dict[str, Any] = dict.fromkeys(bad)  # Any: each None to a field of its own type
+    return replace(fix, **unknown) if bad else fix
 
 
 def json_text(value: object, indent: int | None = None) -> str:

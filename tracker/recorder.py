@@ -683,8 +683,8 @@ class Recorder:
                 )
                 store.adopt_fixes(act.current.id, d.start.adopt)
                 act.started.append(f"activity {act.current.id} started: {act.current.title}")
-            inside = d.place in (Place.SENT, Place.LOCAL) and act.current is not None
-            key = (act.current.id, d.place is Place.LOCAL) if inside else (None, False)
+            current = act.current if d.place in (Place.SENT, Place.LOCAL) else None
+            key = (current.id, d.place is Place.LOCAL) if current is not None else (None, False)
             if key != run_key:
                 flush()
                 run_key = key
@@ -698,7 +698,7 @@ class Recorder:
         try:
             self.store.prune_if_needed()
         except StorageUnavailable as e:
-            self._storage_failed(str(e))
+            self._storage_failed(e)
 
     def runtime(
         self, final: bool = False, life: Lifecycle | None = None, state: str | None = None

@@ -191,7 +191,8 @@ class ShareServer:
         with self._lock:
             clients = list(self._clients.values())
             writers = [c.sock for c in clients if c.queue]
-        readers = [self._listener, self._wake_r, *(c.sock for c in clients)]
+        readers: list[socket.socket | int] = [self._listener, self._wake_r,
+                                              *(c.sock for c in clients)]  # fmt: skip
         readable, writable, _ = select.select(readers, writers, [], SELECT_S)
         by_sock = {c.sock: c for c in clients}
         for sock in readable:

@@ -160,4 +160,6 @@ def credential_exists(name: str) -> bool:
     import os
 
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    return bool(creds) and (Path(creds) / name).exists()
+    if not creds:
+        return False
+    return (Path(creds) / name).exists()

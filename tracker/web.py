@@ -67,7 +67,6 @@ log = logging.getLogger(__name__)
 
 TRACK_POINTS = 2000  # the most points a track is drawn with (the SVG stays light)
 COOKIE = "tracker_token"
-CREDENTIAL = "web-token"
 EXPORTS = {"gpx": "application/gpx+xml", "csv": "text/csv", "geojson": "application/geo+json"}
 
 # The server's bounds (README, Status page). A browser tab needs one or two connections and
@@ -785,9 +784,10 @@ def web_token(cfg: Config) -> str:
     from tracker.credentials import SecretError, read_secret
 
     w = cfg.web
-    if not (w.token or w.token_file or credential_exists(CREDENTIAL)):
+    _, credential = w.SECRET
+    if not (w.token or w.token_file or credential_exists(credential)):
         return ""
     try:
-        return read_secret(w.token or None, w.token_file, CREDENTIAL, what="token")
+        return read_secret(w.token or None, w.token_file, credential, what="token")
     except SecretError as e:
         raise ValueError(str(e)) from None

@@ -18,7 +18,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from tracker.logutil import RateLimitedLog
 from tracker.runtime import BackendStatus, backend_key
@@ -34,7 +34,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-S = TypeVar("S")
+
+
+class _StoredState(Protocol):
+    """A backend's delivery state, as load_state reads it (senders/state.py)."""
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Self: ...
+
+
+S = TypeVar("S", bound=_StoredState)
 R = TypeVar("R")
 
 IDLE_S = 60.0  # a disabled backend wakes up this often (heartbeat only)

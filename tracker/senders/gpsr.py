@@ -57,7 +57,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 from tracker.checks import FAIL, OK, Check, Probe, unreachable
 from tracker.geo import EARTH_RADIUS_M
@@ -95,7 +95,7 @@ def wire_time(t: float, millis: bool = False) -> int:
     return round(t * 1000) if millis else math.floor(t)
 
 
-def _finite(x: float | None) -> bool:
+def _finite(x: float | None) -> TypeGuard[float]:
     return x is not None and math.isfinite(x)
 
 
@@ -220,8 +220,9 @@ def encode_batch(
             groups.append([e])
     for g in groups:
         first = g[0]
-        t: int | list[int] = first.t if len(g) == 1 else [e.t for e in g]
-        batch.objects.append(fix_object(first.fix, t, tag=first.tag, poi=first.poi, uere_m=uere_m))
+        when: int | list[int] = first.t if len(g) == 1 else [e.t for e in g]
+        batch.objects.append(fix_object(first.fix, when, tag=first.tag, poi=first.poi,
+                                        uere_m=uere_m))  # fmt: skip
         for e in g:
             batch.ids_by_time[e.t] = e.ids
     return batch

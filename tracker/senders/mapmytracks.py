@@ -538,6 +538,7 @@ class MapMyTracksSender(Sender):
         t0, t1 = point_time(kept[0].time), point_time(kept[-1].time)
         window_start = t0 if ast.last_time is None else ast.last_time + 1
         samples, newest = self._samples(ast, window_start, t1, since)
+        assert ast.remote_id is not None  # an activity is started before it is updated
         fields = update_fields(ast.remote_id, kept, samples)
         try:
             self.send_marked(
@@ -558,7 +559,7 @@ class MapMyTracksSender(Sender):
     def _reconcile(self, st: State, ast: ActivityState, aid: int, pending: Pending) -> float:
         """The last update's reply never came: ask the server what of it arrived."""
         assert pending.first_time is not None and pending.last_time is not None
-        assert ast.remote_id is not None
+        assert ast.remote_id is not None and self.store is not None
         t0, t1, last_id = pending.first_time, pending.last_time, pending.last_id or 0
         try:
             have = self._server_times(ast.remote_id, t0, t1)

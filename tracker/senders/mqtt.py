@@ -46,7 +46,6 @@ import math
 import re
 import socket
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,14 +57,12 @@ from tracker.checks import FAIL, OK, Check, Probe, unreachable
 from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy  # shared with gpsr, traccar
 from tracker.senders.base import Sender
+from tracker.senders.mqtt_client import handshake, make_client, missing_paho, refused
 from tracker.senders.settings import SenderSettings, secret
 from tracker.senders.state import STATE_VERSION, check_version
 from tracker.senders.transport import (
-    AuthFailed,
     LostReply,
     SecretError,
-    SendError,
-    Transient,
     Unreachable,
     read_secret,
 )
@@ -88,16 +85,9 @@ log = logging.getLogger(__name__)
 NAME = "mqtt"
 CREDENTIAL = "mqtt-password"
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
-LOOP_S = 0.5  # the longest single wait in paho's select: new fixes go out at most this late
 EVENTS_EVERY_S = 1.0  # activities are looked at no more often than this
 STATUS_EVERY_S = 10.0  # the sent counter is copied into the status at most this often
 TID_MAX = 2  # OwnTracks' tracker id: two characters
-
-# CONNACK codes that retrying cannot fix, as paho reports them (the MQTT 5 reason codes it maps
-# the 3.1.1 return codes 1, 2, 4 and 5 to): 0x84 protocol version refused, 0x85 client id
-# refused, 0x86 bad user name or password, 0x87 not authorized. 3 (server unavailable, 0x88)
-# is retried.
-REFUSED_FOR_GOOD = {0x84, 0x85, 0x86, 0x87}
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -367,89 +357,6 @@ class Message:
 
 
 # --- the sender ----------------------------------------------------------------------------
-
-
-def missing_paho() -> str | None:
-    """Why paho-mqtt cannot be used (not installed), or None."""
-    try:
-        import paho.mqtt.client  # noqa: F401
-    except ImportError:
-        return ("paho-mqtt is not installed (pip install 'pi-live-tracker[mqtt]', or apt "
-                "install python3-paho-mqtt >= 2.1)")  # fmt: skip
-    return None
-
-
-def reason_value(rc: Any) -> int:
-    """A paho ReasonCode (or a plain int) as its number."""
-    return int(getattr(rc, "value", rc))
-
-
-def make_client(o: Settings, client_id: str, password: str | None, *,
-                persistent: bool = True) -> paho.Client:  # fmt: skip
-    """A paho client for `o`, not connected: MQTT 3.1.1, a persistent session unless told,
-    TLS for mqtts:// (system CAs, or `ca_file`; the host name checked), credentials, the
-    connect timeout."""
-    import ssl
-
-    import paho.mqtt.client as mqtt
-
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                         clean_session=not persistent, protocol=mqtt.MQTTv311)  # fmt: skip
-    client.connect_timeout = o.connect_timeout_s
-    if o.username:
-        client.username_pw_set(o.username, password)
-    _, _, tls = o.host_port()
-    if tls:
-        client.tls_set_context(ssl.create_default_context(
-            cafile=str(o.ca_file) if o.ca_file else None))  # fmt: skip
-    client.max_inflight_messages_set(o.max_inflight)
-    return client
-
-
-def handshake(client: paho.Client, o: Settings, stop: threading.Event | None = None, *,
-              reconnect: bool = False) -> tuple[int, bool, str]:  # fmt: skip
-    """Connect `client` (or reconnect it) and wait for the CONNACK: (reason code, session
-    present, its text). Unreachable when no MQTT answer came: connect and TLS are bounded by
-    `connect_timeout_s`, the CONNACK by the same again. (0, False, "stopping") when `stop` is
-    set meanwhile."""
-    import paho.mqtt.client as mqtt
-
-    answer: list[tuple[int, bool, str]] = []
-    chained = client.on_connect
-
-    def on_connect(c: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
-        answer.append((reason_value(rc), bool(flags.session_present), str(rc)))
-        if chained is not None:
-            chained(c, userdata, flags, rc, props)
-
-    client.on_connect = on_connect
-    host, port, _ = o.host_port()
-    try:
-        if reconnect:
-            client.reconnect()
-        else:
-            client.connect(host, port, keepalive=round(o.keepalive_s))
-        deadline = time.monotonic() + o.connect_timeout_s
-        while not answer:
-            if stop is not None and stop.is_set():
-                return 0, False, "stopping"
-            rc = client.loop(timeout=min(LOOP_S, max(0.0, deadline - time.monotonic())))
-            if not answer and rc != mqtt.MQTT_ERR_SUCCESS:
-                raise Unreachable(f"{NAME} {o.url}: connection closed before the broker "
-                                  f"answered ({mqtt.error_string(rc)})")  # fmt: skip
-            if not answer and time.monotonic() >= deadline:
-                raise Unreachable(f"{NAME} {o.url}: no CONNACK within "
-                                  f"{o.connect_timeout_s:g} s")  # fmt: skip
-    except OSError as e:  # refused, DNS, timeout, TLS (ssl.SSLError is an OSError)
-        raise Unreachable(f"{NAME} {o.url}: {_os_error(e)}") from None
-    finally:
-        client.on_connect = chained
-    return answer[0]
-
-
-def refused(o: Settings, code: int, text: str) -> SendError:
-    message = f"{NAME} {o.url}: the broker refused the connection: {text}"
-    return AuthFailed(message) if code in REFUSED_FOR_GOOD else Transient(message)
 
 
 class MqttSender(Sender):
@@ -797,16 +704,6 @@ class MqttSender(Sender):
         st.started = pending["start"] - 1 if "start" in pending else self._started
         st.ended = pending["end"] - 1 if "end" in pending else self._ended
         self.settle(st, ids)
-
-
-def _os_error(e: OSError) -> str:
-    import ssl
-
-    if isinstance(e, ssl.SSLCertVerificationError):
-        return f"certificate not accepted: {e.verify_message or e}"
-    if isinstance(e, socket.timeout):
-        return "connect timed out"
-    return e.strerror or str(e) or type(e).__name__
 
 
 def make_sender(settings: Settings, db_path: Any, stop: threading.Event) -> MqttSender:

@@ -23,10 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 # Where secrets come from is its own module (the page reads its token too); the senders have
 # always taken these two from here.
 from tracker.credentials import SecretError, read_secret  # noqa: F401
+
+if TYPE_CHECKING:
+    from email.message import Message
 
 MAX_REPLY_BYTES = 1024 * 1024
 
@@ -79,7 +83,7 @@ class Reply:
     """A complete HTTP reply whose status was 2xx; `body` is at most MAX_REPLY_BYTES."""
 
     status: int
-    headers: Mapping[str, str] = field(repr=False)
+    headers: Mapping[str, str] | Message[str, str] = field(repr=False)  # http.client's too
     body: bytes
 
     @property

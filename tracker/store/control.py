@@ -51,6 +51,7 @@ class ControlMixin(StoreBase):
                 "INSERT INTO requests (created_at, command, arg) VALUES (?, ?, ?)",
                 (self._clock(), command, arg),
             )
+        assert cur.lastrowid is not None  # set by the INSERT
         return cur.lastrowid
 
     def take_requests(self) -> list[Request]:

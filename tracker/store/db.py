@@ -844,6 +844,10 @@ class StoreBase:
         row = self._one(sql, params)
         return None if row is None else row[0]
 
+    def _int(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
+        """The integer a query always yields (a count, a coalesce()d sum, a PRAGMA)."""
+        return int(self._scalar(sql, params))
+
     def pragma(self, name: str) -> Any:
         """The value of a read-only PRAGMA (journal_mode, synchronous, user_version, ...)."""
         if not name.replace("_", "").isalnum():

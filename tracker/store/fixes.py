@@ -128,6 +128,7 @@ class FixesMixin(StoreBase):
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (uuidlib.uuid4().hex, title, type, privacy, ",".join(tags), started_at),
             )
+            assert cur.lastrowid is not None  # set by the INSERT
             rules = self.ride_rules or tot.default_rules(type)
             self._put_totals(cur.lastrowid, tot.Totals(*rules))
             activity = self.activity(cur.lastrowid)
@@ -421,8 +422,8 @@ class FixesMixin(StoreBase):
     def fix_count(self, activity_id: int | None = None) -> int:
         """Every stored fix, or those of one activity (from the running totals)."""
         if activity_id is None:
-            return self._scalar("SELECT coalesce(sum(points), 0) FROM ride_totals")
-        return self._scalar(
+            return self._int("SELECT coalesce(sum(points), 0) FROM ride_totals")
+        return self._int(
             "SELECT coalesce(max(points), 0) FROM ride_totals WHERE activity_id = ?",
             (activity_id,),
         )
@@ -494,11 +495,11 @@ class FixesMixin(StoreBase):
 
     def _count_samples(self, t0: float, t1: float, minute: int | None = None) -> int:
         if minute is None:
-            return self._scalar("SELECT count(*) FROM samples WHERE time BETWEEN ? AND ?",
-                                (t0, t1))  # fmt: skip
+            return self._int("SELECT count(*) FROM samples WHERE time BETWEEN ? AND ?",
+                             (t0, t1))  # fmt: skip
         # The minute's samples as the triggers bucket them (time / 60 rounded, then cut), with
         # a second's margin each side for that rounding.
-        return self._scalar(
+        return self._int(
             "SELECT count(*) FROM samples WHERE time BETWEEN ? AND ? "
             "AND CAST(time / 60 AS INTEGER) = ?",
             (max(t0, minute * 60 - 1), min(t1, minute * 60 + 61), minute),
@@ -507,7 +508,7 @@ class FixesMixin(StoreBase):
     def _bucket_sum(self, size: int, first: int, last: int) -> int:
         if first > last:
             return 0
-        return self._scalar(
+        return self._int(
             "SELECT coalesce(sum(n), 0) FROM sample_counts "
             "WHERE size = ? AND start BETWEEN ? AND ?",
             (size, first, last),

@@ -224,13 +224,13 @@ class LedgerMixin(StoreBase):
         ))  # fmt: skip
 
     def _scope(self, backend: str) -> str:
-        scope = self._scalar("SELECT scope FROM backends WHERE name = ?", (backend,))
+        scope: str | None = self._scalar("SELECT scope FROM backends WHERE name = ?", (backend,))
         if scope is None:
             raise StoreError(f"{self.path}: backend {backend!r} is not registered")
         return scope
 
     def _cursor(self, backend: str) -> int:
-        cursor = self._scalar("SELECT cursor FROM backends WHERE name = ?", (backend,))
+        cursor: int | None = self._scalar("SELECT cursor FROM backends WHERE name = ?", (backend,))
         if cursor is None:
             raise StoreError(f"{self.path}: backend {backend!r} is not registered")
         return cursor
@@ -315,7 +315,7 @@ class LedgerMixin(StoreBase):
         """Fixes of one activity `backend` has still to send (as `pending`, for one activity;
         read through the fixes_activity index)."""
         local = " AND f.local = 0" if self._scope(backend) == "activities" else ""
-        return self._scalar(
+        return self._int(
             f"SELECT count(*) FROM fixes f WHERE f.activity_id = :a{local} "
             f"AND f.id > {_CURSOR} AND {_NOT_MARKED}",
             {"a": activity_id, "b": backend},
@@ -335,7 +335,8 @@ class LedgerMixin(StoreBase):
         raw = self._scalar("SELECT state FROM backends WHERE name = ?", (backend,))
         if raw is None:
             raise StoreError(f"{self.path}: backend {backend!r} is not registered")
-        return json.loads(raw)
+        state: dict[str, Any] = json.loads(raw)
+        return state
 
     def set_state(self, backend: str, state: dict[str, Any]) -> None:
         raw = json.dumps(state, separators=(",", ":"), sort_keys=True)

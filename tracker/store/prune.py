@@ -76,9 +76,9 @@ class PruneMixin(FixesMixin, ControlMixin):
         return self._pages_in_use_bytes() + wal
 
     def _pages_in_use_bytes(self) -> int:
-        page_count = self._scalar("PRAGMA page_count")
-        free = self._scalar("PRAGMA freelist_count")
-        return (page_count - free) * self._scalar("PRAGMA page_size")
+        page_count = self._int("PRAGMA page_count")
+        free = self._int("PRAGMA freelist_count")
+        return (page_count - free) * self._int("PRAGMA page_size")
 
     def _budget_bytes(self) -> int:
         # What the size limit is held against: the pages in use plus the WAL's allowance

@@ -117,7 +117,8 @@ def fold(t: Totals, fixes: Iterable[Any], local: bool = False) -> None:
         if last_time is not None and good:
             dt = time - last_time
             if 0 < dt <= MAX_GAP_S and (speed is None or speed >= start_speed):
-                p1, p2 = _radians(last_lat), _radians(lat)
+                # last_time set means last_lat and last_lon are (no assert on this hot path)
+                p1, p2 = _radians(last_lat), _radians(lat)  # type: ignore[arg-type]
                 a = (_sin((p2 - p1) / 2) ** 2
                      + _cos(p1) * _cos(p2) * _sin(_radians(lon - last_lon) / 2) ** 2)  # fmt: skip
                 d = 2 * EARTH_RADIUS_M * _asin(min(1.0, _sqrt(a)))

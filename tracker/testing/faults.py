@@ -167,7 +167,8 @@ class Faults:
 
     def clear(self) -> Faults:
         """All rates to 0, not offline, no restriction."""
-        return self.set(only=None, offline=False, **dict.fromkeys(ALL_KINDS, 0.0))
+        rates: dict[str, Any] = dict.fromkeys(ALL_KINDS, 0.0)  # Any: **kwargs of mixed types
+        return self.set(only=None, offline=False, **rates)
 
     def reseed(self, seed: int | None) -> None:
         with self._lock:
@@ -356,7 +357,8 @@ def parse_form(content_type: str, body: bytes) -> dict[str, str]:
             name = part.get_param("name", header="content-disposition")
             if not name:
                 continue
-            payload = part.get_payload(decode=True) or b""
+            raw = part.get_payload(decode=True)  # bytes, or None for a multipart part
+            payload = raw if isinstance(raw, bytes) else b""
             charset = part.get_content_charset() or "utf-8"
             try:
                 fields[str(name)] = payload.decode(charset, errors="replace")

@@ -381,7 +381,9 @@ class MapMyTracksApp:
         kind = _check_type(params["activity"])
         points = parse_points(params["points"])
         tags = parse_tags(params.get("tags", ""))
-        samples = {k: parse_samples(params.get(k, ""), k) for k in ("hr", "cad", "pwr")}
+        samples: dict[str, Any] = {  # Any: they go to Activity as **kwargs
+            k: parse_samples(params.get(k, ""), k) for k in ("hr", "cad", "pwr")
+        }
         aid = st._new_id()
         old = st.live.pop(user, None)
         if old is not None:

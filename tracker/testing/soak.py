@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tracker import simulate
 from tracker.pty import PtyWriter
@@ -61,8 +62,8 @@ def _proc(pid: int) -> tuple[int, int, int]:
 
 def _faults(seed: int) -> Faults:
     """Every kind the servers know (the hostile replies too), at a few percent each."""
-    return Faults(seed=seed, slow_s=0.5, retry_after_s=1, trickle_s=0.5,
-                  **{k: RATES.get(k, 0.01) for k in ALL_KINDS})  # fmt: skip
+    rates: dict[str, Any] = {k: RATES.get(k, 0.01) for k in ALL_KINDS}  # **kwargs, mixed types
+    return Faults(seed=seed, slow_s=0.5, retry_after_s=1, trickle_s=0.5, **rates)
 
 
 def soak(
