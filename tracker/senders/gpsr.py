@@ -402,7 +402,6 @@ class GpsrSender(Sender):
         self._token = ""
         self._token_ok = False
         self._last_post = -math.inf
-        self._limit = self.options.batch_max_points  # halved while hunting a refused fix
         self._tags: dict[int | None, str | None] = {}
         self._strikes: dict[int, int] = {}  # sent time -> error replies that left it out
         self.status.update(url=self.options.url)
@@ -448,13 +447,13 @@ class GpsrSender(Sender):
         except SendError as e:
             raise self._scrub(e) from None
 
-    def _settle(self, st: State, ids: Iterable[int], times: Iterable[int] = ()) -> None:
-        """Acknowledge fixes, clear the marker and remember their times, in one transaction."""
+    @staticmethod
+    def _remember(st: State, times: Iterable[int]) -> None:
+        """Keep the newest acknowledged times (a straggler of an already-sent second is
+        covered by them)."""
         new = set(times)
         if new:
             st.recent = sorted(set(st.recent) | new)[-RECENT_TIMES:]
-        st.pending = None
-        self.settle(st, ids)
 
     def _tag_map(self, fixes: Sequence[StoredFix]) -> dict[int | None, str | None]:
         """Activity id -> tag: `[gpsr] tag`, else the activity's title (cached)."""
@@ -480,31 +479,35 @@ class GpsrSender(Sender):
         if not self._token_ok and not self._check_token():
             return self.options.interval_s
         st = self.load_state(State)
-        if st.pending:
-            return self._reconcile(st, st.pending)
-        batch = self.store.next_batch(NAME, self._limit)
+        if self.reconcile(st, st):
+            return 0.0
+        batch = self.store.next_batch(NAME, self.limit)
         self.status.phase = "idle" if not batch else "sending"
         if not batch:
             return self.options.interval_s
         wait = self._last_post + self.options.interval_s - self.clock()
-        if len(batch) < self._limit and wait > 0:
+        if len(batch) < self.limit and wait > 0:
             return wait  # live: one post per interval, unless there is a backlog
         enc = self._encode(st, batch)
         if not enc.objects:
-            self._settle(st, enc.covered)
+            self.settle(st, enc.covered)
             return 0.0
         times = enc.times
-        try:
-            reply = self.send_marked(
-                st, st, Pending("post", times[0], times[-1], batch[-1].id),
-                lambda: parse_input_reply(self._post_input(enc.objects), f"{NAME} /input"),
-            )  # fmt: skip
-        except Rejected as e:
-            self._refused(st, batch, str(e))
+
+        def acknowledged(reply: InputReply) -> list[int]:
+            acked = sorted(reply.times & set(times))
+            self._remember(st, acked)
+            return enc.covered + enc.acknowledged(acked)
+
+        reply = self.deliver(
+            st, st, Pending("post", times[0], times[-1], batch[-1].id),
+            lambda: parse_input_reply(self._post_input(enc.objects), f"{NAME} /input"),
+            acknowledged, batch,
+        )  # fmt: skip
+        if reply is None:  # refused: narrowed down
             return 0.0
         self._last_post = self.clock()
         acked = sorted(reply.times & set(times))
-        self._settle(st, enc.covered + enc.acknowledged(acked), acked)
         self.status.fixes_sent += len(acked)
         for t in acked:
             self._strikes.pop(t, None)
@@ -518,7 +521,7 @@ class GpsrSender(Sender):
         if len(acked) < len(times):
             log.info("%s: %d of %d fixes acknowledged; the rest are sent again", NAME,
                      len(acked), len(times))  # fmt: skip
-        self._limit = min(self.options.batch_max_points, self._limit * 2)
+        self.grow()
         self.succeeded()
         return 0.0
 
@@ -538,30 +541,11 @@ class GpsrSender(Sender):
         log.info("%s: token accepted by %s", NAME, self.options.url)
         return True
 
-    def _refused(self, st: State, batch: Sequence[StoredFix], reason: str) -> None:
-        """400/413: halve the batch until the one refused fix is found; quarantine that."""
-        assert self.store is not None
-        self.succeeded()  # the server answered: the network is fine
-        if len(batch) > 1:
-            self._limit = max(1, len(batch) // 2)
-            st.pending = None
-            self.save_state(st)
-            log.warning("%s: %s; retrying with %d fixes to find the one refused", NAME, reason,
-                        self._limit)  # fmt: skip
-            return
-        st.pending = None
-        with self.store.transaction():
-            self.store.quarantine(NAME, [f.id for f in batch], reason)
-            self.save_state(st)
-        self.status.last_rejected = reason
-        log.error("%s: fix %d (time %s) refused for good and quarantined: %s", NAME,
-                  batch[0].id, batch[0].time, reason)  # fmt: skip
-
     def _server_refused(self, st: State, enc: Batch, missing: list[int], error: str) -> None:
         """An `error` reply left `missing` unacknowledged: narrow down, then quarantine."""
         assert self.store is not None
         if len(missing) > 1:
-            self._limit = max(1, len(enc.acknowledged(missing)) // 2)
+            self.limit = max(1, len(enc.acknowledged(missing)) // 2)
             return
         if not missing:
             return
@@ -571,22 +555,17 @@ class GpsrSender(Sender):
             return
         del self._strikes[t]
         reason = f"{NAME} /input: time {t} refused {MAX_STRIKES} times: {error}"
-        with self.store.transaction():
-            self.store.quarantine(NAME, enc.acknowledged([t]), reason)
-            self.save_state(st)
-        self.status.last_rejected = reason
+        self.quarantine(st, enc.acknowledged([t]), reason)
         log.error("%s: quarantined the fixes of time %d: %s", NAME, t, reason)
 
-    def _reconcile(self, st: State, pending: Pending) -> float:
-        """The last post's reply never came: ask /f what of it arrived, acknowledge that."""
+    def server_has(self, st: State, holder: State, pending: Pending) -> list[int]:
+        """The last post's reply never came: the fixes of it that /f says arrived."""
         assert self.store is not None
         assert pending.first_time is not None and pending.last_time is not None
         batch = [f for f in self.store.next_batch(NAME, self.options.batch_max_points)
                  if f.id <= (pending.last_id or 0)]  # fmt: skip
         if not batch:
-            st.pending = None
-            self.save_state(st)
-            return 0.0
+            return []
         enc = self._encode(st, batch)
         try:
             have = self._server_times(pending.first_time, pending.last_time)
@@ -595,10 +574,10 @@ class GpsrSender(Sender):
                                   NAME, e)  # fmt: skip
             have = set()
         acked = sorted(have & set(enc.times))
-        self._settle(st, enc.covered + enc.acknowledged(acked), acked)
+        self._remember(st, acked)
         log.info("%s: the unanswered post had %d of its %d times on the server; the rest are "
                  "sent again", NAME, len(acked), len(enc.times))  # fmt: skip
-        return 0.0
+        return enc.covered + enc.acknowledged(acked)
 
     def _server_times(self, t0: int, t1: int) -> set[int]:
         """Times the server has in [t0, t1] (as sent), paged from /f with the post token. The

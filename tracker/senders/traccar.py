@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from tracker.checks import FAIL, OK, SKIP, Check, Probe, unreachable
 from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy
-from tracker.senders.base import Sender
+from tracker.senders.base import SAME, Sender
 from tracker.senders.settings import SenderSettings
 from tracker.senders.state import STATE_VERSION, Pending, StateError, check_version
 from tracker.senders.transport import Rejected, SendError, Transient
@@ -285,8 +285,10 @@ class TraccarSender(Sender):
     def work(self) -> float:
         assert self.store is not None
         st = self.load_state(State)
-        if st.pending is not None:
-            return self._resend(st, st.pending)
+        if self.reconcile(st, st):
+            return 0.0
+        if st.pending is not None:  # SAME: the very request again
+            return self._send(st, st.pending, st.sent or {})
         o = self.options
         batch = self.store.next_batch(NAME, o.batch_max_points)
         self.status.phase = "sending" if batch else "idle"
@@ -305,44 +307,47 @@ class TraccarSender(Sender):
             self.settle(st, ids)
             return 0.0
         t = wire_time(fix.time)
-        params = position_params(fix, o.device_id, self._samples(fix), o.uere_m)
-        st.sent = params
-        try:
-            self.send_marked(st, st, Pending("position", t, t, fix.id), lambda: self._post(params))
-        except Rejected as e:
-            self._refused(st, fix.id, t, str(e), covered=ids)
-            return 0.0
-        self._accepted(st, [*ids, fix.id], t, params)
-        return 0.0
+        st.sent = position_params(fix, o.device_id, self._samples(fix), o.uere_m)
+        return self._send(st, Pending("position", t, t, fix.id), st.sent, ids)
 
-    def _accepted(self, st: State, ids: list[int], t: int, params: dict[str, str]) -> None:
-        """HTTP 200: the fixes, the cleared marker and the new newest time, in one
-        transaction."""
-        st.pending, st.sent = None, None
-        st.last_time = t if st.last_time is None else max(st.last_time, t)
-        st.last_accepted = params
-        self.settle(st, ids)
+    def _send(
+        self, st: State, pending: Pending, params: dict[str, str], covered: Sequence[int] = ()
+    ) -> float:
+        """One position through the core's cycle; HTTP 200 settles the fixes, the cleared
+        marker and the new newest time in one transaction."""
+        assert pending.last_id is not None and pending.last_time is not None
+        fix_id, t = pending.last_id, pending.last_time
+
+        def accepted(_: None) -> list[int]:
+            st.sent = None
+            st.last_time = t if st.last_time is None else max(st.last_time, t)
+            st.last_accepted = params
+            return [*covered, fix_id]
+
+        refusals: list[str] = []
+
+        def refused(reason: str) -> None:
+            refusals.append(reason)
+            self._refused(st, fix_id, t, reason, covered)
+
+        self.deliver(st, st, pending, lambda: self._post(params), accepted, refused=refused)
+        if refusals:  # quarantined
+            return 0.0
         self.status.fixes_sent += 1
         self.succeeded()
+        return 0.0
 
-    def _resend(self, st: State, pending: Pending) -> float:
-        """A marker from a request whose answer never came: the same request again (the
-        server's duplicate filter drops it if the first one arrived)."""
-        params = st.sent
-        if params is None or pending.last_id is None or pending.last_time is None:
-            st.pending = None  # a marker without its request: the fix is encoded afresh
-            self.save_state(st)
-            return 0.0
+    def server_has(self, st: State, holder: State, pending: Pending) -> list[int] | str:
+        """A marker from a request whose answer never came: OsmAnd cannot be asked what
+        arrived, but the same request again is dropped by the server's duplicate filter if
+        the first one arrived (SAME). A marker without its request: the fix is encoded
+        afresh (nothing acknowledged)."""
+        if st.sent is None or pending.last_id is None or pending.last_time is None:
+            return []
         log.info("%s: the position of time %d may have arrived without its reply; sending it "
                  "again (the server's duplicate filter drops it if so)", NAME,
                  pending.last_time)  # fmt: skip
-        try:
-            self.send_marked(st, st, pending, lambda: self._post(params))
-        except Rejected as e:
-            self._refused(st, pending.last_id, pending.last_time, str(e))
-            return 0.0
-        self._accepted(st, [pending.last_id], pending.last_time, params)
-        return 0.0
+        return SAME
 
     def _refused(
         self, st: State, fix_id: int, t: int, reason: str, covered: Iterable[int] = ()
@@ -350,7 +355,6 @@ class TraccarSender(Sender):
         """400/413/422 for the fix `fix_id`: quarantined if the server still accepts this
         device (the last accepted position, sent again, gets a 200), and `covered` (fixes
         before it, covered by what the server has) acknowledged; else retried."""
-        assert self.store is not None
         st.pending, st.sent = None, None
         self.save_state(st)
         if not self._device_known(st):
@@ -359,11 +363,7 @@ class TraccarSender(Sender):
                 "Traccar (Devices, identifier = [traccar] device_id)? Retrying; nothing is "
                 "dropped"
             )
-        with self.store.transaction():
-            self.store.acknowledge(NAME, covered)
-            self.store.quarantine(NAME, [fix_id], reason)
-            self.save_state(st)
-        self.status.last_rejected = reason
+        self.quarantine(st, [fix_id], reason, acknowledge=covered)
         log.error("%s: the position of fix %d (time %d) was refused for good and is "
                   "quarantined: %s", NAME, fix_id, t, reason)  # fmt: skip
 
