@@ -64,7 +64,7 @@ from tracker.geo import EARTH_RADIUS_M
 from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy  # shared with [traccar]
 from tracker.senders.base import Sender
 from tracker.senders.settings import SenderSettings, secret
-from tracker.senders.state import STATE_VERSION, Pending, check_version
+from tracker.senders.state import Migration, Pending, upgrade, with_pending_kind
 from tracker.senders.transport import (
     AuthFailed,
     Rejected,
@@ -367,17 +367,21 @@ class State:
     """[gpsr] delivery state (tracker/senders/state.py): the post in flight, and the newest
     times the server acknowledged (a stationary fix is compressed against them)."""
 
+    # Version 0 (no "v"): the same keys, a marker without a kind (posts were all there was).
+    VERSION: ClassVar[int] = 1
+    MIGRATIONS: ClassVar[dict[int, Migration]] = {0: lambda d: with_pending_kind(d, "post")}
+
     pending: Pending | None = None
     recent: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"v": STATE_VERSION, "recent": self.recent,
+        return {"v": self.VERSION, "recent": self.recent,
                 "pending": self.pending.to_json() if self.pending else None}  # fmt: skip
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> State:
-        check_version(d, NAME)  # version 0 (no "v") has the same keys
-        return cls(Pending.from_json(d.get("pending"), "post"),
+        d = upgrade(d, NAME, cls.VERSION, cls.MIGRATIONS)
+        return cls(Pending.from_json(d.get("pending")),
                    [int(t) for t in d.get("recent") or []])  # fmt: skip
 
 

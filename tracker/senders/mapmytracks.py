@@ -50,7 +50,7 @@ from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.plausible import finite
 from tracker.senders.base import SAME, UNKNOWN, Sender
 from tracker.senders.settings import SenderSettings, secret
-from tracker.senders.state import STATE_VERSION, Pending, check_version
+from tracker.senders.state import Migration, Pending, StateError, upgrade, with_pending_kind
 from tracker.senders.transport import (
     Rejected,
     Reply,
@@ -309,27 +309,42 @@ class ActivityState:
                 "pending": self.pending.to_json() if self.pending else None}  # fmt: skip
 
 
+def _from_v0(d: dict[str, Any]) -> dict[str, Any]:
+    """Version 0 (no "v"): the same keys; an activity had no `samples_id` (unknown: late
+    samples go from the next batch) and its marker no kind (an update)."""
+    acts = d.get("activities") or {}
+    if not isinstance(acts, dict):
+        raise StateError(f"{NAME}: stored activities that are not an object: {acts!r}")
+    return {**d, "activities": {
+        k: {"samples_id": None, **with_pending_kind(a, "update")} if isinstance(a, dict) else a
+        for k, a in acts.items()
+    }}  # fmt: skip
+
+
 @dataclass
 class State:
     """[mapmytracks] delivery state (tracker/senders/state.py): every activity up to
     `done_through` is finished; those in `activities` are on their way, oldest first."""
+
+    VERSION: ClassVar[int] = 1
+    MIGRATIONS: ClassVar[dict[int, Migration]] = {0: _from_v0}
 
     done_through: int = 0
     activities: dict[int, ActivityState] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         acts = {str(k): a.to_json() for k, a in self.activities.items()}
-        return {"v": STATE_VERSION, "done_through": self.done_through, "activities": acts}
+        return {"v": self.VERSION, "done_through": self.done_through, "activities": acts}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> State:
-        check_version(d, NAME)  # version 0 (no "v") has the same keys
+        d = upgrade(d, NAME, cls.VERSION, cls.MIGRATIONS)
         acts = {}
         for key, a in (d.get("activities") or {}).items():
             acts[int(key)] = ActivityState(
                 token=str(a["token"]), phase=str(a.get("phase", "new")),
                 remote_id=a.get("remote_id"), last_time=a.get("last_time"),
-                pending=Pending.from_json(a.get("pending"), "update"),
+                pending=Pending.from_json(a.get("pending")),
                 start_sent=bool(a.get("start_sent", False)),
                 samples_id=a.get("samples_id"),
             )  # fmt: skip

@@ -59,7 +59,7 @@ from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy  # shared with gpsr, traccar
 from tracker.senders.base import Sender
 from tracker.senders.settings import SenderSettings, secret
-from tracker.senders.state import STATE_VERSION, check_version
+from tracker.senders.state import Migration, upgrade
 from tracker.senders.transport import (
     AuthFailed,
     LostReply,
@@ -339,17 +339,21 @@ class State:
     every location up to it was acknowledged (the thinning reference after a restart), and
     the activities whose start and end events were acknowledged, up to which id."""
 
+    # Version 0 (no "v"): the same keys.
+    VERSION: ClassVar[int] = 1
+    MIGRATIONS: ClassVar[dict[int, Migration]] = {0: dict}
+
     last_time: int | None = None
     started: int = 0
     ended: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"v": STATE_VERSION, "last_time": self.last_time, "started": self.started,
+        return {"v": self.VERSION, "last_time": self.last_time, "started": self.started,
                 "ended": self.ended}  # fmt: skip
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> State:
-        check_version(d, NAME)
+        d = upgrade(d, NAME, cls.VERSION, cls.MIGRATIONS)
         last = d.get("last_time")
         return cls(None if last is None else int(last), int(d.get("started", 0)),
                    int(d.get("ended", 0)))  # fmt: skip

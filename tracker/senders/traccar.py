@@ -58,7 +58,7 @@ from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy
 from tracker.senders.base import SAME, Sender
 from tracker.senders.settings import SenderSettings
-from tracker.senders.state import STATE_VERSION, Pending, StateError, check_version
+from tracker.senders.state import Migration, Pending, StateError, upgrade, with_pending_kind
 from tracker.senders.transport import Rejected, SendError, Transient
 from tracker.store import StoredFix
 from tracker.validate import bounded, nonempty_str, one_of, pos_float
@@ -194,6 +194,10 @@ class State:
     server acknowledged. `last_accepted`: that position's parameters, sent again to tell an
     unknown device from a refused fix."""
 
+    # Version 0 (no "v"): the same keys, a marker without a kind.
+    VERSION: ClassVar[int] = 1
+    MIGRATIONS: ClassVar[dict[int, Migration]] = {0: lambda d: with_pending_kind(d, "position")}
+
     pending: Pending | None = None
     sent: dict[str, str] | None = None
     last_time: int | None = None
@@ -202,16 +206,16 @@ class State:
     def to_json(self) -> dict[str, Any]:
         # Parameters as [key, value] pairs: the store sorts object keys, and a resend is to be
         # the same request, in the same order.
-        return {"v": STATE_VERSION, "last_time": self.last_time,
+        return {"v": self.VERSION, "last_time": self.last_time,
                 "last_accepted": _pairs(self.last_accepted),
                 "pending": self.pending.to_json() if self.pending else None,
                 "sent": _pairs(self.sent) if self.pending else None}  # fmt: skip
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> State:
-        check_version(d, NAME)
+        d = upgrade(d, NAME, cls.VERSION, cls.MIGRATIONS)
         last = d.get("last_time")
-        return cls(Pending.from_json(d.get("pending"), "position"), _params(d.get("sent")),
+        return cls(Pending.from_json(d.get("pending")), _params(d.get("sent")),
                    None if last is None else int(last),
                    _params(d.get("last_accepted")))  # fmt: skip
 
