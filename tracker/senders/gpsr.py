@@ -72,6 +72,7 @@ from tracker.senders.transport import (
     Transient,
     read_secret,
 )
+from tracker.senders.wire import is_finite, wire_time
 from tracker.store import StoredFix
 from tracker.validate import boolean, pos_float, user_path
 
@@ -90,15 +91,6 @@ MAX_PAGES = 1000  # a server that always says "more" cannot keep a check going f
 # --- encoding ------------------------------------------------------------------------------
 
 
-def wire_time(t: float, millis: bool = False) -> int:
-    """A fix's time as sent: floor seconds, or rounded milliseconds (13 digits today)."""
-    return round(t * 1000) if millis else math.floor(t)
-
-
-def _finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
-
-
 def fix_object(
     fix: StoredFix,
     t: int | list[int],
@@ -109,14 +101,14 @@ def fix_object(
 ) -> dict[str, Any]:
     """One json-gpsr fix object (see the module docstring for each field)."""
     obj: dict[str, Any] = {"t": t, "l": [round(fix.lat, 7), round(fix.lon, 7)]}
-    if _finite(fix.alt):
+    if is_finite(fix.alt):
         obj["al"] = round(fix.alt, 1)  # type: ignore[arg-type]
     ha, va = accuracy(fix, uere_m)
-    if _finite(ha):
+    if is_finite(ha):
         obj["ha"] = round(ha, 1)  # type: ignore[arg-type]
-    if _finite(va):
+    if is_finite(va):
         obj["va"] = round(va, 1)  # type: ignore[arg-type]
-    if _finite(fix.speed) and _finite(fix.course):
+    if is_finite(fix.speed) and is_finite(fix.course):
         obj["vv"] = [round(fix.speed, 2), round(fix.course, 1)]  # type: ignore[arg-type]
     if tag:
         obj["tag"] = tag
@@ -171,7 +163,7 @@ def _same_place(a: _Entry, b: _Entry, uere_m: float) -> bool:
     if a.tag != b.tag or b.poi or not (_stationary(a.fix) and _stationary(b.fix)):
         return False
     radius = max((h for h in (accuracy(a.fix, uere_m)[0], accuracy(b.fix, uere_m)[0])
-                  if _finite(h)), default=None)  # fmt: skip
+                  if is_finite(h)), default=None)  # fmt: skip
     if radius is None:
         return (round(a.fix.lat, 7), round(a.fix.lon, 7)) == (
             round(b.fix.lat, 7),

@@ -49,7 +49,7 @@ from tracker.checks import FAIL, OK, Check, Probe, unreachable
 from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.plausible import finite
 from tracker.senders.base import SAME, UNKNOWN, Sender
-from tracker.senders.settings import SenderSettings, secret
+from tracker.senders.settings import secret
 from tracker.senders.state import Migration, Pending, StateError, upgrade, with_pending_kind
 from tracker.senders.transport import (
     Rejected,
@@ -58,8 +58,9 @@ from tracker.senders.transport import (
     Transient,
     read_secret,
 )
+from tracker.senders.wire import ThinnedSettings, num, thin, wire_time
 from tracker.store import Activity, StoredFix
-from tracker.validate import bounded, nonempty_str, one_of, user_path
+from tracker.validate import nonempty_str, one_of, user_path
 
 log = logging.getLogger(__name__)
 
@@ -77,38 +78,11 @@ TIME_CHECK_RETRY_S = 300.0
 # --- encoding ------------------------------------------------------------------------------
 
 
-def _num(x: float, places: int) -> str:
-    text = f"{x:.{places}f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-def point_time(t: float) -> int:
-    """A fix's time as sent: whole seconds (floor, so a fix never moves to a later second)."""
-    return math.floor(t)
-
-
-def thin(
-    fixes: Sequence[StoredFix], last_time: int | None, min_interval_s: float = 1.0
-) -> list[StoredFix]:
-    """The fixes to send: strictly increasing whole-second times, at least `min_interval_s`
-    apart and after `last_time` (the newest time already on the server). The others are
-    covered by the points kept and acknowledged with them."""
-    step = max(1.0, min_interval_s)
-    kept = []
-    prev = last_time
-    for f in fixes:
-        t = point_time(f.time)
-        if prev is None or t - prev >= step:
-            kept.append(f)
-            prev = t
-    return kept
-
-
 def encode_points(fixes: Iterable[StoredFix]) -> str:
     """`lat lon alt time` per point, all space-separated (a missing altitude is sent as 0, and
     so is one that is not finite: a value an older release stored unchecked)."""
     return " ".join(
-        f"{_num(f.lat, 7)} {_num(f.lon, 7)} {_num(finite(f.alt) or 0.0, 1)} {point_time(f.time)}"
+        f"{num(f.lat, 7)} {num(f.lon, 7)} {num(finite(f.alt) or 0.0, 1)} {wire_time(f.time)}"
         for f in fixes
     )
 
@@ -121,7 +95,7 @@ def encode_samples(samples: Iterable[Sample]) -> dict[str, str]:
     for s in sorted(samples, key=lambda s: s.time):
         if s.kind not in SAMPLE_KINDS or not math.isfinite(s.value):
             continue
-        t = point_time(s.time)
+        t = wire_time(s.time)
         if last.get(s.kind) == t:
             continue
         last[s.kind] = t
@@ -262,7 +236,7 @@ def parse_points(text: str) -> list[tuple[int, float, float, float]]:
 
 
 @dataclass(frozen=True)
-class Settings(SenderSettings):
+class Settings(ThinnedSettings):
     """[mapmytracks] (docs/mapmytracks.md): the config section, and the sender's options."""
 
     KEYS: ClassVar[dict[str, Callable[[Any], Any]]] = {
@@ -270,7 +244,6 @@ class Settings(SenderSettings):
         "password": secret,
         "password_file": user_path,
         "offline_upload": one_of("gpx", "off"),
-        "min_point_interval_s": bounded(1, 3600, "point times are whole seconds"),
     }
 
     REQUIRED: ClassVar[dict[str, str]] = {"username": "the Map My Tracks account name"}
@@ -281,7 +254,6 @@ class Settings(SenderSettings):
     password: str = field(default="", repr=False)
     password_file: Path | None = None
     offline_upload: str = "gpx"
-    min_point_interval_s: float = 1.0
 
 
 
@@ -467,8 +439,8 @@ class MapMyTracksSender(Sender):
                 return self._finish(st, a.id, "nothing left to send")
             return self.options.interval_s
         kept = thin(batch, None, self.options.min_point_interval_s)
-        t0, t1 = point_time(kept[0].time), point_time(kept[-1].time)
-        samples, newest = self._samples(ast, point_time(a.started_at), t1, a.started_at)
+        t0, t1 = wire_time(kept[0].time), wire_time(kept[-1].time)
+        samples, newest = self._samples(ast, wire_time(a.started_at), t1, a.started_at)
         fields = start_fields(a, ast.token, kept, samples)
         sent_before = ast.start_sent
         ast.start_sent = True
@@ -521,7 +493,7 @@ class MapMyTracksSender(Sender):
         if not kept:  # all within the last interval sent: covered by it
             self.settle(st, ids)
             return 0.0
-        t0, t1 = point_time(kept[0].time), point_time(kept[-1].time)
+        t0, t1 = wire_time(kept[0].time), wire_time(kept[-1].time)
         window_start = t0 if ast.last_time is None else ast.last_time + 1
         samples, newest = self._samples(ast, window_start, t1, since)
         assert ast.remote_id is not None
@@ -567,7 +539,7 @@ class MapMyTracksSender(Sender):
             return []
         batch = [f for f in self._batch(aid) if f.id <= last_id]
         newest = max(have)
-        done = [f.id for f in batch if point_time(f.time) <= newest]
+        done = [f.id for f in batch if wire_time(f.time) <= newest]
         ast.last_time = newest if ast.last_time is None else max(ast.last_time, newest)
         # Its samples arrived with it: late ones count from now (an empty range gives the
         # newest sample id), or they would be sent again as late.
@@ -677,8 +649,8 @@ class MapMyTracksSender(Sender):
     def _find_uploaded(self, a: Activity) -> int | None:
         """After an upload whose reply was lost: an activity of ours with this title whose
         date lies within the ride is taken as that upload (upload has no unique token)."""
-        lo = point_time(a.started_at) - 2
-        hi = point_time(a.ended_at if a.ended_at is not None else a.started_at) + 2
+        lo = wire_time(a.started_at) - 2
+        hi = wire_time(a.ended_at if a.ended_at is not None else a.started_at) + 2
         seen: set[int] = set()
         for _ in range(MAX_PAGES):
             # `offset` for a server that pages the list; one that does not sends it all at once

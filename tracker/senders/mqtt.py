@@ -58,7 +58,7 @@ from tracker.checks import FAIL, OK, Check, Probe, unreachable
 from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy  # shared with gpsr, traccar
 from tracker.senders.base import Sender
-from tracker.senders.settings import SenderSettings, secret
+from tracker.senders.settings import secret
 from tracker.senders.state import Migration, upgrade
 from tracker.senders.transport import (
     AuthFailed,
@@ -69,6 +69,7 @@ from tracker.senders.transport import (
     Unreachable,
     read_secret,
 )
+from tracker.senders.wire import ThinnedSettings, due, is_finite, wire_time
 from tracker.store import Activity, StoredFix
 from tracker.validate import (
     boolean,
@@ -152,7 +153,7 @@ def _max_inflight(v: Any) -> int:
 
 
 @dataclass(frozen=True)
-class Settings(SenderSettings):
+class Settings(ThinnedSettings):
     """[mqtt] (docs/mqtt.md): the config section, and the sender's options.
 
     `topic`, `client_id` and `tid` are derived when not set (`location_topic()`, ...).
@@ -173,7 +174,6 @@ class Settings(SenderSettings):
         "retain": boolean,
         "ca_file": user_path,
         "send": one_of("all", "activities"),
-        "min_point_interval_s": bounded(1, 3600, "location times are whole seconds"),
         "max_inflight": _max_inflight,
         "keepalive_s": bounded(5, 3600, "the broker's idea of a dead connection"),
         "interval_s": bounded(0.05, 5, "a stored fix waits at most this long"),
@@ -195,7 +195,6 @@ class Settings(SenderSettings):
     retain: bool = False
     ca_file: Path | None = None
     send: str = "all"
-    min_point_interval_s: float = 1.0
     max_inflight: int = 20
     keepalive_s: float = 60.0
     events: bool = True
@@ -253,15 +252,6 @@ class Settings(SenderSettings):
 # --- encoding ------------------------------------------------------------------------------
 
 
-def wire_time(t: float) -> int:
-    """A fix's time as sent (`tst`): whole seconds, floor (never a later second)."""
-    return math.floor(t)
-
-
-def _finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
-
-
 def location(
     fix: StoredFix,
     tid: str,
@@ -277,16 +267,16 @@ def location(
         "lon": round(fix.lon, 7),
         "tid": tid,
     }
-    if _finite(fix.alt):
+    if is_finite(fix.alt):
         obj["alt"] = round(fix.alt)  # type: ignore[arg-type]
-    if _finite(fix.speed):
+    if is_finite(fix.speed):
         obj["vel"] = round(fix.speed * 3.6)  # type: ignore[operator]
-    if _finite(fix.course):
+    if is_finite(fix.course):
         obj["cog"] = round(fix.course) % 360  # type: ignore[arg-type]
     ha, va = accuracy(fix, uere_m)
-    if _finite(ha):
+    if is_finite(ha):
         obj["acc"] = round(ha)  # type: ignore[arg-type]
-    if _finite(va):
+    if is_finite(va):
         obj["vac"] = round(va)  # type: ignore[arg-type]
     for kind, value in (samples or {}).items():
         if kind in SAMPLE_KINDS and math.isfinite(value):
@@ -688,7 +678,7 @@ class MqttSender(Sender):
         last = self._last_time
         for f in batch:
             t = wire_time(f.time)
-            if last is not None and t - last < step:
+            if not due(t, last, step):
                 # Covered by the last location: acknowledged with it (or now, if it was).
                 previous = self._window_last_location()
                 if plan:

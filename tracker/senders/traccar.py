@@ -57,11 +57,11 @@ from tracker.checks import FAIL, OK, SKIP, Check, Probe, unreachable
 from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy
 from tracker.senders.base import SAME, Sender
-from tracker.senders.settings import SenderSettings
 from tracker.senders.state import Migration, Pending, StateError, upgrade, with_pending_kind
 from tracker.senders.transport import Rejected, SendError, Transient
+from tracker.senders.wire import ThinnedSettings, due, is_finite, num, wire_time
 from tracker.store import StoredFix
-from tracker.validate import bounded, nonempty_str, one_of, pos_float
+from tracker.validate import nonempty_str, one_of, pos_float
 
 if TYPE_CHECKING:
     from tracker.senders.http import HttpTransport
@@ -78,29 +78,14 @@ SEND_SCOPES = ("all", "activities")
 # --- encoding ------------------------------------------------------------------------------
 
 
-def wire_time(t: float) -> int:
-    """A fix's time as sent: whole unix seconds (floor)."""
-    return math.floor(t)
-
-
-def _num(x: float, places: int) -> str:
-    text = f"{x:.{places}f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-def _finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
-
-
 def next_to_send(
     fixes: Sequence[StoredFix], last_time: int | None, min_interval_s: float = 1.0
 ) -> tuple[list[StoredFix], StoredFix | None]:
     """(the fixes covered without sending, the fix to send or None) from a batch in id order:
     the first fix at least `min_interval_s` (and at least one whole second) after `last_time`,
     the newest time the server acknowledged; every fix before it is covered by that time."""
-    step = max(1.0, min_interval_s)
     for i, f in enumerate(fixes):
-        if last_time is None or wire_time(f.time) - last_time >= step:
+        if due(wire_time(f.time), last_time, min_interval_s):
             return list(fixes[:i]), f
     return list(fixes), None
 
@@ -126,17 +111,17 @@ def position_params(
     """The OsmAnd query parameters of one fix (see the module docstring for each)."""
     p = {"id": device_id, "timestamp": str(wire_time(fix.time)),
          "lat": f"{fix.lat:.7f}", "lon": f"{fix.lon:.7f}"}  # fmt: skip
-    if _finite(fix.speed):
-        p["speed"] = _num(fix.speed * KNOTS_PER_MPS, 2)  # type: ignore[operator]
-    if _finite(fix.course):
-        p["bearing"] = _num(fix.course, 1)  # type: ignore[arg-type]
-    if _finite(fix.alt):
-        p["altitude"] = _num(fix.alt, 1)  # type: ignore[arg-type]
+    if is_finite(fix.speed):
+        p["speed"] = num(fix.speed * KNOTS_PER_MPS, 2)  # type: ignore[operator]
+    if is_finite(fix.course):
+        p["bearing"] = num(fix.course, 1)  # type: ignore[arg-type]
+    if is_finite(fix.alt):
+        p["altitude"] = num(fix.alt, 1)  # type: ignore[arg-type]
     ha, _ = accuracy(fix, uere_m)
-    if _finite(ha):
-        p["accuracy"] = _num(ha, 1)  # type: ignore[arg-type]
-    if _finite(fix.hdop):
-        p["hdop"] = _num(fix.hdop, 2)  # type: ignore[arg-type]
+    if is_finite(ha):
+        p["accuracy"] = num(ha, 1)  # type: ignore[arg-type]
+    if is_finite(fix.hdop):
+        p["hdop"] = num(fix.hdop, 2)  # type: ignore[arg-type]
     for kind in SAMPLE_KINDS:
         if samples and kind in samples:
             p[kind] = str(round(samples[kind]))
@@ -154,7 +139,7 @@ def _device_id(v: Any) -> str:
 
 
 @dataclass(frozen=True)
-class Settings(SenderSettings):
+class Settings(ThinnedSettings):
     """[traccar] (docs/traccar.md): the config section, and the sender's options.
 
     `send`: "all" (every stored fix, inside an activity or not: a fleet map shows parked units
@@ -165,7 +150,6 @@ class Settings(SenderSettings):
     KEYS: ClassVar[dict[str, Callable[[Any], Any]]] = {
         "device_id": _device_id,
         "send": one_of(*SEND_SCOPES),
-        "min_point_interval_s": bounded(1, 3600, "point times are whole seconds"),
         "uere_m": pos_float,
     }
 
@@ -176,7 +160,6 @@ class Settings(SenderSettings):
 
     device_id: str = ""
     send: str = "all"
-    min_point_interval_s: float = 1.0
     uere_m: float = DEFAULT_UERE_M
 
     def scope(self) -> str:
