@@ -58,7 +58,7 @@ def make_sender(server: MapMyTracksServer, db: Path, stop: threading.Event | Non
     o = Settings(url=server.url, username="rider", **kw)
     return MapMyTracksSender(
         o, stop or threading.Event(), lambda: open_store(db, check=False),
-        password=lambda: password, rand=lambda: 0.0,
+        secret=lambda: password, rand=lambda: 0.0,
     )  # fmt: skip
 
 

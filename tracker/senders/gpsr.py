@@ -53,7 +53,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +69,6 @@ from tracker.senders.transport import (
     Rejected,
     SendError,
     Transient,
-    read_secret,
 )
 from tracker.senders.wire import is_finite, wire_time
 from tracker.store import StoredFix
@@ -380,8 +378,8 @@ class State:
 class GpsrSender(Sender):
     """Delivers every fix in the store to a json-gpsr server (see the module docstring).
 
-    `transport` is made in the thread unless given; `token` is called there too (it reads the
-    config, the token file or the systemd credential).
+    `transport` is made in the thread unless given; `secret` is called there too (it reads the
+    token from the config, the token file or the systemd credential).
     """
 
     name = NAME
@@ -392,9 +390,9 @@ class GpsrSender(Sender):
 
     options: Settings
 
-    def __init__(self, *args: Any, token: Callable[[], str], **kw: Any) -> None:
-        """Sender's arguments (options, stop, open_db, ...); `token` reads the token."""
-        super().__init__(*args, secret=token, **kw)
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        """Sender's arguments (options, stop, open_db, secret=<reads the token>, ...)."""
+        super().__init__(*args, **kw)
         self._token = ""
         self._token_ok = False
         self._last_post = -math.inf
@@ -595,21 +593,6 @@ class GpsrSender(Sender):
         return times
 
 
-def make_sender(settings: Settings, db_path: Any, stop: threading.Event) -> GpsrSender:
-    """The sender for a [gpsr] section, opening `db_path` in its thread."""
-    from tracker.store import open_store
-
-    def token() -> str:
-        return read_secret(settings.token or None, settings.token_file, CREDENTIAL, what="token")
-
-    return GpsrSender(
-        settings,
-        stop,
-        lambda: open_store(db_path, check=False),
-        token=token,
-    )
-
-
 TOKEN_FIX = (
     'create a "post" token on the json-gpsr server\'s user page (valid from now, for as long '
     f"as you ride) and set [gpsr] token or token_file (or the credential {CREDENTIAL}), then "
@@ -625,7 +608,7 @@ def probe(settings: Settings) -> Probe:
 
     g = settings
     try:
-        token = read_secret(g.token or None, g.token_file, CREDENTIAL, what="token")
+        token = g.read_secret()
     except SecretError as e:
         return Probe([Check(f"{NAME} token", FAIL, str(e), TOKEN_FIX)])
 
@@ -661,3 +644,6 @@ def probe(settings: Settings) -> Probe:
     # /tt says "valid now" for a token of any type; only a "post" token may send.
     valid_now = Check(f"{NAME} token", OK, 'valid now (/tt; it must be a "post" token)')
     return Probe([answers, valid_now])
+
+
+SENDER = GpsrSender  # what tracker/backends.py builds for a [gpsr] section

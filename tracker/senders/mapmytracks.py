@@ -34,7 +34,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -56,7 +55,6 @@ from tracker.senders.transport import (
     Reply,
     SendError,
     Transient,
-    read_secret,
 )
 from tracker.senders.wire import ThinnedSettings, num, thin, wire_time
 from tracker.store import Activity, StoredFix
@@ -334,9 +332,9 @@ class MapMyTracksSender(Sender):
 
     options: Settings
 
-    def __init__(self, *args: Any, password: Callable[[], str] | None = None, **kw: Any) -> None:
-        """Sender's arguments (options, stop, open_db, ...); `password` reads the password."""
-        super().__init__(*args, secret=password, **kw)
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        """Sender's arguments (options, stop, open_db, secret=<reads the password>, ...)."""
+        super().__init__(*args, **kw)
         self._next_time_check = 0.0
         self._last_update = -math.inf
         self.status.update(url=self.options.url, user=self.options.username)
@@ -710,19 +708,7 @@ def activity_done(state: dict[str, Any], activity_id: int) -> bool:
     return activity_id <= st.done_through and activity_id not in st.activities
 
 
-def make_sender(settings: Settings, db_path: Any, stop: threading.Event) -> MapMyTracksSender:
-    """The sender for a [mapmytracks] section, opening `db_path` in its thread."""
-    from tracker.store import open_store
-
-    def password() -> str:
-        return read_secret(settings.password or None, settings.password_file, CREDENTIAL)
-
-    return MapMyTracksSender(
-        settings,
-        stop,
-        lambda: open_store(db_path, check=False),
-        password=password,
-    )
+SENDER = MapMyTracksSender  # what tracker/backends.py builds for a [mapmytracks] section
 
 
 def probe(settings: Settings) -> Probe:
@@ -732,7 +718,7 @@ def probe(settings: Settings) -> Probe:
 
     m = settings
     try:
-        password = read_secret(m.password or None, m.password_file, CREDENTIAL)
+        password = m.read_secret()
     except SecretError as e:
         return Probe([
             Check(

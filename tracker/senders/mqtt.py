@@ -67,7 +67,6 @@ from tracker.senders.transport import (
     SendError,
     Transient,
     Unreachable,
-    read_secret,
 )
 from tracker.senders.wire import ThinnedSettings, due, is_finite, wire_time
 from tracker.store import Activity, StoredFix
@@ -449,8 +448,8 @@ def refused(o: Settings, code: int, text: str) -> SendError:
 class MqttSender(Sender):
     """Publishes every fix of its scope to an MQTT broker (see the module docstring).
 
-    `password` is called in the thread when the client is made. `hostname` (tests) stands in
-    for the machine's in the derived topic, client id and tid.
+    `secret` (reads the password) is called in the thread when the client is made.
+    `hostname` (tests) stands in for the machine's in the derived topic, client id and tid.
     """
 
     name = NAME
@@ -461,9 +460,8 @@ class MqttSender(Sender):
 
     options: Settings
 
-    def __init__(self, *args: Any, password: Callable[[], str] | None = None,
-                 hostname: str | None = None, **kw: Any) -> None:  # fmt: skip
-        super().__init__(*args, secret=password, **kw)
+    def __init__(self, *args: Any, hostname: str | None = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
         o = self.options
         self.topic = o.location_topic(hostname)
         self.event_topic = f"{self.topic}/event"
@@ -803,19 +801,7 @@ def _os_error(e: OSError) -> str:
     return e.strerror or str(e) or type(e).__name__
 
 
-def make_sender(settings: Settings, db_path: Any, stop: threading.Event) -> MqttSender:
-    """The sender for an [mqtt] section, opening `db_path` in its thread."""
-    from tracker.store import open_store
-
-    def password() -> str:
-        return read_secret(settings.password or None, settings.password_file, CREDENTIAL)
-
-    return MqttSender(
-        settings,
-        stop,
-        lambda: open_store(db_path, check=False),
-        password=password,
-    )
+SENDER = MqttSender  # what tracker/backends.py builds for an [mqtt] section
 
 
 PASSWORD_FIX = (
@@ -836,7 +822,7 @@ def probe(settings: Settings) -> Probe:
     password = None
     if s.username:
         try:
-            password = read_secret(s.password or None, s.password_file, CREDENTIAL)
+            password = s.read_secret()
         except SecretError as e:
             return Probe([Check(f"{NAME} password", FAIL, str(e), PASSWORD_FIX)])
     client = make_client(s, s.session_id() + "-doctor", password, persistent=False)

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -367,11 +366,7 @@ class TraccarSender(Sender):
         return True
 
 
-def make_sender(settings: Settings, db_path: Any, stop: threading.Event) -> TraccarSender:
-    """The sender for a [traccar] section, opening `db_path` in its thread."""
-    from tracker.store import open_store
-
-    return TraccarSender(settings, stop, lambda: open_store(db_path, check=False))
+SENDER = TraccarSender  # what tracker/backends.py builds for a [traccar] section
 
 
 # --- tracker doctor ------------------------------------------------------------------------
