@@ -30,23 +30,20 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+from typing import Any, Final, Generic, Literal, Protocol, Self, TypeVar
 
+from tracker.credentials import SecretError
 from tracker.logutil import RateLimitedLog
 from tracker.runtime import BackendStatus, backend_key
 from tracker.senders.retry import RetryPolicy
 from tracker.senders.settings import SenderSettings
 from tracker.senders.state import Pending, StateError
-from tracker.senders.transport import AuthFailed, Rejected, SecretError, SendError
-from tracker.store import Store, StoredFix, StoreError
+from tracker.senders.transport import AuthFailed, Rejected, SendError
+from tracker.store import Ledger, StoredFix, StoreError
 from tracker.worker import run_loop
-
-if TYPE_CHECKING:
-    from tracker.senders.http import HttpTransport
 
 log = logging.getLogger(__name__)
 
-S = TypeVar("S")
 R = TypeVar("R")
 
 IDLE_S = 60.0  # a disabled backend wakes up this often (heartbeat only)
@@ -62,6 +59,7 @@ STATUS_EVERY_S = 30.0  # an unchanged status is written at most this often
 # What `server_has()` may answer besides the fix ids the server holds.
 SAME: Final = "same"  # cannot ask, but the same request again is dropped by the server
 UNKNOWN: Final = "unknown"  # cannot know: the data is sent again (at least once)
+Held = list[int] | Literal["same", "unknown"]
 
 
 class Marked(Protocol):
@@ -70,7 +68,25 @@ class Marked(Protocol):
     pending: Pending | None
 
 
-class Sender(ABC):
+class DeliveryState(Protocol):
+    """A backend's delivery state (tracker/senders/state.py): its JSON, versioned."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Self: ...
+
+
+class Transport(Protocol):
+    """What the core needs of a backend's connection (HTTP's HttpTransport, or none)."""
+
+    def close(self) -> None: ...
+
+
+St = TypeVar("St", bound=DeliveryState)
+
+
+class Sender(ABC, Generic[St]):
     """The loop shared by every backend: `while not stop.is_set(): step()`.
 
     Subclasses set `name` and implement `open_transport()`, `work()` (one unit of protocol
@@ -90,10 +106,10 @@ class Sender(ABC):
         self,
         options: SenderSettings,
         stop: threading.Event,
-        open_db: Callable[[], Store],
+        open_db: Callable[[], Ledger],
         *,
         secret: Callable[[], str] | None = None,
-        transport: HttpTransport | None = None,
+        transport: Transport | None = None,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -103,7 +119,7 @@ class Sender(ABC):
         give an HttpTransport to a test server, or a fake subclass)."""
         self.options = options
         self.stop = stop
-        self.store: Store | None = None
+        self.store: Ledger | None = None
         self.transport = transport  # else made by open_transport()
         self._secret = secret
         self.retry = RetryPolicy(base_s=1.0, cap_s=options.backoff_max_s)
@@ -138,16 +154,16 @@ class Sender(ABC):
 
     # -- the exactly-once step (tracker/senders/state.py) ------------------------------
 
-    def load_state(self, cls: type[S]) -> S:
+    def load_state(self, cls: type[St]) -> St:
         """This backend's delivery state from the store, as its typed `cls`."""
         assert self.store is not None
         return cls.from_json(self.store.get_state(self.name))
 
-    def save_state(self, st: Any) -> None:
+    def save_state(self, st: St) -> None:
         assert self.store is not None
         self.store.set_state(self.name, st.to_json())
 
-    def send_marked(self, st: Any, holder: Any, pending: Pending, send: Callable[[], R]) -> R:
+    def send_marked(self, st: St, holder: Marked, pending: Pending, send: Callable[[], R]) -> R:
         """Commit `pending` (on `holder`, part of `st`) before the request goes out, then
         `send()`. If it fails where the server surely did not apply it (no connection,
         429/503), the marker is cleared again; otherwise it stays, until `settle` clears it
@@ -162,13 +178,13 @@ class Sender(ABC):
                 self.save_state(st)
             raise
 
-    def server_has(self, st: Any, holder: Any, pending: Pending) -> list[int] | str:
+    def server_has(self, st: St, holder: Marked, pending: Pending) -> Held:
         """Which fixes of the marked request `pending` the server already holds (they are
         acknowledged), or SAME, or UNKNOWN (see the module docstring). A protocol that can ask
         its server says so here; one that cannot (MQTT) keeps this answer: UNKNOWN."""
         return UNKNOWN
 
-    def reconcile(self, st: Any, holder: Marked) -> bool:
+    def reconcile(self, st: St, holder: Marked) -> bool:
         """Resolve the marker on `holder` before anything else is sent. True when this step
         was spent on it; False when there is none, or it is to be sent again as it was (SAME:
         the marker stays, the protocol repeats the request it describes)."""
@@ -179,12 +195,12 @@ class Sender(ABC):
         if held == SAME:
             return False
         holder.pending = None
-        self.settle(st, [] if held == UNKNOWN else held)  # type: ignore[arg-type]
+        self.settle(st, held if isinstance(held, list) else [])  # UNKNOWN: none held
         return True
 
     def deliver(
         self,
-        st: Any,
+        st: St,
         holder: Marked,
         pending: Pending,
         send: Callable[[], R],
@@ -208,7 +224,7 @@ class Sender(ABC):
         self.settle(st, ids)
         return reply
 
-    def narrow(self, st: Any, holder: Marked, batch: Sequence[StoredFix], reason: str) -> None:
+    def narrow(self, st: St, holder: Marked, batch: Sequence[StoredFix], reason: str) -> None:
         """The server refused the data of `batch`: halve the batch until the one refused fix
         is found, quarantine that one alone, and the rest goes on. A refusal changes nothing
         on the server, so the marker is dropped and the smaller batch is a new request."""
@@ -226,7 +242,7 @@ class Sender(ABC):
                       batch[0].id, batch[0].time, reason)  # fmt: skip
 
     def quarantine(
-        self, st: Any, ids: Iterable[int], reason: str, acknowledge: Iterable[int] = ()
+        self, st: St, ids: Iterable[int], reason: str, acknowledge: Iterable[int] = ()
     ) -> None:
         """Set `ids` aside for good (counted in `tracker status`), acknowledge `acknowledge`
         and save `st` (its marker dropped by the caller) in ONE transaction."""
@@ -241,7 +257,7 @@ class Sender(ABC):
         """A batch went through: the batch limit doubles back towards batch_max_points."""
         self.limit = min(self.options.batch_max_points, self.limit * 2)
 
-    def settle(self, st: Any, ack: Iterable[int]) -> None:
+    def settle(self, st: St, ack: Iterable[int]) -> None:
         """Acknowledge `ack` and store `st` (its marker cleared by the caller) in ONE
         transaction: what the server confirmed and the state that says so land together."""
         assert self.store is not None
@@ -283,7 +299,7 @@ class Sender(ABC):
             self._store_failures += 1
             self._limited.error("store", "%s: store: %s", self.name, e)
             self._close_store()
-            return min(STORE_RETRY_S, STORE_RETRY_FIRST_S * 2 ** (self._store_failures - 1))
+            return min(STORE_RETRY_S, STORE_RETRY_FIRST_S * 2.0 ** (self._store_failures - 1))
         self._store_failures = 0
         return wait
 

@@ -56,12 +56,12 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tracker.checks import FAIL, OK, Check, Probe, unreachable
 from tracker.geo import EARTH_RADIUS_M
 from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy  # shared with [traccar]
-from tracker.senders.base import Sender
+from tracker.senders.base import Held, Marked, Sender
 from tracker.senders.settings import SenderSettings, secret
 from tracker.senders.state import Migration, Pending, upgrade, with_pending_kind
 from tracker.senders.transport import (
@@ -73,6 +73,9 @@ from tracker.senders.transport import (
 from tracker.senders.wire import is_finite, wire_time
 from tracker.store import StoredFix
 from tracker.validate import boolean, pos_float, user_path
+
+if TYPE_CHECKING:
+    from tracker.senders.http import HttpTransport
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +103,14 @@ def fix_object(
     """One json-gpsr fix object (see the module docstring for each field)."""
     obj: dict[str, Any] = {"t": t, "l": [round(fix.lat, 7), round(fix.lon, 7)]}
     if is_finite(fix.alt):
-        obj["al"] = round(fix.alt, 1)  # type: ignore[arg-type]
+        obj["al"] = round(fix.alt, 1)
     ha, va = accuracy(fix, uere_m)
     if is_finite(ha):
-        obj["ha"] = round(ha, 1)  # type: ignore[arg-type]
+        obj["ha"] = round(ha, 1)
     if is_finite(va):
-        obj["va"] = round(va, 1)  # type: ignore[arg-type]
+        obj["va"] = round(va, 1)
     if is_finite(fix.speed) and is_finite(fix.course):
-        obj["vv"] = [round(fix.speed, 2), round(fix.course, 1)]  # type: ignore[arg-type]
+        obj["vv"] = [round(fix.speed, 2), round(fix.course, 1)]
     if tag:
         obj["tag"] = tag
     if poi:
@@ -210,8 +213,10 @@ def encode_batch(
             groups.append([e])
     for g in groups:
         first = g[0]
-        t: int | list[int] = first.t if len(g) == 1 else [e.t for e in g]
-        batch.objects.append(fix_object(first.fix, t, tag=first.tag, poi=first.poi, uere_m=uere_m))
+        sent: int | list[int] = first.t if len(g) == 1 else [e.t for e in g]
+        batch.objects.append(
+            fix_object(first.fix, sent, tag=first.tag, poi=first.poi, uere_m=uere_m)
+        )
         for e in g:
             batch.ids_by_time[e.t] = e.ids
     return batch
@@ -375,7 +380,7 @@ class State:
                    [int(t) for t in d.get("recent") or []])  # fmt: skip
 
 
-class GpsrSender(Sender):
+class GpsrSender(Sender["State"]):
     """Delivers every fix in the store to a json-gpsr server (see the module docstring).
 
     `transport` is made in the thread unless given; `secret` is called there too (it reads the
@@ -389,6 +394,7 @@ class GpsrSender(Sender):
     )
 
     options: Settings
+    transport: HttpTransport | None
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         """Sender's arguments (options, stop, open_db, secret=<reads the token>, ...)."""
@@ -552,7 +558,7 @@ class GpsrSender(Sender):
         self.quarantine(st, enc.acknowledged([t]), reason)
         log.error("%s: quarantined the fixes of time %d: %s", NAME, t, reason)
 
-    def server_has(self, st: State, holder: State, pending: Pending) -> list[int]:
+    def server_has(self, st: State, holder: Marked, pending: Pending) -> Held:
         """The last post's reply never came: the fixes of it that /f says arrived."""
         assert self.store is not None
         assert pending.first_time is not None and pending.last_time is not None
@@ -603,8 +609,9 @@ TOKEN_FIX = (
 def probe(settings: Settings) -> Probe:
     """`tracker doctor`: the server answers `/tt` and says the token is valid now (never
     shows it)."""
+    from tracker.credentials import SecretError
     from tracker.senders.http import probe_transport
-    from tracker.senders.transport import SecretError, Unreachable
+    from tracker.senders.transport import Unreachable
 
     g = settings
     try:

@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
@@ -47,7 +47,7 @@ from tracker import __version__
 from tracker.checks import FAIL, OK, Check, Probe, unreachable
 from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.plausible import finite
-from tracker.senders.base import SAME, UNKNOWN, Sender
+from tracker.senders.base import SAME, UNKNOWN, Held, Marked, Sender
 from tracker.senders.settings import secret
 from tracker.senders.state import Migration, Pending, StateError, upgrade, with_pending_kind
 from tracker.senders.transport import (
@@ -59,6 +59,9 @@ from tracker.senders.transport import (
 from tracker.senders.wire import ThinnedSettings, num, thin, wire_time
 from tracker.store import Activity, StoredFix
 from tracker.validate import nonempty_str, one_of, user_path
+
+if TYPE_CHECKING:
+    from tracker.senders.http import HttpTransport
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +324,7 @@ class State:
         return cls(done_through=int(d.get("done_through", 0)), activities=acts)
 
 
-class MapMyTracksSender(Sender):
+class MapMyTracksSender(Sender["State"]):
     """Delivers every activity in the store to Map My Tracks (see the module docstring).
 
     `transport` is made in the thread from the config and the password unless given (tests
@@ -331,6 +334,7 @@ class MapMyTracksSender(Sender):
     name = NAME
 
     options: Settings
+    transport: HttpTransport | None
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         """Sender's arguments (options, stop, open_db, secret=<reads the password>, ...)."""
@@ -513,11 +517,11 @@ class MapMyTracksSender(Sender):
         self.status.points_sent += len(kept)
         return 0.0
 
-    def server_has(self, st: State, holder: ActivityState, pending: Pending) -> list[int] | str:
+    def server_has(self, st: State, holder: Marked, pending: Pending) -> Held:
         """A request whose reply never came. A start is sent again as it was (SAME: its
         token makes a repeat add nothing); for an update, get_activity says up to which time
         the points arrived; for an upload, get_activities whether it is there."""
-        assert self.store is not None
+        assert self.store is not None and isinstance(holder, ActivityState)
         ast = holder
         aid = next(k for k, v in st.activities.items() if v is ast)
         if pending.kind == "upload":
@@ -633,7 +637,7 @@ class MapMyTracksSender(Sender):
         assert self.store is not None
         return [f.id for f in self.store.iter_fixes(aid) if not f.local]
 
-    def _upload_held(self, ast: ActivityState, aid: int) -> list[int] | str:
+    def _upload_held(self, ast: ActivityState, aid: int) -> Held:
         """After an upload whose reply was lost: its fixes if the server has it (the activity
         then counts as uploaded); else UNKNOWN, and it is uploaded again."""
         assert self.store is not None
@@ -713,8 +717,9 @@ SENDER = MapMyTracksSender  # what tracker/backends.py builds for a [mapmytracks
 
 def probe(settings: Settings) -> Probe:
     """`tracker doctor`: the server answers get_time and accepts the credentials."""
+    from tracker.credentials import SecretError
     from tracker.senders.http import probe_transport
-    from tracker.senders.transport import AuthFailed, SecretError, Unreachable
+    from tracker.senders.transport import AuthFailed, Unreachable
 
     m = settings
     try:

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from tracker.checks import FAIL, OK, Check, Probe, unreachable
+from tracker.credentials import SecretError
 from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy  # shared with gpsr, traccar
 from tracker.senders.base import Sender
@@ -63,7 +64,6 @@ from tracker.senders.state import Migration, upgrade
 from tracker.senders.transport import (
     AuthFailed,
     LostReply,
-    SecretError,
     SendError,
     Transient,
     Unreachable,
@@ -267,16 +267,16 @@ def location(
         "tid": tid,
     }
     if is_finite(fix.alt):
-        obj["alt"] = round(fix.alt)  # type: ignore[arg-type]
+        obj["alt"] = round(fix.alt)
     if is_finite(fix.speed):
-        obj["vel"] = round(fix.speed * 3.6)  # type: ignore[operator]
+        obj["vel"] = round(fix.speed * 3.6)
     if is_finite(fix.course):
-        obj["cog"] = round(fix.course) % 360  # type: ignore[arg-type]
+        obj["cog"] = round(fix.course) % 360
     ha, va = accuracy(fix, uere_m)
     if is_finite(ha):
-        obj["acc"] = round(ha)  # type: ignore[arg-type]
+        obj["acc"] = round(ha)
     if is_finite(va):
-        obj["vac"] = round(va)  # type: ignore[arg-type]
+        obj["vac"] = round(va)
     for kind, value in (samples or {}).items():
         if kind in SAMPLE_KINDS and math.isfinite(value):
             obj[kind] = round(value)
@@ -445,7 +445,7 @@ def refused(o: Settings, code: int, text: str) -> SendError:
     return AuthFailed(message) if code in REFUSED_FOR_GOOD else Transient(message)
 
 
-class MqttSender(Sender):
+class MqttSender(Sender["State"]):
     """Publishes every fix of its scope to an MQTT broker (see the module docstring).
 
     `secret` (reads the password) is called in the thread when the client is made.

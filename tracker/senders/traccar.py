@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from tracker.checks import FAIL, OK, SKIP, Check, Probe, unreachable
 from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy
-from tracker.senders.base import SAME, Sender
+from tracker.senders.base import SAME, Held, Marked, Sender
 from tracker.senders.state import Migration, Pending, StateError, upgrade, with_pending_kind
 from tracker.senders.transport import Rejected, SendError, Transient
 from tracker.senders.wire import ThinnedSettings, due, is_finite, num, wire_time
@@ -111,16 +111,16 @@ def position_params(
     p = {"id": device_id, "timestamp": str(wire_time(fix.time)),
          "lat": f"{fix.lat:.7f}", "lon": f"{fix.lon:.7f}"}  # fmt: skip
     if is_finite(fix.speed):
-        p["speed"] = num(fix.speed * KNOTS_PER_MPS, 2)  # type: ignore[operator]
+        p["speed"] = num(fix.speed * KNOTS_PER_MPS, 2)
     if is_finite(fix.course):
-        p["bearing"] = num(fix.course, 1)  # type: ignore[arg-type]
+        p["bearing"] = num(fix.course, 1)
     if is_finite(fix.alt):
-        p["altitude"] = num(fix.alt, 1)  # type: ignore[arg-type]
+        p["altitude"] = num(fix.alt, 1)
     ha, _ = accuracy(fix, uere_m)
     if is_finite(ha):
-        p["accuracy"] = num(ha, 1)  # type: ignore[arg-type]
+        p["accuracy"] = num(ha, 1)
     if is_finite(fix.hdop):
-        p["hdop"] = num(fix.hdop, 2)  # type: ignore[arg-type]
+        p["hdop"] = num(fix.hdop, 2)
     for kind in SAMPLE_KINDS:
         if samples and kind in samples:
             p[kind] = str(round(samples[kind]))
@@ -237,7 +237,7 @@ def make_transport(settings: Settings, *, probe: bool = False) -> HttpTransport:
 # --- the sender ----------------------------------------------------------------------------
 
 
-class TraccarSender(Sender):
+class TraccarSender(Sender["State"]):
     """Delivers the store to a Traccar server, one position a request (module docstring)."""
 
     name = NAME
@@ -245,6 +245,7 @@ class TraccarSender(Sender):
                  "check [traccar] url, then restart tracker")  # fmt: skip
 
     options: Settings
+    transport: HttpTransport | None
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         """Sender's arguments (options, stop, open_db, ...)."""
@@ -323,7 +324,7 @@ class TraccarSender(Sender):
         self.succeeded()
         return 0.0
 
-    def server_has(self, st: State, holder: State, pending: Pending) -> list[int] | str:
+    def server_has(self, st: State, holder: Marked, pending: Pending) -> Held:
         """A marker from a request whose answer never came: OsmAnd cannot be asked what
         arrived, but the same request again is dropped by the server's duplicate filter if
         the first one arrived (SAME). A marker without its request: the fix is encoded

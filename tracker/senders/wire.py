@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard
 
 from tracker.senders.settings import SenderSettings
 from tracker.validate import bounded
@@ -25,7 +25,7 @@ def wire_time(t: float, millis: bool = False) -> int:
     return round(t * 1000) if millis else math.floor(t)
 
 
-def is_finite(x: float | None) -> bool:
+def is_finite(x: float | None) -> TypeGuard[float]:
     """A value that is known and a number (an older release stored some unchecked)."""
     return x is not None and math.isfinite(x)
 
