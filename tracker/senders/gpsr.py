@@ -45,7 +45,7 @@ that leaves fixes unacknowledged (the reading's server refuses invalid fixes one
 HTTP 200): several unacknowledged halve the batch; one time left unacknowledged by MAX_STRIKES
 error replies in a row is quarantined. Unacknowledged without an `error` is only resent.
 
-Thread safety: a sender owns its Store and its HttpTransport; run it in its own thread.
+Thread safety: a sender owns its Ledger and its HttpTransport; run it in its own thread.
 """
 
 from __future__ import annotations
@@ -64,12 +64,7 @@ from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy  # shared with [tr
 from tracker.senders.base import Held, Marked, Sender
 from tracker.senders.settings import SenderSettings, secret
 from tracker.senders.state import Migration, Pending, upgrade, with_pending_kind
-from tracker.senders.transport import (
-    AuthFailed,
-    Rejected,
-    SendError,
-    Transient,
-)
+from tracker.senders.transport import AuthFailed, Rejected, SendError, Transient
 from tracker.senders.wire import is_finite, wire_time
 from tracker.store import StoredFix
 from tracker.validate import boolean, pos_float, user_path

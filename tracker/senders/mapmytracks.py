@@ -26,7 +26,7 @@ each second at the default): the fixes thinned out are acknowledged with the bat
 them. Because sent times are strictly increasing, "the newest time the server has" identifies
 exactly what of a batch arrived.
 
-Thread safety: a sender owns its Store and its HttpTransport; run it in its own thread.
+Thread safety: a sender owns its Ledger and its HttpTransport; run it in its own thread.
 """
 
 from __future__ import annotations
@@ -50,12 +50,7 @@ from tracker.plausible import finite
 from tracker.senders.base import SAME, UNKNOWN, Held, Marked, Sender
 from tracker.senders.settings import secret
 from tracker.senders.state import Migration, Pending, StateError, upgrade, with_pending_kind
-from tracker.senders.transport import (
-    Rejected,
-    Reply,
-    SendError,
-    Transient,
-)
+from tracker.senders.transport import Rejected, Reply, SendError, Transient
 from tracker.senders.wire import ThinnedSettings, num, thin, wire_time
 from tracker.store import Activity, StoredFix
 from tracker.validate import nonempty_str, one_of, user_path

@@ -35,7 +35,7 @@ Delivery (at least once, with a bounded duplicate window):
   marker of the HTTP backends has no use here): the store's acknowledgement is the only state
   besides the thinning reference and the events published.
 
-Thread safety: a sender owns its Store and its paho client; run it in its own thread.
+Thread safety: a sender owns its Ledger and its paho client; run it in its own thread.
 """
 
 from __future__ import annotations
@@ -730,12 +730,7 @@ class MqttSender(Sender["State"]):
                 continue
             if self._room() <= 0:
                 return sent
-            msg = Message("start", a.id)
-            try:
-                self._send(self.event_topic, dumps(activity_event(a, "start", self.tid)), msg)
-            finally:
-                if msg.mid is not None:
-                    self._started = a.id
+            self._publish_event(a, "start")
             sent += 1
         for a in activities:
             if a.id <= self._ended:
@@ -743,14 +738,21 @@ class MqttSender(Sender["State"]):
             if (a.current or a.id > self._st.started or self._room() <= 0
                     or self.store.next_batch(NAME, 1, a.id)):  # fmt: skip
                 break
-            msg = Message("end", a.id)
-            try:
-                self._send(self.event_topic, dumps(activity_event(a, "end", self.tid)), msg)
-            finally:
-                if msg.mid is not None:
-                    self._ended = a.id
+            self._publish_event(a, "end")
             sent += 1
         return sent
+
+    def _publish_event(self, a: Activity, event: str) -> None:
+        """One activity's "start" or "end". Once it is in the window (even if the connection
+        then failed: paho resends it), the newest of its kind published is this activity."""
+        msg = Message(event, a.id)
+        try:
+            self._send(self.event_topic, dumps(activity_event(a, event, self.tid)), msg)
+        finally:
+            if msg.mid is not None and event == "start":
+                self._started = a.id
+            elif msg.mid is not None:
+                self._ended = a.id
 
     # -- acknowledgements -----------------------------------------------------------------
 

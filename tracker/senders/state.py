@@ -5,8 +5,8 @@ cursor and marks. What is in flight is a `Pending` marker: committed before a re
 cleared in the same transaction that acknowledges what the server confirmed. A marker still
 there at the next step (a lost reply, a crash, a SIGKILL mid-request) means the server may have
 applied the request: the sender asks the server what it has before anything is sent again.
-That is the whole exactly-once rule; `Sender.send_marked` and `Sender.settle`
-(tracker/senders/base.py) are its two halves.
+That is the whole exactly-once rule, and the core runs it (tracker/senders/base.py:
+`Sender.deliver` marks, sends and settles; `Sender.reconcile` resolves a marker left over).
 
 Versions: each backend's state class has its own `VERSION`, written as `"v"`, and a migration
 from every older version (`MIGRATIONS[n]` takes a version-n document to n + 1; `upgrade()` runs

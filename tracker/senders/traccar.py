@@ -41,7 +41,7 @@ proves the device is known, so the fix itself was refused: it is quarantined (co
 is quarantined, and the fix is retried with backoff until it is. 413 and 422 count as 400;
 401/403 (a proxy's) stop this backend until restart; other 4xx and 5xx are retried.
 
-Thread safety: a sender owns its Store and its HttpTransport; run it in its own thread.
+Thread safety: a sender owns its Ledger and its HttpTransport; run it in its own thread.
 """
 
 from __future__ import annotations
