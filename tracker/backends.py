@@ -67,7 +67,7 @@ def configured(cfg: Any) -> list[tuple[str, Any]]:
     ]
 
 
-def make_senders(cfg: Any, stop: threading.Event, db_path: Path | None = None) -> list[Sender]:
+def make_senders(cfg: Any, stop: threading.Event, db_path: Path | None = None) -> list[Sender[Any]]:
     """One sender per configured and enabled backend (none when no section is present), each
     opening the store at `db_path` (else the config's) in its own thread."""
     from tracker.store import open_store

@@ -91,7 +91,9 @@ class Sender(ABC, Generic[St]):
 
     Subclasses set `name` and implement `open_transport()`, `work()` (one unit of protocol
     work; returns the seconds until the next step, raises SendError when the network or the
-    server failed) and may call `succeeded()` after each good reply (resets the backoff).
+    server failed) and, if their server can be asked, `server_has()`; `work()` sends through
+    `reconcile()` and `deliver()` and may call `succeeded()` after each good reply (resets the
+    backoff). `St` is the backend's delivery state class.
 
     `heartbeat` (monotonic) is updated at every pass of the loop, at least every HEARTBEAT_S.
     `status` is published as the store runtime row `backend:<name>` for `tracker status`; it
