@@ -203,7 +203,7 @@ def test_sender_uploads_a_ride_whose_live_start_never_reached_the_server(tmp_pat
         opts = Settings(url=server.url, username=USER, interval_s=0.0, connect_timeout_s=1.0,
                        read_timeout_s=1.0)  # fmt: skip
         sender = MapMyTracksSender(opts, threading.Event(), lambda: open_store(db, check=False),
-                                   password=lambda: PASSWORD, rand=lambda: 0.0)  # fmt: skip
+                                   secret=lambda: PASSWORD, rand=lambda: 0.0)  # fmt: skip
         sender.step()  # online and idle: get_time only
         assert [r.name for r in server.requests] == ["get_time"]
         server.stop()  # out of reach: connections refused from here on

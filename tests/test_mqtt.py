@@ -195,7 +195,7 @@ def sender(broker: Broker, db: Path, stop: threading.Event | None = None, *,
     o = Settings(url=opts.pop("url", broker.url), username=USER, password=password,
                  **{**FAST, **opts})  # fmt: skip
     return MqttSender(o, stop or threading.Event(), lambda: open_store(db, check=False),
-                      password=lambda: password, hostname=HOST, rand=lambda: 0.0)  # fmt: skip
+                      secret=lambda: password, hostname=HOST, rand=lambda: 0.0)  # fmt: skip
 
 
 def delivered(store: Store, s: MqttSender) -> bool:

@@ -14,6 +14,7 @@ import pytest
 from support import ROOT
 
 from tracker import backends, config
+from tracker.senders.base import Sender
 from tracker.senders.settings import SenderSettings
 
 UNIT = Path("systemd/tracker.service")
@@ -30,7 +31,7 @@ def test_every_registered_backend_declares_its_contract():
         assert (secret[1] if secret else None) == m.CREDENTIAL, (
             f"{m.__name__}: CREDENTIAL {m.CREDENTIAL!r} is not its Settings.SECRET's {secret!r}"
         )
-        assert callable(m.make_sender) and callable(m.probe), m.__name__
+        assert issubclass(m.SENDER, Sender) and callable(m.probe), m.__name__
         assert callable(getattr(m, "activity_done", print)), m.__name__
 
 

@@ -61,7 +61,7 @@ def make_sender(server: GpsrServer, db: Path, token: str, stop: threading.Event 
     kw = {"interval_s": 0.0, "read_timeout_s": 2.0, "connect_timeout_s": 2.0, **opts}
     return GpsrSender(
         Settings(url=server.url, **kw), stop or threading.Event(),
-        lambda: open_store(db, check=False), token=lambda: token, rand=lambda: 0.0,
+        lambda: open_store(db, check=False), secret=lambda: token, rand=lambda: 0.0,
     )  # fmt: skip
 
 
@@ -291,7 +291,7 @@ def test_one_backend_down_never_holds_the_other_back(server, store, db, token):
         MapMyTracksSender(
             MmtSettings(url=mmt.url, username="rider", interval_s=0.0, offline_upload="off",
                        read_timeout_s=2.0, connect_timeout_s=2.0),
-            stop, lambda: open_store(db, check=False), password=lambda: "secret",
+            stop, lambda: open_store(db, check=False), secret=lambda: "secret",
         ),
     ]  # fmt: skip
     threads = [threading.Thread(target=s.run, daemon=True) for s in senders]
@@ -333,7 +333,7 @@ def test_gpsr_down_mapmytracks_live_and_gpsr_catches_up(server, store, db, token
         MapMyTracksSender(
             MmtSettings(url=mmt.url, username="rider", interval_s=0.0, offline_upload="off",
                        read_timeout_s=2.0, connect_timeout_s=2.0),
-            stop, lambda: open_store(db, check=False), password=lambda: "secret",
+            stop, lambda: open_store(db, check=False), secret=lambda: "secret",
         ),
     ]  # fmt: skip
     threads = [threading.Thread(target=s.run, daemon=True) for s in senders]

@@ -20,8 +20,7 @@ from support import drive
 from tracker.fix import Fix, Sample
 from tracker.senders.base import IDLE_S
 from tracker.senders.http import HttpTransport
-from tracker.senders.mapmytracks import NAME, MapMyTracksSender, Settings
-from tracker.senders.state import STATE_VERSION
+from tracker.senders.mapmytracks import NAME, MapMyTracksSender, Settings, State
 from tracker.store import Store, open_store
 from tracker.testing.faults import Faults
 from tracker.testing.mapmytracks import MapMyTracksServer, Readings
@@ -59,7 +58,7 @@ def make_sender(server: MapMyTracksServer, db: Path, stop: threading.Event | Non
     o = Settings(url=server.url, username="rider", **kw)
     return MapMyTracksSender(
         o, stop or threading.Event(), lambda: open_store(db, check=False),
-        password=lambda: password, rand=lambda: 0.0,
+        secret=lambda: password, rand=lambda: 0.0,
     )  # fmt: skip
 
 
@@ -484,14 +483,14 @@ def test_upgraded_mid_ride_the_pending_marker_is_reconciled_not_resent(server, s
     (a,) = remote_activities(server)
     assert len(a.points) == 150 and server.duplicate_points(a.id) == []
     assert server.count("update_activity") == 1 and server.count("get_activity") >= 1
-    assert store.get_state(NAME)["v"] == STATE_VERSION
+    assert store.get_state(NAME)["v"] == State.VERSION
 
 
 def test_a_newer_state_in_the_store_stops_only_that_backend_and_keeps_the_data(
     server, store, db
 ):
     ride(store, 20)
-    store.set_state(NAME, {"v": STATE_VERSION + 1, "whatever": 1})
+    store.set_state(NAME, {"v": State.VERSION + 1, "whatever": 1})
     sender = make_sender(server, db)
     sender.step()
     assert sender.disabled and "newer than this tracker reads" in sender.disabled

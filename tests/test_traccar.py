@@ -489,7 +489,7 @@ def test_traccar_down_never_holds_another_backend_back_and_catches_up(db):
     token = gpsr.make_token("rider", "post", 0, 4_000_000_000).key
     senders = [
         GpsrSender(GpsrSettings(url=gpsr.url, interval_s=0.05), stop,
-                   lambda: open_store(db, check=False), token=lambda: token),
+                   lambda: open_store(db, check=False), secret=lambda: token),
         make_sender(OsmAndServer(port=port), db, stop),  # its URL; nothing listens yet
     ]  # fmt: skip
     threads = [in_thread(s) for s in senders]

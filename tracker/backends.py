@@ -5,7 +5,9 @@ A backend module declares everything about itself:
   (the systemd credential its secret may come from);
 - `Settings`: its config section, a dataclass deriving from tracker/senders/settings.py's
   SenderSettings with its own `KEYS` and `check()`, and also its sender's options;
-- `make_sender(settings, db_path, stop)`: its Sender (tracker/senders/base.py);
+- `SENDER`: its Sender class (tracker/senders/base.py), which `make_senders()` below builds as
+  `SENDER(settings, stop, open_db, secret=...)`: the store opener is made here, once for every
+  backend, and the secret reader is its Settings' `secret_reader()` (from `SECRET`);
 - `probe(settings) -> Probe`: its `tracker doctor` checks (tracker/checks.py);
 - optionally `activity_done(state, activity_id) -> bool`: whether, by its stored state, it is
   finished with an activity (a backend with activities of its own, as Map My Tracks has; the
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tracker.senders.base import Sender
     from tracker.senders.settings import SenderSettings
+    from tracker.store import Store
 
 # Config section (also the backend's name in the store and in `tracker status`) -> its module.
 REGISTRY: dict[str, str] = {
@@ -99,8 +102,15 @@ def configured(cfg: Any) -> list[tuple[str, Any]]:
     ]
 
 
-def make_senders(cfg: Any, stop: threading.Event, db_path: Path | None = None) -> list[Sender]:
-    """One sender per configured and enabled backend (none when no section is present)."""
+def make_senders(cfg: Any, stop: threading.Event, db_path: Path | None = None) -> list[Sender[Any]]:
+    """One sender per configured and enabled backend (none when no section is present), each
+    opening the store at `db_path` (else the config's) in its own thread."""
+    from tracker.store import open_store
+
     path = db_path or cfg.storage.path
-    return [module(section).make_sender(settings, path, stop) for section, settings in
-            configured(cfg)]  # fmt: skip
+
+    def open_db() -> Store:
+        return open_store(path, check=False)
+
+    return [module(section).SENDER(settings, stop, open_db, secret=settings.secret_reader())
+            for section, settings in configured(cfg)]  # fmt: skip

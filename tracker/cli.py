@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 from tracker import __version__
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from tracker.config import Config
 
 REQUEST_WAIT_S = 10.0
@@ -178,9 +180,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             bounds[name] = None if text is None else export.parse_time(text, end_of_day=until)
         except ValueError as e:
             return bad(f"--{name}: {e}")
-    write = {"gpx": export.write_gpx, "csv": export.write_csv, "geojson": export.write_geojson}[
-        args.format or "gpx"
-    ]
+    writers: dict[str, Callable[..., int]] = {
+        "gpx": export.write_gpx, "csv": export.write_csv, "geojson": export.write_geojson
+    }  # fmt: skip
+    write = writers[args.format or "gpx"]
     to_stdout = args.output == "-"
     # No progress line on a pipe, a log, or the terminal the export itself is printed on.
     show = sys.stderr.isatty() and not (to_stdout and sys.stdout.isatty())

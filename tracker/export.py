@@ -40,7 +40,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import IO
+from typing import IO, Literal, cast, overload
 
 import gpxpy.gpx
 from gpxpy.gpxfield import gpx_fields_to_xml
@@ -48,7 +48,7 @@ from gpxpy.gpxfield import gpx_fields_to_xml
 from tracker import __version__
 from tracker.fix import INSTRUMENT_KINDS, SAMPLE_KINDS
 from tracker.plausible import finite_fix
-from tracker.store import Activity, Store, StoredFix
+from tracker.store import Activity, Ledger, Store, StoredFix
 
 NS = {
     "gpxtpx": "http://www.garmin.com/xmlschemas/TrackPointExtension/v1",
@@ -416,8 +416,32 @@ def write_geojson(
     return len(activities)
 
 
+@overload
+def write_gpx(
+    store: Ledger,
+    out: IO[str],
+    activity_ids: list[int] | None = None,
+    *,
+    sent_only: Literal[True],
+    progress: Progress | None = None,
+    instruments: Literal[False] | None = None,
+) -> int: ...
+
+
+@overload
 def write_gpx(
     store: Store,
+    out: IO[str],
+    activity_ids: list[int] | None = None,
+    *,
+    sent_only: bool = False,
+    progress: Progress | None = None,
+    instruments: bool | None = None,
+) -> int: ...
+
+
+def write_gpx(
+    store: Ledger,
     out: IO[str],
     activity_ids: list[int] | None = None,
     *,
@@ -428,9 +452,11 @@ def write_gpx(
     """Write the activities (all when `activity_ids` is None) as GPX 1.1; return the count.
     `sent_only`: without the paused fixes kept on the unit (an upload to a backend).
     `instruments`: with the boat instruments' readings (`inst:instruments`); by default unless
-    `sent_only` (a fitness backend gets none, and its store is read through the Ledger only)."""
+    `sent_only` (a fitness backend gets none, and its store is read through the Ledger only:
+    the overloads take a sender's Ledger only so, and a whole Store otherwise)."""
     if instruments is None:
         instruments = not sent_only
+    store = cast(Store, store)  # a Ledger only when no instrument is read (the overloads)
     activities = select_activities(store, activity_ids)
     namespaces = {**NS, "inst": INSTRUMENTS_NS} if instruments else NS
     ns = " ".join(f'xmlns:{k}="{v}"' for k, v in namespaces.items())

@@ -4,6 +4,18 @@ Every sender is a `Sender`: the loop, the backoff, the status and the permanent-
 live here, the HTTP in `transport`, the retry policy in `retry`. A protocol module adds only its
 encoding, its acknowledgement rule and its protocol calls, in `work()`.
 
+The exactly-once cycle lives here too, whole: a protocol's `work()` takes the next batch and
+hands the core one request at a time.
+- `reconcile(st, holder)` first: a marker left by an unanswered request is resolved before
+  anything else is sent, by asking the protocol's `server_has()` (which of the marked range
+  the server holds: acknowledged, the marker dropped, one transaction; or SAME: the very
+  request is sent again, the server drops a repeat; or UNKNOWN: the marker is dropped and the
+  data sent again, at least once).
+- `deliver(...)`: mark (Pending committed) -> send -> settle (the acknowledged fixes and the
+  state, marker cleared, in one transaction).
+- `narrow(...)`: a refusal halves the batch (`limit`) until the one refused fix is found;
+  `quarantine(...)` sets it aside, with the marker drop, in one transaction.
+
 Threads: a sender opens its own Store in its own thread (`open_db` is called there) and reads
 only from it; it never touches the GPS or the recorder, so a slow or dead network cannot hold up
 ingest. It stops when the shared stop event is set; every wait is `stop.wait()`, and every
@@ -17,33 +29,21 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, Generic, Literal, Protocol, Self, TypeVar
 
+from tracker.credentials import SecretError
 from tracker.logutil import RateLimitedLog
 from tracker.runtime import BackendStatus, backend_key
 from tracker.senders.retry import RetryPolicy
 from tracker.senders.settings import SenderSettings
 from tracker.senders.state import Pending, StateError
-from tracker.senders.transport import AuthFailed, SecretError, SendError
-from tracker.store import Store, StoreError
+from tracker.senders.transport import AuthFailed, Rejected, SendError
+from tracker.store import Ledger, StoredFix, StoreError
 from tracker.worker import run_loop
-
-if TYPE_CHECKING:
-    from tracker.senders.http import HttpTransport
 
 log = logging.getLogger(__name__)
 
-
-
-class _StoredState(Protocol):
-    """A backend's delivery state, as load_state reads it (senders/state.py)."""
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Self: ...
-
-
-S = TypeVar("S", bound=_StoredState)
 R = TypeVar("R")
 
 IDLE_S = 60.0  # a disabled backend wakes up this often (heartbeat only)
@@ -56,13 +56,44 @@ STORE_RETRY_FIRST_S = 0.2
 STORE_RETRY_S = 5.0
 STATUS_EVERY_S = 30.0  # an unchanged status is written at most this often
 
+# What `server_has()` may answer besides the fix ids the server holds.
+SAME: Final = "same"  # cannot ask, but the same request again is dropped by the server
+UNKNOWN: Final = "unknown"  # cannot know: the data is sent again (at least once)
+Held = list[int] | Literal["same", "unknown"]
 
-class Sender(ABC):
+
+class Marked(Protocol):
+    """Where a request's marker lives: a backend's state, or one part of it (an activity)."""
+
+    pending: Pending | None
+
+
+class DeliveryState(Protocol):
+    """A backend's delivery state (tracker/senders/state.py): its JSON, versioned."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Self: ...
+
+
+class Transport(Protocol):
+    """What the core needs of a backend's connection (HTTP's HttpTransport, or none)."""
+
+    def close(self) -> None: ...
+
+
+St = TypeVar("St", bound=DeliveryState)
+
+
+class Sender(ABC, Generic[St]):
     """The loop shared by every backend: `while not stop.is_set(): step()`.
 
     Subclasses set `name` and implement `open_transport()`, `work()` (one unit of protocol
     work; returns the seconds until the next step, raises SendError when the network or the
-    server failed) and may call `succeeded()` after each good reply (resets the backoff).
+    server failed) and, if their server can be asked, `server_has()`; `work()` sends through
+    `reconcile()` and `deliver()` and may call `succeeded()` after each good reply (resets the
+    backoff). `St` is the backend's delivery state class.
 
     `heartbeat` (monotonic) is updated at every pass of the loop, at least every HEARTBEAT_S.
     `status` is published as the store runtime row `backend:<name>` for `tracker status`; it
@@ -77,10 +108,10 @@ class Sender(ABC):
         self,
         options: SenderSettings,
         stop: threading.Event,
-        open_db: Callable[[], Store],
+        open_db: Callable[[], Ledger],
         *,
         secret: Callable[[], str] | None = None,
-        transport: HttpTransport | None = None,
+        transport: Transport | None = None,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
@@ -90,7 +121,7 @@ class Sender(ABC):
         give an HttpTransport to a test server, or a fake subclass)."""
         self.options = options
         self.stop = stop
-        self.store: Store | None = None
+        self.store: Ledger | None = None
         self.transport = transport  # else made by open_transport()
         self._secret = secret
         self.retry = RetryPolicy(base_s=1.0, cap_s=options.backoff_max_s)
@@ -106,6 +137,7 @@ class Sender(ABC):
         self._transport_ready = False
         self._limited = RateLimitedLog(log, 60.0, clock)
         self._published: tuple[dict[str, Any], float] | None = None
+        self.limit = options.batch_max_points  # halved while narrowing down a refused fix
 
     # -- for subclasses -----------------------------------------------------------------
 
@@ -124,16 +156,16 @@ class Sender(ABC):
 
     # -- the exactly-once step (tracker/senders/state.py) ------------------------------
 
-    def load_state(self, cls: type[S]) -> S:
+    def load_state(self, cls: type[St]) -> St:
         """This backend's delivery state from the store, as its typed `cls`."""
         assert self.store is not None
         return cls.from_json(self.store.get_state(self.name))
 
-    def save_state(self, st: Any) -> None:
+    def save_state(self, st: St) -> None:
         assert self.store is not None
         self.store.set_state(self.name, st.to_json())
 
-    def send_marked(self, st: Any, holder: Any, pending: Pending, send: Callable[[], R]) -> R:
+    def send_marked(self, st: St, holder: Marked, pending: Pending, send: Callable[[], R]) -> R:
         """Commit `pending` (on `holder`, part of `st`) before the request goes out, then
         `send()`. If it fails where the server surely did not apply it (no connection,
         429/503), the marker is cleared again; otherwise it stays, until `settle` clears it
@@ -148,7 +180,86 @@ class Sender(ABC):
                 self.save_state(st)
             raise
 
-    def settle(self, st: Any, ack: Iterable[int]) -> None:
+    def server_has(self, st: St, holder: Marked, pending: Pending) -> Held:
+        """Which fixes of the marked request `pending` the server already holds (they are
+        acknowledged), or SAME, or UNKNOWN (see the module docstring). A protocol that can ask
+        its server says so here; one that cannot (MQTT) keeps this answer: UNKNOWN."""
+        return UNKNOWN
+
+    def reconcile(self, st: St, holder: Marked) -> bool:
+        """Resolve the marker on `holder` before anything else is sent. True when this step
+        was spent on it; False when there is none, or it is to be sent again as it was (SAME:
+        the marker stays, the protocol repeats the request it describes)."""
+        pending = holder.pending
+        if pending is None:
+            return False
+        held = self.server_has(st, holder, pending)
+        if held == SAME:
+            return False
+        holder.pending = None
+        self.settle(st, held if isinstance(held, list) else [])  # UNKNOWN: none held
+        return True
+
+    def deliver(
+        self,
+        st: St,
+        holder: Marked,
+        pending: Pending,
+        send: Callable[[], R],
+        acknowledged: Callable[[R], Iterable[int]],
+        batch: Sequence[StoredFix] = (),
+        refused: Callable[[str], None] | None = None,
+    ) -> R | None:
+        """One request through the whole cycle: mark, send, then settle what
+        `acknowledged(reply)` returns (it updates the state as the reply says). A refusal
+        (Rejected) goes to `refused`, by default `narrow` on `batch`; then None."""
+        try:
+            reply = self.send_marked(st, holder, pending, send)
+        except Rejected as e:
+            if refused is None:
+                self.narrow(st, holder, batch, str(e))
+            else:
+                refused(str(e))
+            return None
+        ids = list(acknowledged(reply))
+        holder.pending = None
+        self.settle(st, ids)
+        return reply
+
+    def narrow(self, st: St, holder: Marked, batch: Sequence[StoredFix], reason: str) -> None:
+        """The server refused the data of `batch`: halve the batch until the one refused fix
+        is found, quarantine that one alone, and the rest goes on. A refusal changes nothing
+        on the server, so the marker is dropped and the smaller batch is a new request."""
+        self.succeeded()  # the server answered: the network is fine
+        holder.pending = None
+        if len(batch) > 1:
+            self.limit = max(1, len(batch) // 2)
+            self.save_state(st)
+            log.warning("%s: %s; retrying with %d fixes to find the one refused", self.name,
+                        reason, self.limit)  # fmt: skip
+            return
+        self.quarantine(st, [f.id for f in batch], reason)
+        if batch:
+            log.error("%s: fix %d (time %s) refused for good and quarantined: %s", self.name,
+                      batch[0].id, batch[0].time, reason)  # fmt: skip
+
+    def quarantine(
+        self, st: St, ids: Iterable[int], reason: str, acknowledge: Iterable[int] = ()
+    ) -> None:
+        """Set `ids` aside for good (counted in `tracker status`), acknowledge `acknowledge`
+        and save `st` (its marker dropped by the caller) in ONE transaction."""
+        assert self.store is not None
+        with self.store.transaction():
+            self.store.acknowledge(self.name, acknowledge)
+            self.store.quarantine(self.name, ids, reason)
+            self.save_state(st)
+        self.status.last_rejected = reason
+
+    def grow(self) -> None:
+        """A batch went through: the batch limit doubles back towards batch_max_points."""
+        self.limit = min(self.options.batch_max_points, self.limit * 2)
+
+    def settle(self, st: St, ack: Iterable[int]) -> None:
         """Acknowledge `ack` and store `st` (its marker cleared by the caller) in ONE
         transaction: what the server confirmed and the state that says so land together."""
         assert self.store is not None
@@ -190,7 +301,7 @@ class Sender(ABC):
             self._store_failures += 1
             self._limited.error("store", "%s: store: %s", self.name, e)
             self._close_store()
-            return min(STORE_RETRY_S, STORE_RETRY_FIRST_S * 2 ** (self._store_failures - 1))
+            return min(STORE_RETRY_S, STORE_RETRY_FIRST_S * 2.0 ** (self._store_failures - 1))
         self._store_failures = 0
         return wait
 

@@ -45,7 +45,7 @@ that leaves fixes unacknowledged (the reading's server refuses invalid fixes one
 HTTP 200): several unacknowledged halve the batch; one time left unacknowledged by MAX_STRIKES
 error replies in a row is quarantined. Unacknowledged without an `error` is only resent.
 
-Thread safety: a sender owns its Store and its HttpTransport; run it in its own thread.
+Thread safety: a sender owns its Ledger and its HttpTransport; run it in its own thread.
 """
 
 from __future__ import annotations
@@ -53,27 +53,24 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeGuard
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tracker.checks import FAIL, OK, Check, Probe, unreachable
 from tracker.geo import EARTH_RADIUS_M
 from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy  # shared with [traccar]
-from tracker.senders.base import Sender
+from tracker.senders.base import Held, Marked, Sender
 from tracker.senders.settings import SenderSettings, secret
-from tracker.senders.state import STATE_VERSION, Pending, check_version
-from tracker.senders.transport import (
-    AuthFailed,
-    Rejected,
-    SendError,
-    Transient,
-    read_secret,
-)
+from tracker.senders.state import Migration, Pending, upgrade, with_pending_kind
+from tracker.senders.transport import AuthFailed, Rejected, SendError, Transient
+from tracker.senders.wire import is_finite, wire_time
 from tracker.store import StoredFix
 from tracker.validate import boolean, pos_float, user_path
+
+if TYPE_CHECKING:
+    from tracker.senders.http import HttpTransport
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +87,6 @@ MAX_PAGES = 1000  # a server that always says "more" cannot keep a check going f
 # --- encoding ------------------------------------------------------------------------------
 
 
-def wire_time(t: float, millis: bool = False) -> int:
-    """A fix's time as sent: floor seconds, or rounded milliseconds (13 digits today)."""
-    return round(t * 1000) if millis else math.floor(t)
-
-
-def _finite(x: float | None) -> TypeGuard[float]:
-    return x is not None and math.isfinite(x)
-
-
 def fix_object(
     fix: StoredFix,
     t: int | list[int],
@@ -109,15 +97,15 @@ def fix_object(
 ) -> dict[str, Any]:
     """One json-gpsr fix object (see the module docstring for each field)."""
     obj: dict[str, Any] = {"t": t, "l": [round(fix.lat, 7), round(fix.lon, 7)]}
-    if _finite(fix.alt):
-        obj["al"] = round(fix.alt, 1)  # type: ignore[arg-type]
+    if is_finite(fix.alt):
+        obj["al"] = round(fix.alt, 1)
     ha, va = accuracy(fix, uere_m)
-    if _finite(ha):
-        obj["ha"] = round(ha, 1)  # type: ignore[arg-type]
-    if _finite(va):
-        obj["va"] = round(va, 1)  # type: ignore[arg-type]
-    if _finite(fix.speed) and _finite(fix.course):
-        obj["vv"] = [round(fix.speed, 2), round(fix.course, 1)]  # type: ignore[arg-type]
+    if is_finite(ha):
+        obj["ha"] = round(ha, 1)
+    if is_finite(va):
+        obj["va"] = round(va, 1)
+    if is_finite(fix.speed) and is_finite(fix.course):
+        obj["vv"] = [round(fix.speed, 2), round(fix.course, 1)]
     if tag:
         obj["tag"] = tag
     if poi:
@@ -171,7 +159,7 @@ def _same_place(a: _Entry, b: _Entry, uere_m: float) -> bool:
     if a.tag != b.tag or b.poi or not (_stationary(a.fix) and _stationary(b.fix)):
         return False
     radius = max((h for h in (accuracy(a.fix, uere_m)[0], accuracy(b.fix, uere_m)[0])
-                  if _finite(h)), default=None)  # fmt: skip
+                  if is_finite(h)), default=None)  # fmt: skip
     if radius is None:
         return (round(a.fix.lat, 7), round(a.fix.lon, 7)) == (
             round(b.fix.lat, 7),
@@ -220,9 +208,10 @@ def encode_batch(
             groups.append([e])
     for g in groups:
         first = g[0]
-        when: int | list[int] = first.t if len(g) == 1 else [e.t for e in g]
-        batch.objects.append(fix_object(first.fix, when, tag=first.tag, poi=first.poi,
-                                        uere_m=uere_m))  # fmt: skip
+        sent: int | list[int] = first.t if len(g) == 1 else [e.t for e in g]
+        batch.objects.append(
+            fix_object(first.fix, sent, tag=first.tag, poi=first.poi, uere_m=uere_m)
+        )
         for e in g:
             batch.ids_by_time[e.t] = e.ids
     return batch
@@ -368,25 +357,29 @@ class State:
     """[gpsr] delivery state (tracker/senders/state.py): the post in flight, and the newest
     times the server acknowledged (a stationary fix is compressed against them)."""
 
+    # Version 0 (no "v"): the same keys, a marker without a kind (posts were all there was).
+    VERSION: ClassVar[int] = 1
+    MIGRATIONS: ClassVar[dict[int, Migration]] = {0: lambda d: with_pending_kind(d, "post")}
+
     pending: Pending | None = None
     recent: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"v": STATE_VERSION, "recent": self.recent,
+        return {"v": self.VERSION, "recent": self.recent,
                 "pending": self.pending.to_json() if self.pending else None}  # fmt: skip
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> State:
-        check_version(d, NAME)  # version 0 (no "v") has the same keys
-        return cls(Pending.from_json(d.get("pending"), "post"),
+        d = upgrade(d, NAME, cls.VERSION, cls.MIGRATIONS)
+        return cls(Pending.from_json(d.get("pending")),
                    [int(t) for t in d.get("recent") or []])  # fmt: skip
 
 
-class GpsrSender(Sender):
+class GpsrSender(Sender["State"]):
     """Delivers every fix in the store to a json-gpsr server (see the module docstring).
 
-    `transport` is made in the thread unless given; `token` is called there too (it reads the
-    config, the token file or the systemd credential).
+    `transport` is made in the thread unless given; `secret` is called there too (it reads the
+    token from the config, the token file or the systemd credential).
     """
 
     name = NAME
@@ -396,14 +389,14 @@ class GpsrSender(Sender):
     )
 
     options: Settings
+    transport: HttpTransport | None
 
-    def __init__(self, *args: Any, token: Callable[[], str], **kw: Any) -> None:
-        """Sender's arguments (options, stop, open_db, ...); `token` reads the token."""
-        super().__init__(*args, secret=token, **kw)
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        """Sender's arguments (options, stop, open_db, secret=<reads the token>, ...)."""
+        super().__init__(*args, **kw)
         self._token = ""
         self._token_ok = False
         self._last_post = -math.inf
-        self._limit = self.options.batch_max_points  # halved while hunting a refused fix
         self._tags: dict[int | None, str | None] = {}
         self._strikes: dict[int, int] = {}  # sent time -> error replies that left it out
         self.status.update(url=self.options.url)
@@ -449,13 +442,13 @@ class GpsrSender(Sender):
         except SendError as e:
             raise self._scrub(e) from None
 
-    def _settle(self, st: State, ids: Iterable[int], times: Iterable[int] = ()) -> None:
-        """Acknowledge fixes, clear the marker and remember their times, in one transaction."""
+    @staticmethod
+    def _remember(st: State, times: Iterable[int]) -> None:
+        """Keep the newest acknowledged times (a straggler of an already-sent second is
+        covered by them)."""
         new = set(times)
         if new:
             st.recent = sorted(set(st.recent) | new)[-RECENT_TIMES:]
-        st.pending = None
-        self.settle(st, ids)
 
     def _tag_map(self, fixes: Sequence[StoredFix]) -> dict[int | None, str | None]:
         """Activity id -> tag: `[gpsr] tag`, else the activity's title (cached)."""
@@ -481,31 +474,35 @@ class GpsrSender(Sender):
         if not self._token_ok and not self._check_token():
             return self.options.interval_s
         st = self.load_state(State)
-        if st.pending:
-            return self._reconcile(st, st.pending)
-        batch = self.store.next_batch(NAME, self._limit)
+        if self.reconcile(st, st):
+            return 0.0
+        batch = self.store.next_batch(NAME, self.limit)
         self.status.phase = "idle" if not batch else "sending"
         if not batch:
             return self.options.interval_s
         wait = self._last_post + self.options.interval_s - self.clock()
-        if len(batch) < self._limit and wait > 0:
+        if len(batch) < self.limit and wait > 0:
             return wait  # live: one post per interval, unless there is a backlog
         enc = self._encode(st, batch)
         if not enc.objects:
-            self._settle(st, enc.covered)
+            self.settle(st, enc.covered)
             return 0.0
         times = enc.times
-        try:
-            reply = self.send_marked(
-                st, st, Pending("post", times[0], times[-1], batch[-1].id),
-                lambda: parse_input_reply(self._post_input(enc.objects), f"{NAME} /input"),
-            )  # fmt: skip
-        except Rejected as e:
-            self._refused(st, batch, str(e))
+
+        def acknowledged(reply: InputReply) -> list[int]:
+            acked = sorted(reply.times & set(times))
+            self._remember(st, acked)
+            return enc.covered + enc.acknowledged(acked)
+
+        reply = self.deliver(
+            st, st, Pending("post", times[0], times[-1], batch[-1].id),
+            lambda: parse_input_reply(self._post_input(enc.objects), f"{NAME} /input"),
+            acknowledged, batch,
+        )  # fmt: skip
+        if reply is None:  # refused: narrowed down
             return 0.0
         self._last_post = self.clock()
         acked = sorted(reply.times & set(times))
-        self._settle(st, enc.covered + enc.acknowledged(acked), acked)
         self.status.fixes_sent += len(acked)
         for t in acked:
             self._strikes.pop(t, None)
@@ -519,7 +516,7 @@ class GpsrSender(Sender):
         if len(acked) < len(times):
             log.info("%s: %d of %d fixes acknowledged; the rest are sent again", NAME,
                      len(acked), len(times))  # fmt: skip
-        self._limit = min(self.options.batch_max_points, self._limit * 2)
+        self.grow()
         self.succeeded()
         return 0.0
 
@@ -539,30 +536,11 @@ class GpsrSender(Sender):
         log.info("%s: token accepted by %s", NAME, self.options.url)
         return True
 
-    def _refused(self, st: State, batch: Sequence[StoredFix], reason: str) -> None:
-        """400/413: halve the batch until the one refused fix is found; quarantine that."""
-        assert self.store is not None
-        self.succeeded()  # the server answered: the network is fine
-        if len(batch) > 1:
-            self._limit = max(1, len(batch) // 2)
-            st.pending = None
-            self.save_state(st)
-            log.warning("%s: %s; retrying with %d fixes to find the one refused", NAME, reason,
-                        self._limit)  # fmt: skip
-            return
-        st.pending = None
-        with self.store.transaction():
-            self.store.quarantine(NAME, [f.id for f in batch], reason)
-            self.save_state(st)
-        self.status.last_rejected = reason
-        log.error("%s: fix %d (time %s) refused for good and quarantined: %s", NAME,
-                  batch[0].id, batch[0].time, reason)  # fmt: skip
-
     def _server_refused(self, st: State, enc: Batch, missing: list[int], error: str) -> None:
         """An `error` reply left `missing` unacknowledged: narrow down, then quarantine."""
         assert self.store is not None
         if len(missing) > 1:
-            self._limit = max(1, len(enc.acknowledged(missing)) // 2)
+            self.limit = max(1, len(enc.acknowledged(missing)) // 2)
             return
         if not missing:
             return
@@ -572,22 +550,17 @@ class GpsrSender(Sender):
             return
         del self._strikes[t]
         reason = f"{NAME} /input: time {t} refused {MAX_STRIKES} times: {error}"
-        with self.store.transaction():
-            self.store.quarantine(NAME, enc.acknowledged([t]), reason)
-            self.save_state(st)
-        self.status.last_rejected = reason
+        self.quarantine(st, enc.acknowledged([t]), reason)
         log.error("%s: quarantined the fixes of time %d: %s", NAME, t, reason)
 
-    def _reconcile(self, st: State, pending: Pending) -> float:
-        """The last post's reply never came: ask /f what of it arrived, acknowledge that."""
+    def server_has(self, st: State, holder: Marked, pending: Pending) -> Held:
+        """The last post's reply never came: the fixes of it that /f says arrived."""
         assert self.store is not None
         assert pending.first_time is not None and pending.last_time is not None
         batch = [f for f in self.store.next_batch(NAME, self.options.batch_max_points)
                  if f.id <= (pending.last_id or 0)]  # fmt: skip
         if not batch:
-            st.pending = None
-            self.save_state(st)
-            return 0.0
+            return []
         enc = self._encode(st, batch)
         try:
             have = self._server_times(pending.first_time, pending.last_time)
@@ -596,10 +569,10 @@ class GpsrSender(Sender):
                                   NAME, e)  # fmt: skip
             have = set()
         acked = sorted(have & set(enc.times))
-        self._settle(st, enc.covered + enc.acknowledged(acked), acked)
+        self._remember(st, acked)
         log.info("%s: the unanswered post had %d of its %d times on the server; the rest are "
                  "sent again", NAME, len(acked), len(enc.times))  # fmt: skip
-        return 0.0
+        return enc.covered + enc.acknowledged(acked)
 
     def _server_times(self, t0: int, t1: int) -> set[int]:
         """Times the server has in [t0, t1] (as sent), paged from /f with the post token. The
@@ -621,21 +594,6 @@ class GpsrSender(Sender):
         return times
 
 
-def make_sender(settings: Settings, db_path: Any, stop: threading.Event) -> GpsrSender:
-    """The sender for a [gpsr] section, opening `db_path` in its thread."""
-    from tracker.store import open_store
-
-    def token() -> str:
-        return read_secret(settings.token or None, settings.token_file, CREDENTIAL, what="token")
-
-    return GpsrSender(
-        settings,
-        stop,
-        lambda: open_store(db_path, check=False),
-        token=token,
-    )
-
-
 TOKEN_FIX = (
     'create a "post" token on the json-gpsr server\'s user page (valid from now, for as long '
     f"as you ride) and set [gpsr] token or token_file (or the credential {CREDENTIAL}), then "
@@ -646,12 +604,13 @@ TOKEN_FIX = (
 def probe(settings: Settings) -> Probe:
     """`tracker doctor`: the server answers `/tt` and says the token is valid now (never
     shows it)."""
+    from tracker.credentials import SecretError
     from tracker.senders.http import probe_transport
-    from tracker.senders.transport import SecretError, Unreachable
+    from tracker.senders.transport import Unreachable
 
     g = settings
     try:
-        token = read_secret(g.token or None, g.token_file, CREDENTIAL, what="token")
+        token = g.read_secret()
     except SecretError as e:
         return Probe([Check(f"{NAME} token", FAIL, str(e), TOKEN_FIX)])
 
@@ -687,3 +646,6 @@ def probe(settings: Settings) -> Probe:
     # /tt says "valid now" for a token of any type; only a "post" token may send.
     valid_now = Check(f"{NAME} token", OK, 'valid now (/tt; it must be a "post" token)')
     return Probe([answers, valid_now])
+
+
+SENDER = GpsrSender  # what tracker/backends.py builds for a [gpsr] section

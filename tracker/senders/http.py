@@ -284,7 +284,8 @@ class HttpTransport:
             raise LostReply(f"{where}: reply cut short: read timed out") from None
         except (http.client.HTTPException, OSError) as e:  # IncompleteRead, a reset
             raise LostReply(f"{where}: reply cut short: {_reason(e)}") from e
-        reply = Reply(status, resp.headers, bytes(body))
+        # Header names lower-cased: the Reply is a plain mapping (HTTPMessage is not one).
+        reply = Reply(status, {k.lower(): v for k, v in resp.getheaders()}, bytes(body))
         if not reply.body.strip() and not self.empty_ok:
             raise _unusable(f"{where}: empty reply (HTTP {status})", "empty")
         if reply.looks_like_html:

@@ -26,7 +26,7 @@ each second at the default): the fixes thinned out are acknowledged with the bat
 them. Because sent times are strictly increasing, "the newest time the server has" identifies
 exactly what of a batch arrived.
 
-Thread safety: a sender owns its Store and its HttpTransport; run it in its own thread.
+Thread safety: a sender owns its Ledger and its HttpTransport; run it in its own thread.
 """
 
 from __future__ import annotations
@@ -34,12 +34,11 @@ from __future__ import annotations
 import io
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
@@ -48,18 +47,16 @@ from tracker import __version__
 from tracker.checks import FAIL, OK, Check, Probe, unreachable
 from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.plausible import finite
-from tracker.senders.base import Sender
-from tracker.senders.settings import SenderSettings, secret
-from tracker.senders.state import STATE_VERSION, Pending, check_version
-from tracker.senders.transport import (
-    Rejected,
-    Reply,
-    SendError,
-    Transient,
-    read_secret,
-)
+from tracker.senders.base import SAME, UNKNOWN, Held, Marked, Sender
+from tracker.senders.settings import secret
+from tracker.senders.state import Migration, Pending, StateError, upgrade, with_pending_kind
+from tracker.senders.transport import Rejected, Reply, SendError, Transient
+from tracker.senders.wire import ThinnedSettings, num, thin, wire_time
 from tracker.store import Activity, StoredFix
-from tracker.validate import bounded, nonempty_str, one_of, user_path
+from tracker.validate import nonempty_str, one_of, user_path
+
+if TYPE_CHECKING:
+    from tracker.senders.http import HttpTransport
 
 log = logging.getLogger(__name__)
 
@@ -77,38 +74,11 @@ TIME_CHECK_RETRY_S = 300.0
 # --- encoding ------------------------------------------------------------------------------
 
 
-def _num(x: float, places: int) -> str:
-    text = f"{x:.{places}f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-def point_time(t: float) -> int:
-    """A fix's time as sent: whole seconds (floor, so a fix never moves to a later second)."""
-    return math.floor(t)
-
-
-def thin(
-    fixes: Sequence[StoredFix], last_time: int | None, min_interval_s: float = 1.0
-) -> list[StoredFix]:
-    """The fixes to send: strictly increasing whole-second times, at least `min_interval_s`
-    apart and after `last_time` (the newest time already on the server). The others are
-    covered by the points kept and acknowledged with them."""
-    step = max(1.0, min_interval_s)
-    kept = []
-    prev = last_time
-    for f in fixes:
-        t = point_time(f.time)
-        if prev is None or t - prev >= step:
-            kept.append(f)
-            prev = t
-    return kept
-
-
 def encode_points(fixes: Iterable[StoredFix]) -> str:
     """`lat lon alt time` per point, all space-separated (a missing altitude is sent as 0, and
     so is one that is not finite: a value an older release stored unchecked)."""
     return " ".join(
-        f"{_num(f.lat, 7)} {_num(f.lon, 7)} {_num(finite(f.alt) or 0.0, 1)} {point_time(f.time)}"
+        f"{num(f.lat, 7)} {num(f.lon, 7)} {num(finite(f.alt) or 0.0, 1)} {wire_time(f.time)}"
         for f in fixes
     )
 
@@ -121,7 +91,7 @@ def encode_samples(samples: Iterable[Sample]) -> dict[str, str]:
     for s in sorted(samples, key=lambda s: s.time):
         if s.kind not in SAMPLE_KINDS or not math.isfinite(s.value):
             continue
-        t = point_time(s.time)
+        t = wire_time(s.time)
         if last.get(s.kind) == t:
             continue
         last[s.kind] = t
@@ -262,7 +232,7 @@ def parse_points(text: str) -> list[tuple[int, float, float, float]]:
 
 
 @dataclass(frozen=True)
-class Settings(SenderSettings):
+class Settings(ThinnedSettings):
     """[mapmytracks] (docs/mapmytracks.md): the config section, and the sender's options."""
 
     KEYS: ClassVar[dict[str, Callable[[Any], Any]]] = {
@@ -270,7 +240,6 @@ class Settings(SenderSettings):
         "password": secret,
         "password_file": user_path,
         "offline_upload": one_of("gpx", "off"),
-        "min_point_interval_s": bounded(1, 3600, "point times are whole seconds"),
     }
 
     REQUIRED: ClassVar[dict[str, str]] = {"username": "the Map My Tracks account name"}
@@ -281,7 +250,6 @@ class Settings(SenderSettings):
     password: str = field(default="", repr=False)
     password_file: Path | None = None
     offline_upload: str = "gpx"
-    min_point_interval_s: float = 1.0
 
 
 
@@ -309,34 +277,49 @@ class ActivityState:
                 "pending": self.pending.to_json() if self.pending else None}  # fmt: skip
 
 
+def _from_v0(d: dict[str, Any]) -> dict[str, Any]:
+    """Version 0 (no "v"): the same keys; an activity had no `samples_id` (unknown: late
+    samples go from the next batch) and its marker no kind (an update)."""
+    acts = d.get("activities") or {}
+    if not isinstance(acts, dict):
+        raise StateError(f"{NAME}: stored activities that are not an object: {acts!r}")
+    return {**d, "activities": {
+        k: {"samples_id": None, **with_pending_kind(a, "update")} if isinstance(a, dict) else a
+        for k, a in acts.items()
+    }}  # fmt: skip
+
+
 @dataclass
 class State:
     """[mapmytracks] delivery state (tracker/senders/state.py): every activity up to
     `done_through` is finished; those in `activities` are on their way, oldest first."""
+
+    VERSION: ClassVar[int] = 1
+    MIGRATIONS: ClassVar[dict[int, Migration]] = {0: _from_v0}
 
     done_through: int = 0
     activities: dict[int, ActivityState] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         acts = {str(k): a.to_json() for k, a in self.activities.items()}
-        return {"v": STATE_VERSION, "done_through": self.done_through, "activities": acts}
+        return {"v": self.VERSION, "done_through": self.done_through, "activities": acts}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> State:
-        check_version(d, NAME)  # version 0 (no "v") has the same keys
+        d = upgrade(d, NAME, cls.VERSION, cls.MIGRATIONS)
         acts = {}
         for key, a in (d.get("activities") or {}).items():
             acts[int(key)] = ActivityState(
                 token=str(a["token"]), phase=str(a.get("phase", "new")),
                 remote_id=a.get("remote_id"), last_time=a.get("last_time"),
-                pending=Pending.from_json(a.get("pending"), "update"),
+                pending=Pending.from_json(a.get("pending")),
                 start_sent=bool(a.get("start_sent", False)),
                 samples_id=a.get("samples_id"),
             )  # fmt: skip
         return cls(done_through=int(d.get("done_through", 0)), activities=acts)
 
 
-class MapMyTracksSender(Sender):
+class MapMyTracksSender(Sender["State"]):
     """Delivers every activity in the store to Map My Tracks (see the module docstring).
 
     `transport` is made in the thread from the config and the password unless given (tests
@@ -346,13 +329,13 @@ class MapMyTracksSender(Sender):
     name = NAME
 
     options: Settings
+    transport: HttpTransport | None
 
-    def __init__(self, *args: Any, password: Callable[[], str] | None = None, **kw: Any) -> None:
-        """Sender's arguments (options, stop, open_db, ...); `password` reads the password."""
-        super().__init__(*args, secret=password, **kw)
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        """Sender's arguments (options, stop, open_db, secret=<reads the password>, ...)."""
+        super().__init__(*args, **kw)
         self._next_time_check = 0.0
         self._last_update = -math.inf
-        self._limit = self.options.batch_max_points  # halved while hunting a refused fix
         self.status.update(url=self.options.url, user=self.options.username)
 
     # -- plumbing -------------------------------------------------------------------------
@@ -430,7 +413,7 @@ class MapMyTracksSender(Sender):
 
     def _batch(self, aid: int) -> list[StoredFix]:
         assert self.store is not None
-        return self.store.next_batch(NAME, self._limit, activity_id=aid)
+        return self.store.next_batch(NAME, self.limit, activity_id=aid)
 
     def _samples(
         self, ast: ActivityState, t0: int, t1: int, since: float
@@ -453,19 +436,23 @@ class MapMyTracksSender(Sender):
                 return self._finish(st, a.id, "nothing left to send")
             return self.options.interval_s
         kept = thin(batch, None, self.options.min_point_interval_s)
-        t0, t1 = point_time(kept[0].time), point_time(kept[-1].time)
-        samples, newest = self._samples(ast, point_time(a.started_at), t1, a.started_at)
+        t0, t1 = wire_time(kept[0].time), wire_time(kept[-1].time)
+        samples, newest = self._samples(ast, wire_time(a.started_at), t1, a.started_at)
         fields = start_fields(a, ast.token, kept, samples)
         sent_before = ast.start_sent
         ast.start_sent = True
+
+        def started(remote_id: int) -> list[int]:
+            ast.phase, ast.remote_id, ast.last_time = "started", remote_id, t1
+            ast.samples_id = newest
+            return [f.id for f in batch]
+
         try:
-            remote_id = self.send_marked(
+            remote_id = self.deliver(
                 st, ast, Pending("start", t0, t1, batch[-1].id),
                 lambda: parse_activity_id(self._call(fields), f"{NAME} start_activity"),
+                started, batch,
             )  # fmt: skip
-        except Rejected as e:
-            self._refused(st, ast, batch, str(e))
-            return 0.0
         except SendError as e:
             if not e.maybe_applied and not sent_before:
                 # The server surely never saw it (refused connection, 429/503): the ride has
@@ -473,10 +460,9 @@ class MapMyTracksSender(Sender):
                 ast.start_sent = False
                 self.save_state(st)
             raise
-        ast.phase, ast.remote_id, ast.last_time, ast.pending = "started", remote_id, t1, None
-        ast.samples_id = newest
-        self.settle(st, [f.id for f in batch])
-        self._limit = min(self.options.batch_max_points, self._limit * 2)
+        if remote_id is None:  # refused: narrowed down
+            return 0.0
+        self.grow()
         self._last_update = self.clock()
         self.status.update(remote_activity_id=remote_id, phase="started")
         log.info(
@@ -484,80 +470,59 @@ class MapMyTracksSender(Sender):
         )
         return 0.0
 
-    def _refused(
-        self, st: State, ast: ActivityState, batch: Sequence[StoredFix], reason: str
-    ) -> None:
-        """The server refused a batch's data: halve the batch until the one refused fix is
-        found, quarantine that one alone, and the rest goes on. An error reply changes
-        nothing on the server, so the marker is cleared and the smaller batch is a new
-        request (its points were never delivered)."""
-        if len(batch) > 1:
-            self._limit = max(1, len(batch) // 2)
-            ast.pending = None
-            self.save_state(st)
-            self.succeeded()  # the server answered: the network is fine
-            log.warning("%s: %s; retrying with %d fixes to find the one refused", NAME, reason,
-                        self._limit)  # fmt: skip
-            return
-        self._quarantine(st, ast, batch, reason)
-        log.error("%s: fix %d (time %s) refused for good and quarantined: %s", NAME,
-                  batch[0].id, batch[0].time, reason)  # fmt: skip
-
-    def _quarantine(
-        self, st: State, ast: ActivityState, batch: Sequence[StoredFix], reason: str
-    ) -> None:
-        assert self.store is not None
-        ast.pending = None
-        with self.store.transaction():
-            self.store.quarantine(NAME, [f.id for f in batch], reason)
-            self.save_state(st)
-        self.status.last_rejected = reason
-        self.succeeded()  # the server answered: the network is fine
-
     # -- update ---------------------------------------------------------------------------
 
     def _update(
         self, st: State, ast: ActivityState, aid: int, ended: bool, since: float
     ) -> float:
-        pending = ast.pending
-        if pending and pending.kind == "update":
-            return self._reconcile(st, ast, aid, pending)
+        if self.reconcile(st, ast):
+            return 0.0
         batch = self._batch(aid)
         if not batch:
             if ended:
                 return self._stop(st, ast, aid)
             return self.options.interval_s
         wait = self._last_update + self.options.interval_s - self.clock()
-        if not ended and len(batch) < self._limit and wait > 0:
+        if not ended and len(batch) < self.limit and wait > 0:
             return wait  # live: one update per interval, unless there is a backlog
         kept = thin(batch, ast.last_time, self.options.min_point_interval_s)
         ids = [f.id for f in batch]
         if not kept:  # all within the last interval sent: covered by it
             self.settle(st, ids)
             return 0.0
-        t0, t1 = point_time(kept[0].time), point_time(kept[-1].time)
+        t0, t1 = wire_time(kept[0].time), wire_time(kept[-1].time)
         window_start = t0 if ast.last_time is None else ast.last_time + 1
         samples, newest = self._samples(ast, window_start, t1, since)
-        assert ast.remote_id is not None  # an activity is started before it is updated
+        assert ast.remote_id is not None
         fields = update_fields(ast.remote_id, kept, samples)
-        try:
-            self.send_marked(
-                st, ast, Pending("update", t0, t1, batch[-1].id),
-                lambda: expect_type(self._call(fields), "activity_updated",
-                                    f"{NAME} update_activity"),
-            )  # fmt: skip
-        except Rejected as e:
-            self._refused(st, ast, batch, str(e))
-            return 0.0
-        ast.last_time, ast.pending, ast.samples_id = t1, None, newest
-        self.settle(st, ids)
-        self._limit = min(self.options.batch_max_points, self._limit * 2)
+
+        def updated(_: Message) -> list[int]:
+            ast.last_time, ast.samples_id = t1, newest
+            return ids
+
+        if self.deliver(
+            st, ast, Pending("update", t0, t1, batch[-1].id),
+            lambda: expect_type(self._call(fields), "activity_updated",
+                                f"{NAME} update_activity"),
+            updated, batch,
+        ) is None:  # fmt: skip
+            return 0.0  # refused: narrowed down
+        self.grow()
         self._last_update = self.clock()
         self.status.points_sent += len(kept)
         return 0.0
 
-    def _reconcile(self, st: State, ast: ActivityState, aid: int, pending: Pending) -> float:
-        """The last update's reply never came: ask the server what of it arrived."""
+    def server_has(self, st: State, holder: Marked, pending: Pending) -> Held:
+        """A request whose reply never came. A start is sent again as it was (SAME: its
+        token makes a repeat add nothing); for an update, get_activity says up to which time
+        the points arrived; for an upload, get_activities whether it is there."""
+        assert self.store is not None and isinstance(holder, ActivityState)
+        ast = holder
+        aid = next(k for k, v in st.activities.items() if v is ast)
+        if pending.kind == "upload":
+            return self._upload_held(ast, aid)
+        if pending.kind != "update":
+            return SAME
         assert pending.first_time is not None and pending.last_time is not None
         assert ast.remote_id is not None and self.store is not None
         t0, t1, last_id = pending.first_time, pending.last_time, pending.last_id or 0
@@ -566,26 +531,22 @@ class MapMyTracksSender(Sender):
         except Rejected as e:
             log.warning("%s: cannot check activity %s (%s); resending", NAME, ast.remote_id, e)
             have = []
-        batch = [f for f in self._batch(aid) if f.id <= last_id]
-        if have:
-            newest = max(have)
-            done = [f.id for f in batch if point_time(f.time) <= newest]
-            ast.last_time = newest if ast.last_time is None else max(ast.last_time, newest)
-            ast.pending = None
-            # Its samples arrived with it: late ones count from now (an empty range gives the
-            # newest sample id), or they would be sent again as late.
-            _, ast.samples_id = self.store.samples_for_batch(0, 0, 0, None)
-            self.settle(st, done)
-            self._last_update = self.clock()
-            log.info(
-                "%s: the unanswered update had arrived (%d of %d fixes); not resending them",
-                NAME, len(done), len(batch),
-            )  # fmt: skip
-        else:
-            ast.pending = None
-            self.save_state(st)
+        if not have:
             log.info("%s: the unanswered update had not arrived; sending it again", NAME)
-        return 0.0
+            return []
+        batch = [f for f in self._batch(aid) if f.id <= last_id]
+        newest = max(have)
+        done = [f.id for f in batch if wire_time(f.time) <= newest]
+        ast.last_time = newest if ast.last_time is None else max(ast.last_time, newest)
+        # Its samples arrived with it: late ones count from now (an empty range gives the
+        # newest sample id), or they would be sent again as late.
+        _, ast.samples_id = self.store.samples_for_batch(0, 0, 0, None)
+        self._last_update = self.clock()
+        log.info(
+            "%s: the unanswered update had arrived (%d of %d fixes); not resending them",
+            NAME, len(done), len(batch),
+        )  # fmt: skip
+        return done
 
     def _server_times(self, remote_id: int, t0: int, t1: int) -> list[int]:
         """Point times the server has for the activity in [t0, t1], from get_activity pages."""
@@ -624,18 +585,16 @@ class MapMyTracksSender(Sender):
         from tracker.export import write_gpx
 
         assert self.store is not None
+        store = self.store
         where = f"{NAME} upload_activity"
-        ids = [f.id for f in self.store.iter_fixes(a.id) if not f.local]
+        ids = self._uploadable(a.id)
         if not ids or not self._batch(a.id):
             return self._finish(st, a.id, "nothing left to upload")
-        if ast.pending and ast.pending.kind == "upload":
-            remote = self._find_uploaded(a)
-            if remote is not None:
-                ast.phase, ast.remote_id, ast.pending = "uploaded", remote, None
-                self.settle(st, ids)
-                return self._finish(st, a.id, f"the unanswered upload had arrived as {remote}")
+        if self.reconcile(st, ast) and ast.phase == "uploaded":
+            return self._finish(st, a.id, f"the unanswered upload had arrived as {ast.remote_id}")
+        # else it did not arrive (the marker is dropped): uploaded again
         buf = io.StringIO()
-        write_gpx(self.store, buf, [a.id], sent_only=True)
+        write_gpx(store, buf, [a.id], sent_only=True)
         gpx = buf.getvalue().encode("utf-8")
         fields = {
             "request": "upload_activity",
@@ -644,29 +603,51 @@ class MapMyTracksSender(Sender):
             "activity": a.type or "cycling",
         }
         gpx_file = {"gpx_file": (f"{a.uuid}.gpx", gpx, "application/gpx+xml")}
-        try:
-            msg = self.send_marked(
-                st, ast, Pending("upload"),
-                lambda: expect_type(self._call(fields, gpx_file), "success", where),
-            )  # fmt: skip
-        except Rejected as e:
-            self._quarantine(st, ast, self.store.next_batch(NAME, len(ids) + 1, a.id), str(e))
+
+        def uploaded(msg: Message) -> list[int]:
+            # The id as <activity_id> (the test server's extension) or <id>; a real server
+            # may send neither, and the upload still counts.
+            raw = msg.fields.get("activity_id") or msg.fields.get("id") or ""
+            ast.phase, ast.remote_id = "uploaded", int(raw) if raw.isdigit() else None
+            return ids
+
+        def refused(reason: str) -> None:
+            ast.pending = None
+            self.quarantine(st, [f.id for f in store.next_batch(NAME, len(ids) + 1, a.id)],
+                            reason)  # fmt: skip
+            self.succeeded()  # the server answered: the network is fine
+
+        if self.deliver(
+            st, ast, Pending("upload"),
+            lambda: expect_type(self._call(fields, gpx_file), "success", where),
+            uploaded, refused=refused,
+        ) is None:  # fmt: skip
             return self._finish(st, a.id, "upload refused; quarantined")
-        # The id as <activity_id> (the test server's extension) or <id>; a real server may
-        # send neither, and the upload still counts.
-        raw = msg.fields.get("activity_id") or msg.fields.get("id") or ""
-        remote = int(raw) if raw.isdigit() else None
-        ast.phase, ast.remote_id, ast.pending = "uploaded", remote, None
-        self.settle(st, ids)
         log.info("%s: activity %d uploaded whole (%d fixes, %d bytes of GPX)",
                  NAME, a.id, len(ids), len(gpx))  # fmt: skip
-        return self._finish(st, a.id, f"uploaded as {remote}")
+        return self._finish(st, a.id, f"uploaded as {ast.remote_id}")
+
+    def _uploadable(self, aid: int) -> list[int]:
+        """The ids an upload of the activity carries (its fixes that are not local-only)."""
+        assert self.store is not None
+        return [f.id for f in self.store.iter_fixes(aid) if not f.local]
+
+    def _upload_held(self, ast: ActivityState, aid: int) -> Held:
+        """After an upload whose reply was lost: its fixes if the server has it (the activity
+        then counts as uploaded); else UNKNOWN, and it is uploaded again."""
+        assert self.store is not None
+        a = self.store.activity(aid)
+        remote = None if a is None else self._find_uploaded(a)
+        if remote is None:
+            return UNKNOWN
+        ast.phase, ast.remote_id = "uploaded", remote
+        return self._uploadable(aid)
 
     def _find_uploaded(self, a: Activity) -> int | None:
         """After an upload whose reply was lost: an activity of ours with this title whose
         date lies within the ride is taken as that upload (upload has no unique token)."""
-        lo = point_time(a.started_at) - 2
-        hi = point_time(a.ended_at if a.ended_at is not None else a.started_at) + 2
+        lo = wire_time(a.started_at) - 2
+        hi = wire_time(a.ended_at if a.ended_at is not None else a.started_at) + 2
         seen: set[int] = set()
         for _ in range(MAX_PAGES):
             # `offset` for a server that pages the list; one that does not sends it all at once
@@ -726,29 +707,18 @@ def activity_done(state: dict[str, Any], activity_id: int) -> bool:
     return activity_id <= st.done_through and activity_id not in st.activities
 
 
-def make_sender(settings: Settings, db_path: Any, stop: threading.Event) -> MapMyTracksSender:
-    """The sender for a [mapmytracks] section, opening `db_path` in its thread."""
-    from tracker.store import open_store
-
-    def password() -> str:
-        return read_secret(settings.password or None, settings.password_file, CREDENTIAL)
-
-    return MapMyTracksSender(
-        settings,
-        stop,
-        lambda: open_store(db_path, check=False),
-        password=password,
-    )
+SENDER = MapMyTracksSender  # what tracker/backends.py builds for a [mapmytracks] section
 
 
 def probe(settings: Settings) -> Probe:
     """`tracker doctor`: the server answers get_time and accepts the credentials."""
+    from tracker.credentials import SecretError
     from tracker.senders.http import probe_transport
-    from tracker.senders.transport import AuthFailed, SecretError, Unreachable
+    from tracker.senders.transport import AuthFailed, Unreachable
 
     m = settings
     try:
-        password = read_secret(m.password or None, m.password_file, CREDENTIAL)
+        password = m.read_secret()
     except SecretError as e:
         return Probe([
             Check(

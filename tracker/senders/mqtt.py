@@ -35,7 +35,7 @@ Delivery (at least once, with a bounded duplicate window):
   marker of the HTTP backends has no use here): the store's acknowledgement is the only state
   besides the thinning reference and the events published.
 
-Thread safety: a sender owns its Store and its paho client; run it in its own thread.
+Thread safety: a sender owns its Ledger and its paho client; run it in its own thread.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ import logging
 import math
 import re
 import socket
-import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -54,18 +53,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from tracker.checks import FAIL, OK, Check, Probe, unreachable
+from tracker.credentials import SecretError
 from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy  # shared with gpsr, traccar
 from tracker.senders.base import Sender
 from tracker.senders.mqtt_client import handshake, make_client, missing_paho, refused
-from tracker.senders.settings import SenderSettings, secret
-from tracker.senders.state import STATE_VERSION, check_version
+from tracker.senders.settings import secret
+from tracker.senders.state import Migration, upgrade
 from tracker.senders.transport import (
     LostReply,
-    SecretError,
     Unreachable,
-    read_secret,
 )
+from tracker.senders.wire import ThinnedSettings, due, is_finite, wire_time
 from tracker.store import Activity, StoredFix
 from tracker.validate import (
     boolean,
@@ -142,7 +141,7 @@ def _max_inflight(v: Any) -> int:
 
 
 @dataclass(frozen=True)
-class Settings(SenderSettings):
+class Settings(ThinnedSettings):
     """[mqtt] (docs/mqtt.md): the config section, and the sender's options.
 
     `topic`, `client_id` and `tid` are derived when not set (`location_topic()`, ...).
@@ -163,7 +162,6 @@ class Settings(SenderSettings):
         "retain": boolean,
         "ca_file": user_path,
         "send": one_of("all", "activities"),
-        "min_point_interval_s": bounded(1, 3600, "location times are whole seconds"),
         "max_inflight": _max_inflight,
         "keepalive_s": bounded(5, 3600, "the broker's idea of a dead connection"),
         "interval_s": bounded(0.05, 5, "a stored fix waits at most this long"),
@@ -185,7 +183,6 @@ class Settings(SenderSettings):
     retain: bool = False
     ca_file: Path | None = None
     send: str = "all"
-    min_point_interval_s: float = 1.0
     max_inflight: int = 20
     keepalive_s: float = 60.0
     events: bool = True
@@ -243,15 +240,6 @@ class Settings(SenderSettings):
 # --- encoding ------------------------------------------------------------------------------
 
 
-def wire_time(t: float) -> int:
-    """A fix's time as sent (`tst`): whole seconds, floor (never a later second)."""
-    return math.floor(t)
-
-
-def _finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
-
-
 def location(
     fix: StoredFix,
     tid: str,
@@ -267,17 +255,17 @@ def location(
         "lon": round(fix.lon, 7),
         "tid": tid,
     }
-    if _finite(fix.alt):
-        obj["alt"] = round(fix.alt)  # type: ignore[arg-type]
-    if _finite(fix.speed):
-        obj["vel"] = round(fix.speed * 3.6)  # type: ignore[operator]
-    if _finite(fix.course):
-        obj["cog"] = round(fix.course) % 360  # type: ignore[arg-type]
+    if is_finite(fix.alt):
+        obj["alt"] = round(fix.alt)
+    if is_finite(fix.speed):
+        obj["vel"] = round(fix.speed * 3.6)
+    if is_finite(fix.course):
+        obj["cog"] = round(fix.course) % 360
     ha, va = accuracy(fix, uere_m)
-    if _finite(ha):
-        obj["acc"] = round(ha)  # type: ignore[arg-type]
-    if _finite(va):
-        obj["vac"] = round(va)  # type: ignore[arg-type]
+    if is_finite(ha):
+        obj["acc"] = round(ha)
+    if is_finite(va):
+        obj["vac"] = round(va)
     for kind, value in (samples or {}).items():
         if kind in SAMPLE_KINDS and math.isfinite(value):
             obj[kind] = round(value)
@@ -329,17 +317,21 @@ class State:
     every location up to it was acknowledged (the thinning reference after a restart), and
     the activities whose start and end events were acknowledged, up to which id."""
 
+    # Version 0 (no "v"): the same keys.
+    VERSION: ClassVar[int] = 1
+    MIGRATIONS: ClassVar[dict[int, Migration]] = {0: dict}
+
     last_time: int | None = None
     started: int = 0
     ended: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"v": STATE_VERSION, "last_time": self.last_time, "started": self.started,
+        return {"v": self.VERSION, "last_time": self.last_time, "started": self.started,
                 "ended": self.ended}  # fmt: skip
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> State:
-        check_version(d, NAME)
+        d = upgrade(d, NAME, cls.VERSION, cls.MIGRATIONS)
         last = d.get("last_time")
         return cls(None if last is None else int(last), int(d.get("started", 0)),
                    int(d.get("ended", 0)))  # fmt: skip
@@ -359,11 +351,11 @@ class Message:
 # --- the sender ----------------------------------------------------------------------------
 
 
-class MqttSender(Sender):
+class MqttSender(Sender["State"]):
     """Publishes every fix of its scope to an MQTT broker (see the module docstring).
 
-    `password` is called in the thread when the client is made. `hostname` (tests) stands in
-    for the machine's in the derived topic, client id and tid.
+    `secret` (reads the password) is called in the thread when the client is made.
+    `hostname` (tests) stands in for the machine's in the derived topic, client id and tid.
     """
 
     name = NAME
@@ -374,9 +366,8 @@ class MqttSender(Sender):
 
     options: Settings
 
-    def __init__(self, *args: Any, password: Callable[[], str] | None = None,
-                 hostname: str | None = None, **kw: Any) -> None:  # fmt: skip
-        super().__init__(*args, secret=password, **kw)
+    def __init__(self, *args: Any, hostname: str | None = None, **kw: Any) -> None:
+        super().__init__(*args, **kw)
         o = self.options
         self.topic = o.location_topic(hostname)
         self.event_topic = f"{self.topic}/event"
@@ -591,7 +582,7 @@ class MqttSender(Sender):
         last = self._last_time
         for f in batch:
             t = wire_time(f.time)
-            if last is not None and t - last < step:
+            if not due(t, last, step):
                 # Covered by the last location: acknowledged with it (or now, if it was).
                 previous = self._window_last_location()
                 if plan:
@@ -645,12 +636,7 @@ class MqttSender(Sender):
                 continue
             if self._room() <= 0:
                 return sent
-            msg = Message("start", a.id)
-            try:
-                self._send(self.event_topic, dumps(activity_event(a, "start", self.tid)), msg)
-            finally:
-                if msg.mid is not None:
-                    self._started = a.id
+            self._publish_event(a, "start")
             sent += 1
         for a in activities:
             if a.id <= self._ended:
@@ -658,14 +644,21 @@ class MqttSender(Sender):
             if (a.current or a.id > self._st.started or self._room() <= 0
                     or self.store.next_batch(NAME, 1, a.id)):  # fmt: skip
                 break
-            msg = Message("end", a.id)
-            try:
-                self._send(self.event_topic, dumps(activity_event(a, "end", self.tid)), msg)
-            finally:
-                if msg.mid is not None:
-                    self._ended = a.id
+            self._publish_event(a, "end")
             sent += 1
         return sent
+
+    def _publish_event(self, a: Activity, event: str) -> None:
+        """One activity's "start" or "end". Once it is in the window (even if the connection
+        then failed: paho resends it), the newest of its kind published is this activity."""
+        msg = Message(event, a.id)
+        try:
+            self._send(self.event_topic, dumps(activity_event(a, event, self.tid)), msg)
+        finally:
+            if msg.mid is not None and event == "start":
+                self._started = a.id
+            elif msg.mid is not None:
+                self._ended = a.id
 
     # -- acknowledgements -----------------------------------------------------------------
 
@@ -706,19 +699,7 @@ class MqttSender(Sender):
         self.settle(st, ids)
 
 
-def make_sender(settings: Settings, db_path: Any, stop: threading.Event) -> MqttSender:
-    """The sender for an [mqtt] section, opening `db_path` in its thread."""
-    from tracker.store import open_store
-
-    def password() -> str:
-        return read_secret(settings.password or None, settings.password_file, CREDENTIAL)
-
-    return MqttSender(
-        settings,
-        stop,
-        lambda: open_store(db_path, check=False),
-        password=password,
-    )
+SENDER = MqttSender  # what tracker/backends.py builds for an [mqtt] section
 
 
 PASSWORD_FIX = (
@@ -739,7 +720,7 @@ def probe(settings: Settings) -> Probe:
     password = None
     if s.username:
         try:
-            password = read_secret(s.password or None, s.password_file, CREDENTIAL)
+            password = s.read_secret()
         except SecretError as e:
             return Probe([Check(f"{NAME} password", FAIL, str(e), PASSWORD_FIX)])
     client = make_client(s, s.session_id() + "-doctor", password, persistent=False)

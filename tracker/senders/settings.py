@@ -79,6 +79,21 @@ class SenderSettings:
         A fleet backend, which maps parked units too, returns its `send` key."""
         return "activities"
 
+    def read_secret(self) -> str:
+        """The backend's secret: its `SECRET` key inline, else `<key>_file`, else the systemd
+        credential (SecretError naming the places when none has it). For the sender's thread
+        and `tracker doctor`; never logged."""
+        from tracker.credentials import read_secret  # a leaf; only when a secret is read
+
+        assert self.SECRET is not None, f"{type(self).__name__} declares no SECRET"
+        key, credential = self.SECRET
+        return read_secret(getattr(self, key) or None, getattr(self, f"{key}_file"), credential,
+                           what=key)  # fmt: skip
+
+    def secret_reader(self) -> Callable[[], str] | None:
+        """`read_secret`, for a backend that has a secret (`SECRET`); else None."""
+        return None if self.SECRET is None else self.read_secret
+
     def check(self) -> None:
         """Cross-key checks of an enabled section; ValueError("<key>: ...")."""
         if not self.enabled:

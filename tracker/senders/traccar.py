@@ -41,14 +41,13 @@ proves the device is known, so the fix itself was refused: it is quarantined (co
 is quarantined, and the fix is retried with backoff until it is. 413 and 422 count as 400;
 401/403 (a proxy's) stop this backend until restart; other 4xx and 5xx are retried.
 
-Thread safety: a sender owns its Store and its HttpTransport; run it in its own thread.
+Thread safety: a sender owns its Ledger and its HttpTransport; run it in its own thread.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -56,12 +55,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from tracker.checks import FAIL, OK, SKIP, Check, Probe, unreachable
 from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy
-from tracker.senders.base import Sender
-from tracker.senders.settings import SenderSettings
-from tracker.senders.state import STATE_VERSION, Pending, StateError, check_version
+from tracker.senders.base import SAME, Held, Marked, Sender
+from tracker.senders.state import Migration, Pending, StateError, upgrade, with_pending_kind
 from tracker.senders.transport import Rejected, SendError, Transient
+from tracker.senders.wire import ThinnedSettings, due, is_finite, num, wire_time
 from tracker.store import StoredFix
-from tracker.validate import bounded, nonempty_str, one_of, pos_float
+from tracker.validate import nonempty_str, one_of, pos_float
 
 if TYPE_CHECKING:
     from tracker.senders.http import HttpTransport
@@ -78,29 +77,14 @@ SEND_SCOPES = ("all", "activities")
 # --- encoding ------------------------------------------------------------------------------
 
 
-def wire_time(t: float) -> int:
-    """A fix's time as sent: whole unix seconds (floor)."""
-    return math.floor(t)
-
-
-def _num(x: float, places: int) -> str:
-    text = f"{x:.{places}f}".rstrip("0").rstrip(".")
-    return "0" if text in ("-0", "") else text
-
-
-def _finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
-
-
 def next_to_send(
     fixes: Sequence[StoredFix], last_time: int | None, min_interval_s: float = 1.0
 ) -> tuple[list[StoredFix], StoredFix | None]:
     """(the fixes covered without sending, the fix to send or None) from a batch in id order:
     the first fix at least `min_interval_s` (and at least one whole second) after `last_time`,
     the newest time the server acknowledged; every fix before it is covered by that time."""
-    step = max(1.0, min_interval_s)
     for i, f in enumerate(fixes):
-        if last_time is None or wire_time(f.time) - last_time >= step:
+        if due(wire_time(f.time), last_time, min_interval_s):
             return list(fixes[:i]), f
     return list(fixes), None
 
@@ -126,17 +110,17 @@ def position_params(
     """The OsmAnd query parameters of one fix (see the module docstring for each)."""
     p = {"id": device_id, "timestamp": str(wire_time(fix.time)),
          "lat": f"{fix.lat:.7f}", "lon": f"{fix.lon:.7f}"}  # fmt: skip
-    if _finite(fix.speed):
-        p["speed"] = _num(fix.speed * KNOTS_PER_MPS, 2)  # type: ignore[operator]
-    if _finite(fix.course):
-        p["bearing"] = _num(fix.course, 1)  # type: ignore[arg-type]
-    if _finite(fix.alt):
-        p["altitude"] = _num(fix.alt, 1)  # type: ignore[arg-type]
+    if is_finite(fix.speed):
+        p["speed"] = num(fix.speed * KNOTS_PER_MPS, 2)
+    if is_finite(fix.course):
+        p["bearing"] = num(fix.course, 1)
+    if is_finite(fix.alt):
+        p["altitude"] = num(fix.alt, 1)
     ha, _ = accuracy(fix, uere_m)
-    if _finite(ha):
-        p["accuracy"] = _num(ha, 1)  # type: ignore[arg-type]
-    if _finite(fix.hdop):
-        p["hdop"] = _num(fix.hdop, 2)  # type: ignore[arg-type]
+    if is_finite(ha):
+        p["accuracy"] = num(ha, 1)
+    if is_finite(fix.hdop):
+        p["hdop"] = num(fix.hdop, 2)
     for kind in SAMPLE_KINDS:
         if samples and kind in samples:
             p[kind] = str(round(samples[kind]))
@@ -154,7 +138,7 @@ def _device_id(v: Any) -> str:
 
 
 @dataclass(frozen=True)
-class Settings(SenderSettings):
+class Settings(ThinnedSettings):
     """[traccar] (docs/traccar.md): the config section, and the sender's options.
 
     `send`: "all" (every stored fix, inside an activity or not: a fleet map shows parked units
@@ -165,7 +149,6 @@ class Settings(SenderSettings):
     KEYS: ClassVar[dict[str, Callable[[Any], Any]]] = {
         "device_id": _device_id,
         "send": one_of(*SEND_SCOPES),
-        "min_point_interval_s": bounded(1, 3600, "point times are whole seconds"),
         "uere_m": pos_float,
     }
 
@@ -176,7 +159,6 @@ class Settings(SenderSettings):
 
     device_id: str = ""
     send: str = "all"
-    min_point_interval_s: float = 1.0
     uere_m: float = DEFAULT_UERE_M
 
     def scope(self) -> str:
@@ -194,6 +176,10 @@ class State:
     server acknowledged. `last_accepted`: that position's parameters, sent again to tell an
     unknown device from a refused fix."""
 
+    # Version 0 (no "v"): the same keys, a marker without a kind.
+    VERSION: ClassVar[int] = 1
+    MIGRATIONS: ClassVar[dict[int, Migration]] = {0: lambda d: with_pending_kind(d, "position")}
+
     pending: Pending | None = None
     sent: dict[str, str] | None = None
     last_time: int | None = None
@@ -202,16 +188,16 @@ class State:
     def to_json(self) -> dict[str, Any]:
         # Parameters as [key, value] pairs: the store sorts object keys, and a resend is to be
         # the same request, in the same order.
-        return {"v": STATE_VERSION, "last_time": self.last_time,
+        return {"v": self.VERSION, "last_time": self.last_time,
                 "last_accepted": _pairs(self.last_accepted),
                 "pending": self.pending.to_json() if self.pending else None,
                 "sent": _pairs(self.sent) if self.pending else None}  # fmt: skip
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> State:
-        check_version(d, NAME)
+        d = upgrade(d, NAME, cls.VERSION, cls.MIGRATIONS)
         last = d.get("last_time")
-        return cls(Pending.from_json(d.get("pending"), "position"), _params(d.get("sent")),
+        return cls(Pending.from_json(d.get("pending")), _params(d.get("sent")),
                    None if last is None else int(last),
                    _params(d.get("last_accepted")))  # fmt: skip
 
@@ -251,7 +237,7 @@ def make_transport(settings: Settings, *, probe: bool = False) -> HttpTransport:
 # --- the sender ----------------------------------------------------------------------------
 
 
-class TraccarSender(Sender):
+class TraccarSender(Sender["State"]):
     """Delivers the store to a Traccar server, one position a request (module docstring)."""
 
     name = NAME
@@ -259,6 +245,7 @@ class TraccarSender(Sender):
                  "check [traccar] url, then restart tracker")  # fmt: skip
 
     options: Settings
+    transport: HttpTransport | None
 
     def __init__(self, *args: Any, **kw: Any) -> None:
         """Sender's arguments (options, stop, open_db, ...)."""
@@ -285,8 +272,10 @@ class TraccarSender(Sender):
     def work(self) -> float:
         assert self.store is not None
         st = self.load_state(State)
-        if st.pending is not None:
-            return self._resend(st, st.pending)
+        if self.reconcile(st, st):
+            return 0.0
+        if st.pending is not None:  # SAME: the very request again
+            return self._send(st, st.pending, st.sent or {})
         o = self.options
         batch = self.store.next_batch(NAME, o.batch_max_points)
         self.status.phase = "sending" if batch else "idle"
@@ -305,44 +294,47 @@ class TraccarSender(Sender):
             self.settle(st, ids)
             return 0.0
         t = wire_time(fix.time)
-        params = position_params(fix, o.device_id, self._samples(fix), o.uere_m)
-        st.sent = params
-        try:
-            self.send_marked(st, st, Pending("position", t, t, fix.id), lambda: self._post(params))
-        except Rejected as e:
-            self._refused(st, fix.id, t, str(e), covered=ids)
-            return 0.0
-        self._accepted(st, [*ids, fix.id], t, params)
-        return 0.0
+        st.sent = position_params(fix, o.device_id, self._samples(fix), o.uere_m)
+        return self._send(st, Pending("position", t, t, fix.id), st.sent, ids)
 
-    def _accepted(self, st: State, ids: list[int], t: int, params: dict[str, str]) -> None:
-        """HTTP 200: the fixes, the cleared marker and the new newest time, in one
-        transaction."""
-        st.pending, st.sent = None, None
-        st.last_time = t if st.last_time is None else max(st.last_time, t)
-        st.last_accepted = params
-        self.settle(st, ids)
+    def _send(
+        self, st: State, pending: Pending, params: dict[str, str], covered: Sequence[int] = ()
+    ) -> float:
+        """One position through the core's cycle; HTTP 200 settles the fixes, the cleared
+        marker and the new newest time in one transaction."""
+        assert pending.last_id is not None and pending.last_time is not None
+        fix_id, t = pending.last_id, pending.last_time
+
+        def accepted(_: None) -> list[int]:
+            st.sent = None
+            st.last_time = t if st.last_time is None else max(st.last_time, t)
+            st.last_accepted = params
+            return [*covered, fix_id]
+
+        refusals: list[str] = []
+
+        def refused(reason: str) -> None:
+            refusals.append(reason)
+            self._refused(st, fix_id, t, reason, covered)
+
+        self.deliver(st, st, pending, lambda: self._post(params), accepted, refused=refused)
+        if refusals:  # quarantined
+            return 0.0
         self.status.fixes_sent += 1
         self.succeeded()
+        return 0.0
 
-    def _resend(self, st: State, pending: Pending) -> float:
-        """A marker from a request whose answer never came: the same request again (the
-        server's duplicate filter drops it if the first one arrived)."""
-        params = st.sent
-        if params is None or pending.last_id is None or pending.last_time is None:
-            st.pending = None  # a marker without its request: the fix is encoded afresh
-            self.save_state(st)
-            return 0.0
+    def server_has(self, st: State, holder: Marked, pending: Pending) -> Held:
+        """A marker from a request whose answer never came: OsmAnd cannot be asked what
+        arrived, but the same request again is dropped by the server's duplicate filter if
+        the first one arrived (SAME). A marker without its request: the fix is encoded
+        afresh (nothing acknowledged)."""
+        if st.sent is None or pending.last_id is None or pending.last_time is None:
+            return []
         log.info("%s: the position of time %d may have arrived without its reply; sending it "
                  "again (the server's duplicate filter drops it if so)", NAME,
                  pending.last_time)  # fmt: skip
-        try:
-            self.send_marked(st, st, pending, lambda: self._post(params))
-        except Rejected as e:
-            self._refused(st, pending.last_id, pending.last_time, str(e))
-            return 0.0
-        self._accepted(st, [pending.last_id], pending.last_time, params)
-        return 0.0
+        return SAME
 
     def _refused(
         self, st: State, fix_id: int, t: int, reason: str, covered: Iterable[int] = ()
@@ -350,7 +342,6 @@ class TraccarSender(Sender):
         """400/413/422 for the fix `fix_id`: quarantined if the server still accepts this
         device (the last accepted position, sent again, gets a 200), and `covered` (fixes
         before it, covered by what the server has) acknowledged; else retried."""
-        assert self.store is not None
         st.pending, st.sent = None, None
         self.save_state(st)
         if not self._device_known(st):
@@ -359,11 +350,7 @@ class TraccarSender(Sender):
                 "Traccar (Devices, identifier = [traccar] device_id)? Retrying; nothing is "
                 "dropped"
             )
-        with self.store.transaction():
-            self.store.acknowledge(NAME, covered)
-            self.store.quarantine(NAME, [fix_id], reason)
-            self.save_state(st)
-        self.status.last_rejected = reason
+        self.quarantine(st, [fix_id], reason, acknowledge=covered)
         log.error("%s: the position of fix %d (time %d) was refused for good and is "
                   "quarantined: %s", NAME, fix_id, t, reason)  # fmt: skip
 
@@ -380,11 +367,7 @@ class TraccarSender(Sender):
         return True
 
 
-def make_sender(settings: Settings, db_path: Any, stop: threading.Event) -> TraccarSender:
-    """The sender for a [traccar] section, opening `db_path` in its thread."""
-    from tracker.store import open_store
-
-    return TraccarSender(settings, stop, lambda: open_store(db_path, check=False))
+SENDER = TraccarSender  # what tracker/backends.py builds for a [traccar] section
 
 
 # --- tracker doctor ------------------------------------------------------------------------

@@ -1,0 +1,69 @@
+"""What every protocol writes the same way: a fix's time as sent, numbers as text, and the
+thinning to at most one point per `min_point_interval_s` (its config key declared here, once).
+
+Light on purpose (no I/O, standard library only): the backends' Settings import it, and
+`tracker status` parses the config.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, TypeGuard
+
+from tracker.senders.settings import SenderSettings
+from tracker.validate import bounded
+
+if TYPE_CHECKING:
+    from tracker.store import StoredFix
+
+
+def wire_time(t: float, millis: bool = False) -> int:
+    """A fix's time as sent: whole seconds (floor, so a fix never moves to a later second),
+    or rounded milliseconds (json-gpsr's millis mode)."""
+    return round(t * 1000) if millis else math.floor(t)
+
+
+def is_finite(x: float | None) -> TypeGuard[float]:
+    """A value that is known and a number (an older release stored some unchecked)."""
+    return x is not None and math.isfinite(x)
+
+
+def num(x: float, places: int) -> str:
+    """`x` to at most `places` decimals, without trailing zeros ("0", never "-0")."""
+    text = f"{x:.{places}f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
+
+
+def due(t: int, last_time: int | None, min_interval_s: float) -> bool:
+    """Whether a point at wire time `t` may be sent after one at `last_time`: at least
+    `min_interval_s` later, and at least one whole second."""
+    return last_time is None or t - last_time >= max(1.0, min_interval_s)
+
+
+def thin(
+    fixes: Sequence[StoredFix], last_time: int | None, min_interval_s: float = 1.0
+) -> list[StoredFix]:
+    """The fixes to send: strictly increasing whole-second times, at least `min_interval_s`
+    apart and after `last_time` (the newest time already on the server). The others are
+    covered by the points kept and acknowledged with them."""
+    kept = []
+    prev = last_time
+    for f in fixes:
+        t = wire_time(f.time)
+        if due(t, prev, min_interval_s):
+            kept.append(f)
+            prev = t
+    return kept
+
+
+@dataclass(frozen=True)
+class ThinnedSettings(SenderSettings):
+    """The settings of a backend that sends at most one point per `min_point_interval_s`."""
+
+    KEYS: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "min_point_interval_s": bounded(1, 3600, "point times are whole seconds"),
+    }
+
+    min_point_interval_s: float = 1.0
