@@ -48,3 +48,20 @@ def test_a_new_fix_after_a_hold_is_sent(tmp_path):
     store.add_fixes(a.id, [fix(20)])
     assert [f.time for f in store.next_batch("mqtt", 10)] == [T0 + 20]
     store.close()
+
+
+def test_holding_back_one_activity_leaves_another_ones_backlog(tmp_path):
+    """Map My Tracks holds back within the ride in progress only: an earlier ride's fixes
+    (below the ones held, so the cursor cannot pass them) stay to be sent."""
+    store = open_store(tmp_path / "tracker.db")
+    earlier = store.start_activity("Morning", "cycling", "private", [], T0)
+    store.add_fixes(earlier.id, [fix(i) for i in range(10)])
+    store.end_activity(earlier.id, T0 + 10, "stopped")
+    now = store.start_activity("Evening", "cycling", "private", [], T0 + 100)
+    store.add_fixes(now.id, [fix(100 + i) for i in range(100)])
+    store.register_backend("mapmytracks")
+    assert store.hold_back("mapmytracks", T0 + 190, activity_id=now.id) == 90
+    left = store.next_batch("mapmytracks", 1000)
+    assert [f.time - T0 for f in left] == list(range(10)) + list(range(190, 200))
+    assert store.pending()["mapmytracks"] == 20
+    store.close()

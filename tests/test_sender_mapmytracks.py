@@ -85,9 +85,9 @@ def test_start_update_stop_delivers_every_point_once(server, store, db):
     assert a.token == store.activity(aid).uuid
     assert len(a.hr) == 250 and a.hr[0] == (int(T0), 120.0)
     assert a.points[0][1:] == pytest.approx((51.0, 1.0, 10.0))
-    # 100-point batches: one start and two updates, then one stop.
+    # A 100-point start, then the limit doubles for the backlog: one update, then one stop.
     assert server.count("start_activity") == 1
-    assert server.count("update_activity") == 2
+    assert server.count("update_activity") == 1
     assert server.count("stop_activity") == 1
     assert server.count("get_time") == 1
     state = store.get_state(NAME)

@@ -128,6 +128,27 @@ def bounded(low: float, high: float, why: str) -> Callable[[Any], float]:
     return check
 
 
+_UNITS = {"s": 1, "sec": 1, "min": 60, "h": 3600, "d": 86400}
+
+
+def duration(v: Any) -> float:
+    """A span of time: a number of seconds, or text such as "90 s", "10 min", "1 h 30 min"."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return pos_float(v)
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f'expected seconds or a duration such as "10 min", got {v!r}')
+    words, total = v.split(), 0.0
+    try:
+        if len(words) % 2:
+            raise ValueError
+        for number, unit in zip(words[::2], words[1::2], strict=True):
+            total += float(number) * _UNITS[unit]
+    except (ValueError, KeyError):
+        raise ValueError(f'expected a duration such as "90 s", "10 min" or "1 h 30 min" '
+                         f"(units: {', '.join(_UNITS)}), got {v!r}") from None  # fmt: skip
+    return pos_float(total)
+
+
 def user_path(v: Any) -> Path:
     """A file path; `~` is the home of the user running the daemon."""
     try:

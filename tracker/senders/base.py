@@ -30,16 +30,18 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from typing import Any, Final, Generic, Literal, Protocol, Self, TypeVar
 
 from tracker.credentials import SecretError
 from tracker.logutil import RateLimitedLog
 from tracker.runtime import BackendStatus, backend_key
 from tracker.senders.retry import RetryPolicy
-from tracker.senders.settings import SenderSettings
+from tracker.senders.settings import LIVE_WINDOW_S, SenderSettings
 from tracker.senders.state import Pending, StateError
-from tracker.senders.transport import AuthFailed, Rejected, SendError
+from tracker.senders.transport import AuthFailed, Rejected, SendError, Unreachable
 from tracker.store import Ledger, StoredFix, StoreError
+from tracker.words import duration
 from tracker.worker import run_loop
 
 log = logging.getLogger(__name__)
@@ -138,6 +140,7 @@ class Sender(ABC, Generic[St]):
         self._limited = RateLimitedLog(log, 60.0, clock)
         self._published: tuple[dict[str, Any], float] | None = None
         self.limit = options.batch_max_points  # halved while narrowing down a refused fix
+        self.catching_up = False  # the last batch was full: a backlog is being sent
 
     # -- for subclasses -----------------------------------------------------------------
 
@@ -224,6 +227,9 @@ class Sender(ABC, Generic[St]):
         ids = list(acknowledged(reply))
         holder.pending = None
         self.settle(st, ids)
+        if batch:
+            # A full batch: more is waiting, and the next one goes at once, however small.
+            self.catching_up = len(batch) >= self.limit
         return reply
 
     def narrow(self, st: St, holder: Marked, batch: Sequence[StoredFix], reason: str) -> None:
@@ -256,8 +262,18 @@ class Sender(ABC, Generic[St]):
         self.status.last_rejected = reason
 
     def grow(self) -> None:
-        """A batch went through: the batch limit doubles back towards batch_max_points."""
-        self.limit = min(self.options.batch_max_points, self.limit * 2)
+        """A full batch went through: the batch limit doubles, towards `catch_up_max_points`
+        while a backlog lasts (the present is then a few requests away, not dozens), back
+        from a refusal's narrowing. A live batch, smaller than the limit, waits for
+        `interval_s` whatever the limit."""
+        o = self.options
+        self.limit = min(max(o.batch_max_points, o.catch_up_max_points), self.limit * 2)
+
+    def hold_back(self, before: float) -> int:
+        """`history`: settle unsent what this backend still has to send that is older than
+        `before` (GPS time); how many. Map My Tracks narrows it to the ride in progress."""
+        assert self.store is not None
+        return self.store.hold_back(self.name, before)
 
     def settle(self, st: St, ack: Iterable[int]) -> None:
         """Acknowledge `ack` and store `st` (its marker cleared by the caller) in ONE
@@ -329,6 +345,8 @@ class Sender(ABC, Generic[St]):
                 self._disable(f"{e}: fix the config and restart tracker", auth=False)
                 return IDLE_S
             self._transport_ready = True
+        if self.options.history is not None:
+            self._hold_back_history()
         try:
             wait = self.work()
         except AuthFailed as e:
@@ -340,6 +358,12 @@ class Sender(ABC, Generic[St]):
         except SendError as e:
             self.retry = self.retry.failed(e.retry_after_s, self._rand)
             delay = self.retry.delay_s
+            if isinstance(e, Unreachable):
+                # No connection was made (no coverage): a try costs a few bytes, so the
+                # link's return is noticed within reconnect_max_s, not backoff_max_s later.
+                # Server errors (5xx, 429, Retry-After) keep the long backoff.
+                delay = min(delay, self._rand() * self.options.reconnect_max_s)
+                self.retry = replace(self.retry, delay_s=delay)
             self._next_attempt = self.clock() + delay
             # Once a minute per kind: the error's type, or the server's own error text.
             kind = f"{type(e).__name__}:{getattr(e, 'kind', '')}"
@@ -354,6 +378,19 @@ class Sender(ABC, Generic[St]):
             return delay
         self._publish()
         return wait
+
+    def _hold_back_history(self) -> None:
+        """After an outage, only `history` seconds of the backlog (at least LIVE_WINDOW_S
+        behind the newest fix) go to this server; the older fixes stay in the store, counted
+        as held back (tracker status)."""
+        assert self.store is not None and self.options.history is not None
+        newest = self.store.newest_pending(self.name)
+        if newest is None:
+            return
+        keep = max(self.options.history, LIVE_WINDOW_S)
+        if n := self.hold_back(newest.time - keep):
+            log.info("%s: %d fixes more than %s older than the newest were held back, not "
+                     "sent ([%s] history)", self.name, n, duration(keep), self.name)  # fmt: skip
 
     def _disable(self, reason: str, *, auth: bool) -> None:
         self.disabled = reason

@@ -481,7 +481,7 @@ class GpsrSender(Sender["State"]):
         if not batch:
             return self.options.interval_s
         wait = self._last_post + self.options.interval_s - self.clock()
-        if len(batch) < self.limit and wait > 0:
+        if len(batch) < self.limit and wait > 0 and not self.catching_up:
             return wait  # live: one post per interval, unless there is a backlog
         enc = self._encode(st, batch)
         if not enc.objects:
@@ -557,7 +557,8 @@ class GpsrSender(Sender["State"]):
         """The last post's reply never came: the fixes of it that /f says arrived."""
         assert self.store is not None
         assert pending.first_time is not None and pending.last_time is not None
-        batch = [f for f in self.store.next_batch(NAME, self.options.batch_max_points)
+        most = max(self.options.batch_max_points, self.options.catch_up_max_points)
+        batch = [f for f in self.store.next_batch(NAME, most)
                  if f.id <= (pending.last_id or 0)]  # fmt: skip
         if not batch:
             return []

@@ -394,6 +394,15 @@ class MapMyTracksSender(Sender["State"]):
             return self._start(st, ast, a)
         return self._update(st, ast, aid, ended, a.started_at if a is not None else 0.0)
 
+    def hold_back(self, before: float) -> int:
+        """`history` within the ride in progress only: a ride that ended during the outage is
+        completed as ever (its updates and stop, or its GPX upload), not left half sent."""
+        assert self.store is not None
+        current = next((a for a in reversed(self.store.activities()) if a.current), None)
+        if current is None:
+            return 0
+        return self.store.hold_back(NAME, before, activity_id=current.id)
+
     def _next_activity(self, st: State) -> int | None:
         if st.activities:
             return min(st.activities)
@@ -483,7 +492,7 @@ class MapMyTracksSender(Sender["State"]):
                 return self._stop(st, ast, aid)
             return self.options.interval_s
         wait = self._last_update + self.options.interval_s - self.clock()
-        if not ended and len(batch) < self.limit and wait > 0:
+        if not ended and len(batch) < self.limit and wait > 0 and not self.catching_up:
             return wait  # live: one update per interval, unless there is a backlog
         kept = thin(batch, ast.last_time, self.options.min_point_interval_s)
         ids = [f.id for f in batch]

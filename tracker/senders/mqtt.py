@@ -169,6 +169,7 @@ class Settings(ThinnedSettings):
         "uere_m": pos_float,
     }
 
+    CATCH_UP: ClassVar[tuple[str, ...]] = ("in_order", "live_first")  # docs: catching up
     REQUIRED: ClassVar[dict[str, str]] = {"url": "the broker, e.g. mqtts://broker.example:8883"}
     SECRET: ClassVar[tuple[str, str] | None] = ("password", CREDENTIAL)
 

@@ -18,7 +18,9 @@ from typing import Any, ClassVar
 from tracker.validate import (
     boolean,
     credential_exists,
+    duration,
     nonempty_str,
+    one_of,
     pos_float,
     pos_int,
     secret,
@@ -26,6 +28,26 @@ from tracker.validate import (
 )
 
 __all__ = ["secret"]  # the backends' validator for their password or token (tracker.validate)
+
+
+def history(v: Any) -> float | None:
+    """`history`: "all" (None: every fix), "none" (0: only the last LIVE_WINDOW_S), or a
+    duration ("10 min")."""
+    if v == "all":
+        return None
+    if v == "none":
+        return 0.0
+    try:
+        return duration(v)
+    except ValueError:
+        raise ValueError(
+            f'expected "all", "none" or a duration such as "10 min", got {v!r}'
+        ) from None
+
+
+# What a live send lags by at most (a batch interval, a retry or two): never held back by
+# `history`, so "none" still sends the present and the last minute.
+LIVE_WINDOW_S = 60.0
 
 
 def url(v: Any) -> str:
@@ -51,6 +73,10 @@ class SenderSettings:
         "connect_timeout_s": pos_float,
         "read_timeout_s": pos_float,
         "backoff_max_s": pos_float,
+        "reconnect_max_s": pos_float,
+        "history": history,
+        "catch_up": one_of("in_order", "live_first"),
+        "catch_up_max_points": pos_int,
     }
 
     enabled: bool = True
@@ -60,6 +86,15 @@ class SenderSettings:
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 30.0
     backoff_max_s: float = 300.0
+    # A connection that could not be made (no coverage: no route, refused, connect timeout)
+    # costs a few bytes: tried again within this, so the link's return is noticed in seconds.
+    reconnect_max_s: float = 10.0
+    history: float | None = None  # seconds of backlog sent after an outage; None: all of it
+    catch_up: str = "in_order"
+    catch_up_max_points: int = 1000  # fixes a request while a backlog is being caught up
+
+    # The catch_up orders this backend's protocol allows (live_first: Traccar and MQTT).
+    CATCH_UP: ClassVar[tuple[str, ...]] = ("in_order",)
 
     @classmethod
     def keys(cls) -> dict[str, Callable[[Any], Any]]:
@@ -98,6 +133,9 @@ class SenderSettings:
         """Cross-key checks of an enabled section; ValueError("<key>: ...")."""
         if not self.enabled:
             return
+        if self.catch_up not in self.CATCH_UP:
+            raise ValueError(f"catch_up: {self.catch_up!r}: this backend sends in order "
+                             f"(one of: {', '.join(self.CATCH_UP)})")  # fmt: skip
         for key, what in self.REQUIRED.items():
             if not getattr(self, key):
                 raise ValueError(f"{key}: missing ({what})")

@@ -152,6 +152,7 @@ class Settings(ThinnedSettings):
         "uere_m": pos_float,
     }
 
+    CATCH_UP: ClassVar[tuple[str, ...]] = ("in_order", "live_first")  # docs: catching up
     REQUIRED: ClassVar[dict[str, str]] = {
         "url": "the Traccar server's OsmAnd address, e.g. http://traccar.example:5055/",
         "device_id": "the device's identifier in Traccar",

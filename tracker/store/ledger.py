@@ -59,6 +59,10 @@ class Ledger(Protocol):
 
     def quarantine(self, backend: str, fix_ids: Iterable[int], reason: str) -> None: ...
 
+    def newest_pending(self, backend: str) -> StoredFix | None: ...
+
+    def hold_back(self, backend: str, before: float, activity_id: int | None = None) -> int: ...
+
     def get_state(self, backend: str) -> dict[str, Any]: ...
 
     def set_state(self, backend: str, state: dict[str, Any]) -> None: ...
@@ -188,16 +192,20 @@ class LedgerMixin(StoreBase):
                 reason,
             )
 
-    def hold_back(self, backend: str, before: float) -> int:
+    def hold_back(self, backend: str, before: float, activity_id: int | None = None) -> int:
         """Settle unsent every fix `backend` still has to send that is older than `before` (GPS
         time), and every one stored before the newest of those (ids, not times, decide: a
         cursor passes ids); returns how many. Its `history` key (tracker/senders/settings.py):
         after an outage those are never sent to that server, and stay in the store, counted
         in `held_back()`. Cheap when there is nothing to hold: one index step from the cursor.
+        `activity_id`: only that activity's fixes (Map My Tracks holds back within the ride in
+        progress only).
         """
         scope = deliverable(self._scope(backend))
+        if activity_id is not None:
+            scope += " AND f.activity_id = :a"
         pending = f"FROM fixes f WHERE {scope} AND f.id > {_CURSOR} AND {_NOT_MARKED}"
-        p: dict[str, Any] = {"b": backend, "t": before}
+        p: dict[str, Any] = {"b": backend, "t": before, "a": activity_id}
         with self.transaction():
             oldest = self._conn.execute(f"SELECT f.time {pending} ORDER BY f.id LIMIT 1",
                                         p).fetchone()  # fmt: skip
@@ -207,7 +215,13 @@ class LedgerMixin(StoreBase):
                                       p).fetchone()[0]  # fmt: skip
             ids = frozenset(r[0] for r in self._all(f"SELECT f.id {pending} AND f.id <= :u",
                                                     {**p, "u": last}))  # fmt: skip
-            self._advance(backend, self._cursor(backend), ids)
+            cursor = self._advance(backend, self._cursor(backend), ids)
+            # Above a fix another activity still has to send, the cursor stops: those held are
+            # settled by marks, as out-of-order acknowledgements are.
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO marks (backend, fix_id, state) VALUES (?, ?, 'acked')",
+                [(backend, i) for i in sorted(ids) if i > cursor],
+            )  # fmt: skip
             self._conn.execute(
                 "INSERT INTO held_back (backend, up_to_id, fixes, before_time) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (backend, up_to_id) DO UPDATE SET fixes = fixes + excluded.fixes",
@@ -215,6 +229,16 @@ class LedgerMixin(StoreBase):
             )  # fmt: skip
         log.info("%s: %d fixes older than its history held back, not sent", backend, len(ids))
         return len(ids)
+
+    def newest_pending(self, backend: str) -> StoredFix | None:
+        """The newest fix `backend` still has to send (the present, for a backend that sends
+        it before its backlog: `catch_up = "live_first"`), or None."""
+        scope = deliverable(self._scope(backend))
+        row = self._conn.execute(
+            f"SELECT {_FIX_SELECT} FROM fixes f WHERE {scope} AND f.id > {_CURSOR} "
+            f"AND {_NOT_MARKED} ORDER BY f.id DESC LIMIT 1", {"b": backend}
+        ).fetchone()  # fmt: skip
+        return None if row is None else _stored_fix(row)
 
     def held_back(self) -> dict[str, int]:
         """Backend -> fixes its `history` key kept from being sent (still stored)."""
