@@ -7,6 +7,7 @@ import math
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -99,6 +100,44 @@ def test_sentences_come_in_the_order_given_with_the_talker():
 def test_gsv_uses_a_constellation_talker_not_gn():
     (e,) = ride(duration_s=1, sentences=("GSV",), talker="GN")
     assert all(line.startswith("$GPGSV") for line in lines_of(e))
+
+
+def test_glonass_splits_the_same_sky_into_two_gsa_and_two_gsv_groups():
+    kw = {"duration_s": 120, "sentences": SENTENCES, "faults": FaultRates(outage=0.02), "seed": 4}
+    single, multi = ride(**kw), ride(glonass=True, **kw)
+    assert len(single) == len(multi) and any(not e.fix for e in multi)
+    for a, b in zip(single, multi, strict=True):
+        assert replace(a, data=b"") == replace(b, data=b"")  # the truth is the same
+        kinds = [line[1:6] for line in lines_of(b)]
+        assert kinds[:4] == ["GNGGA", "GNRMC", "GNGSA", "GNGSA"]
+        gsv = [pynmea2.parse(line, check=True) for line in lines_of(b) if "GSV" in line]
+        assert kinds[4 : 4 + len(gsv)] == [m.talker + "GSV" for m in gsv]
+        talkers = [m.talker for m in gsv]
+        assert talkers == sorted(talkers, reverse=True)  # GPS first, then GLONASS
+        # Every satellite of the single-constellation epoch, GLONASS ones numbered 64 higher.
+        view = {int(getattr(m, f"sv_prn_num_{k}")) for m in gsv for k in range(1, 5)
+                if getattr(m, f"sv_prn_num_{k}")}  # fmt: skip
+        plain = [pynmea2.parse(line) for line in lines_of(a) if "GSV" in line]
+        assert {p if p < 65 else p - 64 for p in view} == {
+            int(getattr(m, f"sv_prn_num_{k}")) for m in plain for k in range(1, 5)
+            if getattr(m, f"sv_prn_num_{k}")
+        }  # fmt: skip
+        assert any(p > 64 for p in view) and any(p < 33 for p in view)
+        for talker in ("GP", "GL"):
+            group = [m for m in gsv if m.talker == talker]
+            assert [int(m.msg_num) for m in group] == list(range(1, len(group) + 1))
+            assert all(int(m.num_messages) == len(group) for m in group)
+        gsa = [pynmea2.parse(line, check=True) for line in lines_of(b) if "GSA" in line]
+        used = [int(getattr(m, f"sv_id{k:02d}")) for m in gsa for k in range(1, 13)
+                if getattr(m, f"sv_id{k:02d}")]  # fmt: skip
+        assert len(used) == (a.sats if a.fix else 0)
+        assert all(m.mode_fix_type == ("3" if a.fix else "1") for m in gsa)
+        assert {p if p < 65 else p - 64 for p in used} <= {p if p < 65 else p - 64 for p in view}
+
+
+def test_glonass_needs_the_gn_talker():
+    with pytest.raises(ValueError, match="glonass needs the multi-GNSS talker GN"):
+        ride(duration_s=1, talker="GP", glonass=True)
 
 
 def test_decoded_values_match_the_epoch():
@@ -700,6 +739,7 @@ def test_cli_faults_summary(tmp_path, capsys):
         (["--phases", "park:10", "--loops", "2"], "--phases: not with --loops"),
         (["--phases", "park:10", "--noise", "3"], "--phases: not with --noise"),
         (["--phases", "park:10", "--speed", "-1"], "--speed: out of range"),
+        (["--glonass", "--talker", "GP"], "--glonass: needs --talker GN, not 'GP'"),
     ],
 )
 def test_cli_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path):

@@ -57,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     nmea.add_argument("--talker", default="GN", help="talker ID (default GN)")
     nmea.add_argument(
+        "--glonass",
+        action="store_true",
+        help="a GPS + GLONASS receiver (talker GN): one GSA and one GSV group per constellation",
+    )
+    nmea.add_argument(
         "--sentences",
         default=",".join(DEFAULT_SENTENCES),
         metavar="LIST",
@@ -134,6 +139,8 @@ def main(args: argparse.Namespace) -> int:
         return _error(f"--sentences: unknown sentence {bad[0]!r}" if bad else "--sentences: none")
     if not re.fullmatch(r"[A-Z]{2}", args.talker):
         return _error(f"--talker: {args.talker!r} is not two capital letters")
+    if args.glonass and args.talker != "GN":
+        return _error(f"--glonass: needs --talker GN, not {args.talker!r}")
     phases: list[Phase] | None = None
     if args.phases is not None:
         try:
@@ -181,6 +188,7 @@ def main(args: argparse.Namespace) -> int:
                 sentences=sentences,
                 faults=faults,
                 seed=args.seed,
+                glonass=args.glonass,
             )
         return simulate(
             route,
@@ -192,6 +200,7 @@ def main(args: argparse.Namespace) -> int:
             sentences=sentences,
             faults=faults,
             seed=args.seed,
+            glonass=args.glonass,
             loops=loops,
             duration_s=args.duration,
         )

@@ -90,6 +90,7 @@ def simulate_phases(
     sentences: Sequence[str] = DEFAULT_SENTENCES,
     faults: FaultRates = FaultRates(),  # noqa: B008 - frozen, so a shared default is safe
     seed: int = 0,
+    glonass: bool = False,
 ) -> Iterator[Epoch]:
     """A ride in phases (parked, riding, parked under a poor sky) on `route`: one `Epoch` per
     1/`rate_hz` seconds, for testing what must tell riding from standing from GPS alone.
@@ -103,17 +104,17 @@ def simulate_phases(
     and seconds whatever the rate (phantom walks last 10-20 s, 10-20 epochs at 1 Hz); a park
     speed spike is one epoch at any rate. An error beyond a phase's bound when it begins (a park
     after a bad phase) settles to it within about 10 s rather than jumping. Sentences, times,
-    faults and `valid` are as in `simulate()`. Deterministic for a seed. Raises ValueError on
-    bad arguments.
+    faults, `glonass` and `valid` are as in `simulate()`. Deterministic for a seed. Raises
+    ValueError on bad arguments.
     """
     if isinstance(phases, str):
         phases = parse_phases(phases)
     phases = list(phases)
     if not phases:
         raise ValueError("no phase given")
-    kinds = check_arguments(rate_hz, speed_mps, start_time, talker, sentences)
+    kinds = check_arguments(rate_hz, speed_mps, start_time, talker, sentences, glonass)
     truths = _phased(RoutePath(route), phases, rate_hz, speed_mps, seed)
-    return receive(truths, rate_hz, start_time, talker, kinds, faults, seed)
+    return receive(truths, rate_hz, start_time, talker, kinds, faults, seed, glonass)
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,7 @@ def check_arguments(
     start_time: datetime,
     talker: str,
     sentences: Sequence[str],
+    glonass: bool = False,
 ) -> list[str]:
     """Check the arguments simulate() and simulate_phases() share; return the sentence kinds."""
     if not rate_hz > 0:
@@ -88,6 +89,8 @@ def check_arguments(
         raise ValueError("start_time must be timezone-aware (UTC)")
     if not re.fullmatch(r"[A-Z]{2}", talker):
         raise ValueError(f"talker must be two capital letters, not {talker!r}")
+    if glonass and talker != "GN":
+        raise ValueError(f"glonass needs the multi-GNSS talker GN, not {talker!r}")
     kinds = [s.upper() for s in sentences]
     unknown = [s for s in kinds if s not in SENTENCES]
     if unknown or not kinds:
@@ -124,8 +127,10 @@ def receive(
     kinds: list[str],
     faults: FaultRates,
     seed: int,
+    glonass: bool = False,
 ) -> Iterator[Epoch]:
-    """The receiver: one epoch per truth, with its time, sentences, faults and validity."""
+    """The receiver: one epoch per truth, with its time, sentences, faults and validity;
+    `glonass`: it reports GPS and GLONASS (sentences.split_glonass)."""
     start_us = round(start_time.astimezone(UTC).timestamp() * 100) * 10_000
     epoch0 = datetime(1970, 1, 1, tzinfo=UTC)
     injector = Injector(faults, seed, talker)
@@ -179,6 +184,7 @@ def receive(
             err_h=truth.err_h,
             used=truth.used,
             view=truth.view,
+            glonass=glonass,
         )
         lines = [sentence_line(body) for kind in kinds for body in bodies(kind, talker, now)]
         # Roll the line-fault dice even for a silent epoch, so silence never shifts them.

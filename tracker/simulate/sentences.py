@@ -41,6 +41,28 @@ class SentenceValues:
     err_h: float = 0.0
     used: list[int] = field(default_factory=list)
     view: list[tuple[int, int, int, int]] = field(default_factory=list)
+    glonass: bool = False  # split `used` and `view` into GPS and GLONASS (see split_glonass)
+
+
+GLONASS_PRN = 64  # NMEA numbers GLONASS satellites 65-96, GPS 1-32
+
+
+def split_glonass(
+    used: list[int], view: list[tuple[int, int, int, int]]
+) -> list[tuple[str, list[int], list[tuple[int, int, int, int]]]]:
+    """The satellites as a GPS + GLONASS receiver reports them: every second one in view (by
+    PRN) becomes a GLONASS satellite, numbered 64 higher. So the sky, the DOPs and GGA's count
+    stay those of the single-constellation ride, and only the GSA and GSV lines change: one GSA
+    and one GSV group per constellation, as (GSV talker, used, in view)."""
+    glonass = {s[0] for s in view[1::2]}  # `used` is always among those in view
+    return [
+        ("GP", [p for p in used if p not in glonass], [s for s in view if s[0] not in glonass]),
+        (
+            "GL",
+            [p + GLONASS_PRN for p in used if p in glonass],
+            [(s[0] + GLONASS_PRN, *s[1:]) for s in view if s[0] in glonass],
+        ),
+    ]
 
 
 def nmea_checksum(body: str | bytes) -> int:
@@ -88,10 +110,14 @@ def bodies(kind: str, talker: str, n: SentenceValues) -> list[str]:
             f"{date},,,A"
         ]
     if kind == "GSA":
-        if not fix:
-            return [f"{talker}GSA,A,1" + "," * 12 + ",99.99,99.99,99.99"]
-        prns = [f"{p:02d}" for p in n.used] + [""] * (12 - len(n.used))
-        return [f"{talker}GSA,A,3,{','.join(prns)},{n.pdop:.2f},{n.hdop:.2f},{n.vdop:.2f}"]
+        out = []
+        for _, used, _ in _constellations(talker, n):
+            if not fix:
+                out.append(f"{talker}GSA,A,1" + "," * 12 + ",99.99,99.99,99.99")
+                continue
+            prns = [f"{p:02d}" for p in used] + [""] * (12 - len(used))
+            out.append(f"{talker}GSA,A,3,{','.join(prns)},{n.pdop:.2f},{n.hdop:.2f},{n.vdop:.2f}")
+        return out
     if kind == "VTG":
         if not fix:
             return [f"{talker}VTG,,T,,M,,N,,K,N"]
@@ -111,18 +137,27 @@ def bodies(kind: str, talker: str, n: SentenceValues) -> list[str]:
             return [f"{talker}GLL,,,,,{t},V,N"]
         return [f"{talker}GLL,{n.lat_s},{n.ns},{n.lon_s},{n.ew},{t},A,A"]
     if kind == "GSV":
-        # GSV is per constellation: a multi-GNSS receiver never says GNGSV, it says GPGSV.
-        gsv = "GP" if talker == "GN" else talker
-        view = n.view
-        total = max(1, math.ceil(len(view) / 4))
         out = []
-        for k in range(total):
-            group = view[4 * k : 4 * k + 4]
-            # In a tunnel the satellites are still predicted in view, but none is heard.
-            sats = ",".join(
-                f"{prn:02d},{el:02d},{az:03d}," + (f"{snr:02d}" if fix else "")
-                for prn, el, az, snr in group
-            )
-            out.append(f"{gsv}GSV,{total},{k + 1},{len(view):02d}" + (f",{sats}" if sats else ""))
+        for gsv, _, view in _constellations(talker, n):
+            total = max(1, math.ceil(len(view) / 4))
+            for k in range(total):
+                group = view[4 * k : 4 * k + 4]
+                # In a tunnel the satellites are still predicted in view, but none is heard.
+                sats = ",".join(
+                    f"{prn:02d},{el:02d},{az:03d}," + (f"{snr:02d}" if fix else "")
+                    for prn, el, az, snr in group
+                )
+                head = f"{gsv}GSV,{total},{k + 1},{len(view):02d}"
+                out.append(head + (f",{sats}" if sats else ""))
         return out
     raise ValueError(f"unknown sentence {kind!r}")
+
+
+def _constellations(
+    talker: str, n: SentenceValues
+) -> list[tuple[str, list[int], list[tuple[int, int, int, int]]]]:
+    """(GSV talker, used, in view) for each constellation the receiver reports."""
+    if n.glonass:
+        return split_glonass(n.used, n.view)
+    # GSV is per constellation: a multi-GNSS receiver never says GNGSV, it says GPGSV.
+    return [("GP" if talker == "GN" else talker, n.used, n.view)]

@@ -28,6 +28,7 @@ def simulate(
     sentences: Sequence[str] = DEFAULT_SENTENCES,
     faults: FaultRates = FaultRates(),  # noqa: B008 - frozen, so a shared default is safe
     seed: int = 0,
+    glonass: bool = False,
     loops: int = 1,
     duration_s: float | None = None,
 ) -> Iterator[Epoch]:
@@ -41,9 +42,11 @@ def simulate(
     carry centiseconds (hhmmss.ss). `noise_m` is the 1-sigma error per horizontal axis (1.5x
     vertically), a random walk with a 30 s correlation time like a real receiver's, not white
     noise. Deterministic: the same arguments always give the same epochs; the motion, the sky and
-    each fault kind draw from their own streams of `seed`. Raises ValueError on bad arguments.
+    each fault kind draw from their own streams of `seed`. `glonass` (talker GN only): a GPS +
+    GLONASS receiver, one GSA and one GSV group per constellation (the same satellites, split
+    between the two). Raises ValueError on bad arguments.
     """
-    kinds = check_arguments(rate_hz, speed_mps, start_time, talker, sentences)
+    kinds = check_arguments(rate_hz, speed_mps, start_time, talker, sentences, glonass)
     if not noise_m >= 0:
         raise ValueError("noise_m must not be negative")
     if loops < 0:
@@ -60,7 +63,7 @@ def simulate(
     else:
         count = math.floor(loops * path.length / speed_mps * rate_hz + 1e-9) + 1
     truths = _steady(path, count, rate_hz, speed_mps, noise_m, seed)
-    return receive(truths, rate_hz, start_time, talker, kinds, faults, seed)
+    return receive(truths, rate_hz, start_time, talker, kinds, faults, seed, glonass)
 
 
 def _steady(
