@@ -131,7 +131,8 @@ def bench_ingest(args: argparse.Namespace, work: Path) -> list[Row]:
             row["ratio"] = round(ours / v, 2)
             row["note"] = f"tracker run / {name.split()[0]}"
         rows.append(row)
-    epoch = ride.data[: ride.data.index(b"VTG")].split(b"\n")  # an epoch ends with its VTG
+    end = ride.data.index(b"\n", ride.data.index(b"VTG"))  # an epoch ends with its VTG
+    epoch = ride.data[:end].split(b"\n")
     shape = " ".join(line[3:6].decode() for line in epoch)
     rows.append({"part": "ingest", "what": f"the ride: {ride.epochs} epochs at 10 Hz",
                  "value": n, "unit": f"sentences ({shape})"})  # fmt: skip
