@@ -1,7 +1,7 @@
 """What goes wrong on a simulated receiver's line, and how often: `FaultRates` (the
 `--faults` text), and the `Injector` that applies the line faults to an epoch's bytes.
 
-Not to be confused with tracker/testing/faults.py, which breaks HTTP servers, not NMEA."""
+Not to be confused with tracker/testing/faults.py's `Faults`: the test servers' network faults."""
 
 from __future__ import annotations
 
