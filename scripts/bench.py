@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Every benchmark of issue 13 in one run, each as a ratio to a baseline measured in that run.
 
-    scripts/bench [--quick] [--json bench.json] [--only ingest,wear,...]
+    scripts/bench [--quick] [--json bench.json] [--only ingest,wear,...] [--epoch gps]
 
 - ingest: `tracker run` reading a pty, CPU per sentence, against gpsd (`gpsd -N -n -b`, when
-  installed) and a bare pynmea2 loop, each reading the same bytes through a pty;
+  installed) and a bare pynmea2 loop, each reading the same bytes through a pty; the epoch is a
+  multi-GNSS receiver's (RMC, GGA, two GSA, four GSV, VTG), or GPS alone with --epoch gps;
 - wear: bytes written per fix, live at 1 Hz, default settings, against the leanest durable
   design (one rowid table, WAL, synchronous=FULL, 1 KiB pages, one insert and commit per fix);
 - idle: CPU over 60 s with the GPS silent and nothing to send (target under 0.05 s);
@@ -93,7 +94,7 @@ def _free_port() -> int:
 
 
 def bench_ingest(args: argparse.Namespace, work: Path) -> list[Row]:
-    ride = kit.ride(args.epochs, 10.0)
+    ride = kit.ride(args.epochs, 10.0, glonass=args.epoch == "multi-gnss")
     readers: dict[str, Callable[[Path], tuple[object, Callable[[], bool], int]]] = {}
 
     def tracker(w: Path):
@@ -130,8 +131,11 @@ def bench_ingest(args: argparse.Namespace, work: Path) -> list[Row]:
             row["ratio"] = round(ours / v, 2)
             row["note"] = f"tracker run / {name.split()[0]}"
         rows.append(row)
+    end = ride.data.index(b"\n", ride.data.index(b"VTG"))  # an epoch ends with its VTG
+    epoch = ride.data[:end].split(b"\n")
+    shape = " ".join(line[3:6].decode() for line in epoch)
     rows.append({"part": "ingest", "what": f"the ride: {ride.epochs} epochs at 10 Hz",
-                 "value": n, "unit": "sentences (RMC GGA GSA GSV VTG)"})  # fmt: skip
+                 "value": n, "unit": f"sentences ({shape})"})  # fmt: skip
     if not gpsd:
         rows.append({"part": "ingest", "what": "gpsd", "value": None,
                      "note": "not installed: apt-get install gpsd"})  # fmt: skip
@@ -364,6 +368,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes (a minute or two in all)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--epoch", choices=("multi-gnss", "gps"), default="multi-gnss",
+                    help="ingest's epoch: RMC GGA, GSA and GSV for GPS and GLONASS (two GSA, "
+                         "four GSV), VTG; or GPS alone (one GSA, three or four GSV)")  # fmt: skip
     args = ap.parse_args()
     q = args.quick
     args.epochs = 2_000 if q else 20_000

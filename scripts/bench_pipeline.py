@@ -2,7 +2,8 @@
 """The whole ingest pipeline as a rider runs it: `tracker run` reading a pty, CPU and peak RSS,
 this tree against a baseline revision measured in the same run.
 
-One simulated ride (the bundled route, RMC, GGA, GSA and VTG at --rate Hz, --epochs epochs) is
+One simulated ride (the bundled route, RMC, GGA, GSA and VTG at --rate Hz, --epochs epochs;
+with --multi-gnss RMC, GGA, two GSA, four GSV and VTG, a GPS + GLONASS receiver's) is
 generated once; every round, each tree gets a fresh database and a real `tracker run` process
 (`python -m tracker` from that tree) that reads the bytes from a pseudo-terminal, written as fast
 as it takes them. When every fix is stored, the process's CPU (user + system, from its rusage)
@@ -11,6 +12,7 @@ and peak RSS (VmHWM) are read and it is stopped with SIGTERM. Each figure is the
 benchmark: scripts/bench_sender.py).
 
     .venv/bin/python scripts/bench_pipeline.py [--baseline REV] [--epochs 20000] [--rate 10]
+        [--multi-gnss]
 """
 
 from __future__ import annotations
@@ -42,10 +44,11 @@ class Result:
     stored: int
 
 
-def ride_bytes(epochs: int, rate: float) -> tuple[bytes, int]:
+def ride_bytes(epochs: int, rate: float, multi_gnss: bool = False) -> tuple[bytes, int]:
+    sentences = ("RMC", "GGA", "GSA", "GSV", "VTG") if multi_gnss else ("RMC", "GGA", "GSA", "VTG")
     gen = simulate.simulate(
         simulate.demo_route(), rate_hz=rate, speed_mps=7.0, loops=0,
-        start_time=datetime(2026, 6, 1, 8, tzinfo=UTC), sentences=("RMC", "GGA", "GSA", "VTG"),
+        start_time=datetime(2026, 6, 1, 8, tzinfo=UTC), sentences=sentences, glonass=multi_gnss,
     )  # fmt: skip
     eps = [e for _, e in zip(range(epochs), gen, strict=False)]
     return b"".join(e.data for e in eps), sum(e.valid for e in eps)
@@ -97,8 +100,13 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=20_000)
     ap.add_argument("--rate", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--multi-gnss",
+        action="store_true",
+        help="a GPS + GLONASS receiver's epoch: RMC, GGA, two GSA, four GSV, VTG",
+    )
     args = ap.parse_args()
-    data, valid = ride_bytes(args.epochs, args.rate)
+    data, valid = ride_bytes(args.epochs, args.rate, args.multi_gnss)
     sentences = data.count(b"\n")
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "baseline"

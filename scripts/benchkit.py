@@ -41,10 +41,14 @@ class Ride:
         return self.data.count(b"\n")
 
 
-def ride(epochs: int, rate_hz: float, sentences: Sequence[str] = STREAM) -> Ride:
+def ride(epochs: int, rate_hz: float, sentences: Sequence[str] = STREAM, *,
+         glonass: bool = False) -> Ride:  # fmt: skip
+    """`glonass`: a GPS + GLONASS receiver, two GSA and two GSV groups an epoch (with STREAM:
+    RMC, GGA, two GSA, four GSV, VTG, the multi-GNSS epoch of issue 23)."""
     gen = simulate.simulate(
         simulate.demo_route(), rate_hz=rate_hz, speed_mps=7.0, loops=0,
         start_time=datetime(2026, 6, 1, 8, tzinfo=UTC), sentences=tuple(sentences),
+        glonass=glonass,
     )  # fmt: skip
     eps = [e for _, e in zip(range(epochs), gen, strict=False)]
     return Ride(b"".join(e.data for e in eps), len(eps), sum(e.valid for e in eps))

@@ -756,6 +756,36 @@ def test_simulated_receivers_at_1_to_25_hz(sentences: tuple[str, ...], rate: int
     """Every epoch the simulator marks valid (a fix, every byte intact) is stored with its time
     and position; nothing is stored for an epoch without a fix; times only go forward.
     Silence (a pulled cable) makes the reader call flush(), as it does after a quiet second."""
+    check_simulated_receiver(sentences, rate, faults)
+
+
+MULTI_GNSS = ("RMC", "GGA", "GSA", "GSV", "VTG")  # with glonass: two GSA, four GSV an epoch
+
+
+@pytest.mark.parametrize("faults", ["", FAULTS], ids=["clean", "faults"])
+@pytest.mark.parametrize("rate", [1, 10])
+def test_simulated_multi_gnss_receivers(rate: int, faults: str):
+    check_simulated_receiver(MULTI_GNSS, rate, faults, glonass=True)
+
+
+def test_a_second_constellation_changes_no_fix():
+    """GPS + GLONASS (two GSA, a GSV group each) gives the very fixes GPS alone gives."""
+    def fixes(glonass: bool) -> list[Fix]:
+        dec = Decoder()
+        epochs = simulate.simulate(
+            simulate.demo_route(), rate_hz=10, start_time=datetime(2026, 6, 1, 8, tzinfo=UTC),
+            sentences=MULTI_GNSS, faults=simulate.parse_faults("outage=0.05"), seed=3,
+            duration_s=120, glonass=glonass,
+        )  # fmt: skip
+        return [f for e in epochs for f in dec.feed(e.data)] + dec.flush()
+
+    single = fixes(False)
+    assert len(single) > 300 and single == fixes(True)
+
+
+def check_simulated_receiver(
+    sentences: tuple[str, ...], rate: int, faults: str, *, glonass: bool = False
+) -> None:
     epochs = simulate.simulate(
         simulate.demo_route(),
         rate_hz=rate,
@@ -764,6 +794,7 @@ def test_simulated_receivers_at_1_to_25_hz(sentences: tuple[str, ...], rate: int
         faults=simulate.parse_faults(faults),
         seed=7,
         duration_s=60,
+        glonass=glonass,
     )
     dec = Decoder()
     fixes: list[Fix] = []

@@ -7,6 +7,7 @@ import math
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -17,11 +18,12 @@ import pynmea2
 import pytest
 import serial
 
+import tracker
 from tracker import simulate as sim
 from tracker.simulate import (
     SENTENCES,
     Epoch,
-    Faults,
+    FaultRates,
     RoutePoint,
     bearing_deg,
     demo_route,
@@ -32,6 +34,7 @@ from tracker.simulate import (
     run,
     simulate,
 )
+from tracker.simulate.routes import RoutePath, offset_position
 
 START = datetime(2026, 6, 1, 8, 0, 0, tzinfo=UTC)
 KNOTS = 3600 / 1852
@@ -52,7 +55,7 @@ def messages(epoch: Epoch) -> dict[str, pynmea2.NMEASentence]:
 
 
 def straight(bearing: float, length_m: float = 2000.0) -> list[RoutePoint]:
-    lat, lon = sim._offset(
+    lat, lon = offset_position(
         47.0,
         7.6,
         length_m * math.sin(math.radians(bearing)),
@@ -97,6 +100,44 @@ def test_sentences_come_in_the_order_given_with_the_talker():
 def test_gsv_uses_a_constellation_talker_not_gn():
     (e,) = ride(duration_s=1, sentences=("GSV",), talker="GN")
     assert all(line.startswith("$GPGSV") for line in lines_of(e))
+
+
+def test_glonass_splits_the_same_sky_into_two_gsa_and_two_gsv_groups():
+    kw = {"duration_s": 120, "sentences": SENTENCES, "faults": FaultRates(outage=0.02), "seed": 4}
+    single, multi = ride(**kw), ride(glonass=True, **kw)
+    assert len(single) == len(multi) and any(not e.fix for e in multi)
+    for a, b in zip(single, multi, strict=True):
+        assert replace(a, data=b"") == replace(b, data=b"")  # the truth is the same
+        kinds = [line[1:6] for line in lines_of(b)]
+        assert kinds[:4] == ["GNGGA", "GNRMC", "GNGSA", "GNGSA"]
+        gsv = [pynmea2.parse(line, check=True) for line in lines_of(b) if "GSV" in line]
+        assert kinds[4 : 4 + len(gsv)] == [m.talker + "GSV" for m in gsv]
+        talkers = [m.talker for m in gsv]
+        assert talkers == sorted(talkers, reverse=True)  # GPS first, then GLONASS
+        # Every satellite of the single-constellation epoch, GLONASS ones numbered 64 higher.
+        view = {int(getattr(m, f"sv_prn_num_{k}")) for m in gsv for k in range(1, 5)
+                if getattr(m, f"sv_prn_num_{k}")}  # fmt: skip
+        plain = [pynmea2.parse(line) for line in lines_of(a) if "GSV" in line]
+        assert {p if p < 65 else p - 64 for p in view} == {
+            int(getattr(m, f"sv_prn_num_{k}")) for m in plain for k in range(1, 5)
+            if getattr(m, f"sv_prn_num_{k}")
+        }  # fmt: skip
+        assert any(p > 64 for p in view) and any(p < 33 for p in view)
+        for talker in ("GP", "GL"):
+            group = [m for m in gsv if m.talker == talker]
+            assert [int(m.msg_num) for m in group] == list(range(1, len(group) + 1))
+            assert all(int(m.num_messages) == len(group) for m in group)
+        gsa = [pynmea2.parse(line, check=True) for line in lines_of(b) if "GSA" in line]
+        used = [int(getattr(m, f"sv_id{k:02d}")) for m in gsa for k in range(1, 13)
+                if getattr(m, f"sv_id{k:02d}")]  # fmt: skip
+        assert len(used) == (a.sats if a.fix else 0)
+        assert all(m.mode_fix_type == ("3" if a.fix else "1") for m in gsa)
+        assert {p if p < 65 else p - 64 for p in used} <= {p if p < 65 else p - 64 for p in view}
+
+
+def test_glonass_needs_the_gn_talker():
+    with pytest.raises(ValueError, match="glonass needs the multi-GNSS talker GN"):
+        ride(duration_s=1, talker="GP", glonass=True)
 
 
 def test_decoded_values_match_the_epoch():
@@ -211,7 +252,7 @@ def test_positions_follow_the_route_at_the_speed(rate, speed):
 
 def test_one_loop_ends_where_it_started_and_lasts_length_over_speed():
     route = generated_loop(47.0, 7.6, 500.0)
-    length = sim._Path(route).length
+    length = RoutePath(route).length
     epochs = list(simulate(route, speed_mps=5.0, start_time=START))
     assert len(epochs) == math.floor(length / 5.0) + 1
     assert haversine_m(epochs[-1].lat, epochs[-1].lon, route[0].lat, route[0].lon) < 5.0
@@ -222,7 +263,7 @@ def test_one_loop_ends_where_it_started_and_lasts_length_over_speed():
 def test_an_open_route_is_ridden_out_and_back_without_a_jump():
     route = straight(45.0, 1000.0)
     epochs = list(simulate(route, speed_mps=10.0, start_time=START, loops=2))
-    assert sim._Path(route).length == pytest.approx(1000.0, abs=0.1)
+    assert RoutePath(route).length == pytest.approx(1000.0, abs=0.1)
     assert len(epochs) in (200, 201)  # 2000 m at 10 m/s, give or take a float
     steps = [haversine_m(a.lat, a.lon, b.lat, b.lon) for a, b in pairwise(epochs)]
     assert max(steps) < 10.1
@@ -299,7 +340,7 @@ def test_bad_arguments_raise_value_error(kw):
 
 # --- faults ---------------------------------------------------------------------------------
 
-FAULTY = Faults(
+FAULTY = FaultRates(
     checksum=0.02, garbage=0.02, truncate=0.02, overlong=0.01, outage=0.01, silence=0.005
 )
 
@@ -318,8 +359,8 @@ def test_faults_are_deterministic_for_a_seed():
 
 
 def test_one_fault_kind_does_not_move_another():
-    alone = faulty(faults=Faults(checksum=0.05))
-    mixed = faulty(faults=Faults(checksum=0.05, garbage=0.05, truncate=0.05))
+    alone = faulty(faults=FaultRates(checksum=0.05))
+    mixed = faulty(faults=FaultRates(checksum=0.05, garbage=0.05, truncate=0.05))
     assert [e.faults.count("checksum") for e in alone] == [
         e.faults.count("checksum") for e in mixed
     ]
@@ -331,7 +372,7 @@ def test_one_fault_kind_does_not_move_another():
 @pytest.mark.parametrize("kind", ["checksum", "garbage", "truncate", "overlong"])
 def test_line_faults_appear_at_the_configured_rate(kind):
     p = 0.03
-    epochs = faulty(faults=Faults(**{kind: p}), duration_s=2000)
+    epochs = faulty(faults=FaultRates(**{kind: p}), duration_s=2000)
     lines = 4 * len(epochs)  # GGA, RMC, GSA, VTG
     n = sum(e.faults.count(kind) for e in epochs)
     sigma = math.sqrt(lines * p * (1 - p))
@@ -339,7 +380,7 @@ def test_line_faults_appear_at_the_configured_rate(kind):
 
 
 def test_checksum_faults_fail_the_check_and_nothing_else_does():
-    epochs = faulty(faults=Faults(checksum=0.05))
+    epochs = faulty(faults=FaultRates(checksum=0.05))
     bad = 0
     for e in epochs:
         for line in lines_of(e):
@@ -352,7 +393,7 @@ def test_checksum_faults_fail_the_check_and_nothing_else_does():
 
 
 def test_garbage_includes_bytes_that_are_not_utf8():
-    epochs = faulty(faults=Faults(garbage=0.05))
+    epochs = faulty(faults=FaultRates(garbage=0.05))
     hit = [e for e in epochs if "garbage" in e.faults]
     assert hit
     undecodable = 0
@@ -368,7 +409,7 @@ def test_garbage_includes_bytes_that_are_not_utf8():
 
 
 def test_truncated_sentences_run_into_the_next_line():
-    epochs = faulty(faults=Faults(truncate=0.05))
+    epochs = faulty(faults=FaultRates(truncate=0.05))
     stream = b"".join(e.data for e in epochs)
     lines = stream.split(b"\r\n")
     glued = [line for line in lines if line.count(b"$") == 2]
@@ -385,7 +426,7 @@ def test_truncated_sentences_run_into_the_next_line():
 
 
 def test_overlong_lines_are_longer_than_nmea_allows():
-    epochs = faulty(faults=Faults(overlong=0.02))
+    epochs = faulty(faults=FaultRates(overlong=0.02))
     long_lines = [
         line for e in epochs for line in e.data.split(b"\r\n") if len(line) + 2 > sim.MAX_NMEA_LINE
     ]
@@ -394,7 +435,7 @@ def test_overlong_lines_are_longer_than_nmea_allows():
 
 
 def test_outages_are_runs_without_a_fix():
-    epochs = faulty(faults=Faults(outage=0.01, outage_s=(5, 20)), duration_s=3000, rate_hz=2)
+    epochs = faulty(faults=FaultRates(outage=0.01, outage_s=(5, 20)), duration_s=3000, rate_hz=2)
     runs, current = [], 0
     for e in epochs:
         if "outage" in e.faults:
@@ -418,7 +459,7 @@ def test_outages_are_runs_without_a_fix():
 
 
 def test_outage_and_silence_rates_are_per_second_whatever_the_rate():
-    f = Faults(outage=0.01, silence=0.01, outage_s=(2, 2), silence_s=(2, 2))
+    f = FaultRates(outage=0.01, silence=0.01, outage_s=(2, 2), silence_s=(2, 2))
     starts = {}
     for rate in (1.0, 10.0):
         summary = sim.Summary()
@@ -432,7 +473,7 @@ def test_outage_and_silence_rates_are_per_second_whatever_the_rate():
 
 
 def test_silence_is_a_gap_in_the_output():
-    epochs = faulty(faults=Faults(silence=0.01, silence_s=(3, 3)), duration_s=2000)
+    epochs = faulty(faults=FaultRates(silence=0.01, silence_s=(3, 3)), duration_s=2000)
     silent = [e for e in epochs if "silence" in e.faults]
     assert silent and all(e.data == b"" and not e.valid and e.fix for e in silent)
     indexes = [e.index for e in silent]
@@ -469,10 +510,10 @@ def test_parse_faults():
         "checksum=0.01, garbage=0.01,truncate=0.01,overlong=0.001,outage=0.002,silence=0.001,"
         "outage_s=10-60,silence_s=5"
     )
-    assert f == Faults(0.01, 0.01, 0.01, 0.001, 0.002, 0.001, (10.0, 60.0), (5.0, 5.0))
+    assert f == FaultRates(0.01, 0.01, 0.01, 0.001, 0.002, 0.001, (10.0, 60.0), (5.0, 5.0))
     assert parse_faults(f.to_spec()) == f
-    assert parse_faults("") == Faults() == parse_faults("none")
-    assert not Faults().any and f.any
+    assert parse_faults("") == FaultRates() == parse_faults("none")
+    assert not FaultRates().any and f.any
 
 
 @pytest.mark.parametrize(
@@ -563,18 +604,18 @@ def test_generated_loop_is_closed_round_and_gently_rolling():
         abs(b.ele - a.ele) / haversine_m(a.lat, a.lon, b.lat, b.lon) for a, b in pairwise(route)
     ]
     assert max(grades) < 0.05 and max(p.ele for p in route) - min(p.ele for p in route) > 10
-    assert sim._Path(route).closed
+    assert RoutePath(route).closed
 
 
 def test_the_bundled_demo_route():
-    path = Path(sim.__file__).parent / "data" / sim.DEMO_ROUTE
+    path = Path(tracker.__file__).parent / "data" / sim.DEMO_ROUTE
     assert path.stat().st_size < 100_000
     gpx = gpxpy.parse(path.read_text())
     assert gpx.version == "1.1" and gpx.tracks and "Synthetic" in gpx.description
     route = demo_route()
     assert route == load_route(path)
     assert 300 <= len(route) <= 1000
-    p = sim._Path(route)
+    p = RoutePath(route)
     assert p.closed and 15_000 < p.length < 25_000
     eles = [pt.ele for pt in route]
     assert all(e is not None for e in eles) and 100 < max(eles) - min(eles) < 400
@@ -616,7 +657,7 @@ def test_run_stops_at_once_on_the_stop_event():
 
 
 def test_run_fast_writes_everything_and_skips_silence():
-    epochs = faulty(faults=Faults(silence=0.02), duration_s=500)
+    epochs = faulty(faults=FaultRates(silence=0.02), duration_s=500)
     written: list[bytes] = []
     seen: list[int] = []
     summary = run(epochs, written.append, realtime=False, progress=lambda e: seen.append(e.index))
@@ -698,6 +739,7 @@ def test_cli_faults_summary(tmp_path, capsys):
         (["--phases", "park:10", "--loops", "2"], "--phases: not with --loops"),
         (["--phases", "park:10", "--noise", "3"], "--phases: not with --noise"),
         (["--phases", "park:10", "--speed", "-1"], "--speed: out of range"),
+        (["--glonass", "--talker", "GP"], "--glonass: needs --talker GN, not 'GP'"),
     ],
 )
 def test_cli_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path):

@@ -19,7 +19,7 @@ from tracker.nmea import Decoder
 from tracker.simulate import (
     SENTENCES,
     Epoch,
-    Faults,
+    FaultRates,
     Phase,
     RoutePoint,
     bearing_deg,
@@ -29,6 +29,7 @@ from tracker.simulate import (
     simulate,
     simulate_phases,
 )
+from tracker.simulate.routes import offset_position
 
 START = datetime(2026, 6, 1, 8, 0, 0, tzinfo=UTC)
 LOOP = generated_loop(47.0, 7.6, 300.0)
@@ -36,7 +37,7 @@ SPEC = "park:60,ride:1200,park:600,ride:1200,bad:1800,ride:900,park:1200"
 
 
 def straight(length_m: float = 20_000.0) -> list[RoutePoint]:
-    lat, lon = sim._offset(47.0, 7.6, length_m * 0.6, length_m * 0.8)
+    lat, lon = offset_position(47.0, 7.6, length_m * 0.6, length_m * 0.8)
     return [RoutePoint(47.0, 7.6, 500.0), RoutePoint(lat, lon, 520.0)]
 
 
@@ -71,7 +72,7 @@ def full_ride() -> list[Epoch]:
 def test_simulate_gives_the_same_bytes_as_before_phases_existed():
     # Hashed before simulate()'s loop was shared with the phases: noise, every sentence and
     # every fault kind, so any change in what simulate() draws or writes shows.
-    faults = Faults(
+    faults = FaultRates(
         checksum=0.02, garbage=0.02, truncate=0.02, overlong=0.01, outage=0.01, silence=0.01
     )
     epochs = simulate(
@@ -181,7 +182,7 @@ def test_durations_at_other_rates_and_fractions():
 
 
 def test_deterministic_for_a_seed():
-    kw = {"sentences": SENTENCES, "faults": Faults(checksum=0.01, outage=0.005), "seed": 7}
+    kw = {"sentences": SENTENCES, "faults": FaultRates(checksum=0.01, outage=0.005), "seed": 7}
     a, b = phased("park:200,ride:200,bad:300", **kw), phased("park:200,ride:200,bad:300", **kw)
     assert [e.data for e in a] == [e.data for e in b]
     assert a == b
@@ -193,7 +194,7 @@ def test_deterministic_for_a_seed():
 
 
 def test_faults_apply_as_in_simulate():
-    epochs = phased("park:600,bad:600", faults=Faults(checksum=0.02, outage=0.01), seed=2)
+    epochs = phased("park:600,bad:600", faults=FaultRates(checksum=0.02, outage=0.01), seed=2)
     assert any("checksum" in e.faults for e in epochs)
     assert any(not e.fix for e in epochs)
     for e in epochs:

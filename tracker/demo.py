@@ -348,7 +348,7 @@ def _damaged_types(data: bytes) -> Counter:
         if not line.startswith(b"$"):
             continue
         body, star, given = line[1:].rpartition(b"*")
-        if b"$" in line[1:] or not star or given.upper() != b"%02X" % nmea._xor8(body):
+        if b"$" in line[1:] or not star or given.upper() != b"%02X" % simulate.nmea_checksum(body):
             found[line[3:6].decode("ascii", "replace")] += 1
     return found
 

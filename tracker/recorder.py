@@ -61,6 +61,8 @@ from tracker.worker import run_loop
 
 log = logging.getLogger(__name__)
 
+_FIXES_ONLY = {Fix}
+
 # Fixes held in memory while the store is unwritable: 2.8 hours at 10 Hz, 28 hours at 1 Hz,
 # 35 MB at most as measured with tracemalloc (a Fix with seven float fields set; ~45 MB with
 # every DOP and GST error too), within the unit's MemoryHigh with the daemon's ~30 MB.
@@ -248,12 +250,16 @@ class Recorder:
             shift = self._time.shift_s(batch[0].time)
             if shift:
                 batch = [replace(item, time=item.time + shift) for item in batch]
-            for item in batch:
-                if isinstance(item, Fix):
-                    self._fixes.append(item)
-                    self._arrived.append(arrived)
-                else:
-                    self._samples.append(item)
+            if set(map(type, batch)) == _FIXES_ONLY:  # the GPS's batches: in whole, at C speed
+                self._fixes += batch
+                self._arrived += [arrived] * len(batch)
+            else:
+                for item in batch:
+                    if isinstance(item, Fix):
+                        self._fixes.append(item)
+                        self._arrived.append(arrived)
+                    else:
+                        self._samples.append(item)
             if isinstance(batch[-1], Fix):
                 self._time.observe(batch[-1].time)
         overflow = len(self._fixes) - MAX_HELD
@@ -655,7 +661,9 @@ class Recorder:
         assert self.store is not None
         store, a = self.store, self.cfg.activity
         run: list[Fix] = []
-        run_key: tuple[int | None, bool] = (None, False)
+        outside: tuple[int | None, bool] = (None, False)
+        run_key = outside
+        drop, sent, local = Place.DROP, Place.SENT, Place.LOCAL  # locals: looked up per fix
         stored = 0
 
         def flush() -> None:
@@ -663,9 +671,11 @@ class Recorder:
                 store.add_fixes(run_key[0], run, local=run_key[1])
                 run.clear()
 
+        step = act.life.step
         for fix in fixes:
-            d = act.life.step(fix)
-            if d.place is Place.DROP:
+            d = step(fix)
+            place = d.place
+            if place is drop:
                 self._limited.log(
                     logging.INFO, "repeat",
                     "dropped a fix at %.2f: GPS time repeated or up to %g s behind the last",
@@ -683,8 +693,12 @@ class Recorder:
                 )
                 store.adopt_fixes(act.current.id, d.start.adopt)
                 act.started.append(f"activity {act.current.id} started: {act.current.title}")
-            current = act.current if d.place in (Place.SENT, Place.LOCAL) else None
-            key = (current.id, d.place is Place.LOCAL) if current is not None else (None, False)
+            current = act.current
+            key: tuple[int | None, bool]
+            if (place is sent or place is local) and current is not None:
+                key = (current.id, place is local)
+            else:
+                key = outside
             if key != run_key:
                 flush()
                 run_key = key
