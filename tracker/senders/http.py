@@ -149,7 +149,7 @@ class HttpTransport:
         if files:
             body, ctype = _multipart(fields, files)
         else:
-            body, ctype = urlencode(fields).encode(), "application/x-www-form-urlencoded"
+            body, ctype = form(fields), "application/x-www-form-urlencoded"
         return self._request("POST", self._path(path), what, body, ctype)
 
     def get(self, params: Mapping[str, str], *, path: str = "", what: str = "GET") -> Reply:
@@ -293,6 +293,17 @@ class HttpTransport:
                 f"{where}: HTML page instead of a reply (captive portal or proxy?)", "html"
             )
         return reply
+
+
+# Left as they are in a form body: RFC 3986 allows these sub-delimiters and ':' in a query
+# unescaped, and every form parser splits on '&' and '=' only. A JSON value (json-gpsr's
+# `fixes`) is full of them: escaped, each costs three bytes of mobile data instead of one.
+FORM_SAFE = ":,[]"
+
+
+def form(fields: Mapping[str, str]) -> bytes:
+    """`fields` as an application/x-www-form-urlencoded body, without needless escapes."""
+    return urlencode(fields, safe=FORM_SAFE).encode()
 
 
 def _readable(sock: socket.socket) -> bool:
