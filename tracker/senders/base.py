@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tracker.logutil import RateLimitedLog
+from tracker.retry import RetryPolicy
 from tracker.runtime import BackendStatus, backend_key
-from tracker.senders.retry import RetryPolicy
 from tracker.senders.settings import SenderSettings
 from tracker.senders.state import Pending, StateError
 from tracker.senders.transport import AuthFailed, SecretError, SendError
