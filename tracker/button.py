@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tracker.config import ButtonConfig
+from tracker.button_config import ButtonConfig
 from tracker.store import StoreError, open_store
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from tracker.checks import FAIL, OK, SKIP, Check
-from tracker.config import DEFAULT_PATH, Config, ConfigError, InputConfig, load
+from tracker.config import DEFAULT_PATH, Config, ConfigError, load
+from tracker.inputs_config import InputConfig
 
 COMMON_BAUDRATES = (4800, 9600, 19200, 38400, 57600, 115200)
 LISTEN_S = 5.0  # how long to read at the configured rate
@@ -474,7 +475,7 @@ def _check_input(ctx: Context, cfg: InputConfig) -> Check:
 def _tcp_input(ctx: Context, name: str, url: str) -> Check:
     import socket
 
-    from tracker.config import split_host_port
+    from tracker.inputs_config import split_host_port
     from tracker.nmea import Decoder
 
     host, port = split_host_port(url, "tcp", host_required=True)
@@ -512,8 +513,8 @@ def _tcp_input(ctx: Context, name: str, url: str) -> Check:
 
 
 def _udp_input(name: str, url: str) -> Check:
-    from tracker.config import split_host_port
     from tracker.inputs import open_input
+    from tracker.inputs_config import split_host_port
 
     host, port = split_host_port(url, "udp", host_required=False)
     try:
