@@ -108,11 +108,13 @@ class Session(Generic[P, T]):
         self._next_try = 0.0
         self._outage: float | None = None  # when the current outage started
         self._good = False  # a read returned something since the line was opened
+        self._stop: threading.Event | None = None  # set by run(): a failure while stopping is quiet
 
     def run(
         self, name: str, stop: threading.Event, beat: Callable[[float], object] | None = None
     ) -> None:
         """The source's thread: `step()` in the worker loop until `stop`, then close."""
+        self._stop = stop
         try:
             run_loop(name, self.step, stop, beat=beat, clock=self.clock, error_wait_s=1.0)
         finally:
@@ -162,7 +164,7 @@ class Session(Generic[P, T]):
         except self._expected as e:
             st.error = self._why(e)
             st.state = "lost" if st.connects else "connecting"
-            if self._outage is None:
+            if self._outage is None and not self._stopping():
                 self._outage = self.clock()
                 self._log.warning(
                     "%s not available (%s); retrying every %g s at most until it is back",
@@ -188,11 +190,15 @@ class Session(Generic[P, T]):
         st.state = "lost"
         if why is not None:
             st.error = why
-            self._log.warning("%s lost (%s); reconnecting", self.who, why)
+            if not self._stopping():
+                self._log.warning("%s lost (%s); reconnecting", self.who, why)
         self._outage = self.clock()
         self.close()
         if not self._good:
             self._back_off()
+
+    def _stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
 
     def _back_off(self) -> float:
         self.retry = self.retry.failed(rand=self._rand)
