@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tracker.validate import ConfigError, key_text, nonempty_str, pos_float, pos_int
+from tracker.validate import ConfigError, nonempty_str, pos_float, pos_int, validate
 
 
 @dataclass(frozen=True)
@@ -75,15 +75,7 @@ def parse_inputs(body: Any, where: str = "") -> tuple[InputConfig, ...]:
     out: list[InputConfig] = []
     for i, entry in enumerate(body, 1):
         at = f"{where}inputs[{i}]"
-        values: dict[str, Any] = {}
-        for key, raw in entry.items():
-            if key not in INPUT_KEYS:
-                known = ", ".join(INPUT_KEYS)
-                raise ConfigError(f"{at}.{key_text(key)}: unknown key (known: {known})")
-            try:
-                values[key] = INPUT_KEYS[key](raw)
-            except ValueError as e:
-                raise ConfigError(f"{at}.{key}: {e}") from None
+        values = validate(entry, INPUT_KEYS, at, sep=".")
         for key in ("name", "url"):
             if key not in values:
                 raise ConfigError(f"{at}.{key}: missing")
