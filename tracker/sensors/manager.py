@@ -110,7 +110,9 @@ class SensorManager:
                 log.error("sensor %s (%s) disabled: %s", cfg.label, cfg.type, e)
                 continue
             if cfg.type == "ble":
-                link = OnLoop(link, self._ble_loop(), stop)  # type: ignore[arg-type]
+                # Its own scan and connect timeouts bound an open; this bounds them all.
+                open_s = cfg.scan_timeout_s + cfg.connect_timeout_s + 2 * CLOSE_TIMEOUT_S
+                link = OnLoop(link, self._ble_loop(), stop, open_s)  # type: ignore[arg-type]
             thread = threading.Thread(target=self._run, args=(cfg, status, link),
                                       name=f"sensor-{cfg.label}", daemon=True)  # fmt: skip
             (ble_threads if cfg.type == "ble" else self.threads).append(thread)
@@ -217,14 +219,15 @@ class OnLoop:
     ends with the call, its deadline, or (but for close) the stop event, which cancels the
     call: a scan or a connect in progress is interrupted at shutdown."""
 
-    def __init__(self, link: AsyncLink, loop: asyncio.AbstractEventLoop,
-                 stop: threading.Event) -> None:  # fmt: skip
+    def __init__(self, link: AsyncLink, loop: asyncio.AbstractEventLoop, stop: threading.Event,
+                 open_s: float) -> None:  # fmt: skip
         self.link = link
         self._loop = loop
         self._stop = stop
+        self._open_s = open_s
 
-    def open(self) -> None:  # the link's own scan and connect timeouts bound it
-        self._call(self.link.open(), None, stoppable=True)
+    def open(self) -> None:
+        self._call(self.link.open(), self._open_s, stoppable=True)
 
     def poll(self, timeout: float) -> list[Reading]:
         return self._call(self.link.poll(timeout), timeout + CLOSE_TIMEOUT_S, stoppable=True)
@@ -232,13 +235,12 @@ class OnLoop:
     def close(self) -> None:
         self._call(self.link.close(), CLOSE_TIMEOUT_S, stoppable=False)
 
-    def _call(self, coro: Coroutine[Any, Any, R], timeout: float | None, *,
-              stoppable: bool) -> R:  # fmt: skip
+    def _call(self, coro: Coroutine[Any, Any, R], timeout: float, *, stoppable: bool) -> R:
         import asyncio
         import concurrent.futures
 
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = time.monotonic() + timeout
         while not future.done():
             concurrent.futures.wait([future], timeout=POLL_S)
             if future.done():
@@ -246,7 +248,7 @@ class OnLoop:
             if stoppable and self._stop.is_set():
                 future.cancel()
                 raise SensorError("stopping")
-            if deadline is not None and time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 future.cancel()
                 raise SensorError(f"no answer in {timeout:g} s")
         return future.result()
