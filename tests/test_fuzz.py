@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tracker import config, plausible
+from tracker import button_config, config, plausible
 from tracker.backends import REGISTRY, settings_class
 from tracker.gpsd import GpsdDecoder
 from tracker.nmea import REJECT_REASONS, Decoder, DecoderStats
@@ -550,7 +550,9 @@ toml_value = st.recursive(
     max_leaves=8,
 )  # fmt: skip
 BACKEND_KEYS = {name: list(settings_class(name).keys()) for name in REGISTRY}
-SECTION_KEYS = {name: list(keys) for name, (_, keys) in config.SCHEMA.items()} | BACKEND_KEYS
+BUTTON_KEYS = {"button": list(button_config.KEYS)}  # the button's settings live with it
+SECTION_KEYS = {name: list(keys) for name, (_, keys) in config.SCHEMA.items()}
+SECTION_KEYS |= BUTTON_KEYS | BACKEND_KEYS
 SENSOR_KEYS = sorted({*sensors_config.COMMON, *(k for t in sensors_config.BY_TYPE.values()
                                                 for k in t)})  # fmt: skip
 odd_key = st.text(max_size=8)

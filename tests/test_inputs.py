@@ -11,9 +11,10 @@ import time
 import pytest
 from support import epochs, free_port, stored_times, stream, wait_for
 
-from tracker.config import InputConfig
-from tracker.config import check_input_url as check_url
 from tracker.inputs import InputReader
+from tracker.inputs_config import InputConfig
+from tracker.inputs_config import check_input_url as check_url
+from tracker.pty import PtyWriter
 from tracker.simulate import nmea_checksum
 from tracker.store import open_store
 
@@ -186,27 +187,94 @@ def test_udp_input_takes_broadcast_datagrams(running):
         sender.close()
 
 
-def test_a_reading_that_ends_an_idle_wait_is_stamped_when_it_arrived(running):
+class UdpLine:
+    """Datagrams to an input's `udp://` port."""
+
+    def __init__(self, tmp_path) -> None:
+        self.port = free_udp_port()
+        self.url = f"udp://127.0.0.1:{self.port}"
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def ready(self, r: Running) -> bool:
+        return r.reader.status.state == "open"
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendto(data, ("127.0.0.1", self.port))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class TcpLine:
+    """A multiplexer's TCP port the input connects to; sends on the connection it accepted."""
+
+    def __init__(self, tmp_path) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(10)
+        self.url = f"tcp://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.conn: socket.socket | None = None
+
+    def ready(self, r: Running) -> bool:
+        if self.conn is None:
+            self.conn, _ = self.listener.accept()
+        return r.reader.status.state == "open"
+
+    def send(self, data: bytes) -> None:
+        assert self.conn is not None
+        self.conn.sendall(data)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.listener.close()
+
+
+class SerialLine:
+    """A serial instrument: a pty the input opens as a device."""
+
+    def __init__(self, tmp_path) -> None:
+        self.pty = PtyWriter.open(tmp_path / "sounder0")
+        self.url = self.pty.path
+
+    def ready(self, r: Running) -> bool:
+        return r.reader.status.state == "open" and self.pty.reader_connected()
+
+    def send(self, data: bytes) -> None:
+        self.pty.write(data)
+
+    def close(self) -> None:
+        self.pty.close()
+
+
+@pytest.mark.parametrize("line_class", [UdpLine, TcpLine, SerialLine], ids=["udp", "tcp", "serial"])
+def test_a_reading_that_ends_an_idle_wait_is_stamped_when_it_arrived(running, tmp_path,
+                                                                      line_class):  # fmt: skip
     """docs/boats.md: readings are stamped when they arrive. A sentence that ends a read's idle
     wait (up to 1 s) was stamped when the wait began, up to a second early, so it went with the
-    previous second's fix (issue 23: 11 of 12 such UDP readings)."""
-    port = free_udp_port()
-    r = running("compass", f"udp://:{port}")
-    wait_for(lambda: r.reader.status.state == "open", what="the UDP port bound")
-    sent: list[float] = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    previous second's fix (issue 23: 11 of 12 such UDP readings). The source session stamps
+    after the read returns, the same for every transport: never before the sentence was sent,
+    and within 50 ms of it."""
+    line = line_class(tmp_path)
+    try:
+        r = running("compass", line.url)
+        wait_for(lambda: line.ready(r), what="the input open")
+        sent: list[float] = []
         for i in range(6):
-            # Wait until the reader has taken the previous one: each datagram then arrives
+            # Wait until the reader has taken the previous one: each sentence then arrives
             # while the reader waits idle in its read.
             wait_for(lambda i=i: len(r.readings) >= i, what=f"reading {i}")
             threading.Event().wait(0.3)  # into the reader's idle wait: the case under test
             sent.append(time.monotonic())
-            s.sendto(HEADING, ("127.0.0.1", port))
+            line.send(HEADING)
         wait_for(lambda: len(r.readings) >= len(sent), what="every reading")
+    finally:
+        line.close()
     stamps = [x.mono for x in r.readings if x.kind == "heading_true"]
     assert len(stamps) == len(sent)
-    early = [round(at - stamp, 3) for at, stamp in zip(sent, stamps, strict=True) if stamp < at]
-    assert not early, f"stamped before the datagram was sent, by {early} s"
+    late = sorted(stamp - at for at, stamp in zip(sent, stamps, strict=True))
+    assert late[0] >= 0, f"stamped before the sentence was sent, by {-late[0]:.3f} s"
+    # The median, not each: a loaded machine may hold the reader's thread back now and then.
+    assert late[len(late) // 2] < 0.05, f"stamped late by {late} s"
 
 
 def test_a_missing_serial_input_retries_quietly_and_stops_at_once(running, caplog):

@@ -7,7 +7,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from tracker.senders.retry import RETRY_AFTER_MAX_S, RetryPolicy, parse_retry_after
+from tracker.retry import RETRY_AFTER_MAX_S, RetryPolicy, parse_retry_after
 
 
 def test_ceiling_doubles_up_to_the_cap():

@@ -10,6 +10,7 @@ import logging
 import struct
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -369,6 +370,32 @@ def test_ble_silence_is_a_lost_link(caplog):
         wait_for(lambda: run.status.connects >= 2, 10, "a reconnect after silence")
     assert "lost (no data for 0.3 s); reconnecting" in caplog.text
     assert not radio.clients[0].is_connected  # the silent connection was closed, not leaked
+
+
+def test_a_ble_scan_in_progress_is_cancelled_at_the_stop_without_an_outage_line(caplog):
+    """A BLE link's calls run on the shared loop, waited for from its own thread (OnLoop): the
+    stop cancels a scan that would go on for a minute, and is no outage to report."""
+    caplog.set_level(logging.INFO, logger="tracker.sensors")
+    radio = FakeRadio("C0:FF:EE:00:00:01", "Strap", [HR])
+    scanning = threading.Event()
+    cancelled = threading.Event()
+
+    async def slow_scan(filterfunc, timeout=10.0, **kw):
+        scanning.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    radio.Scanner.find_device_by_filter = staticmethod(slow_scan)
+    with Run(ble_cfg(scan_timeout_s=60), ble_link(radio)) as run:
+        wait_for(scanning.is_set, 10, "the scan under way")
+        stopped_at = time.monotonic()
+    assert cancelled.is_set()
+    assert time.monotonic() - stopped_at < 5  # the scan's 60 s were not waited for
+    assert run.status.state == "stopped" and run.status.connects == 0
+    assert "not available" not in caplog.text and " lost " not in caplog.text
 
 
 def test_ble_device_without_useful_services_is_reported():

@@ -103,26 +103,3 @@ def test_a_full_inbox_drops_counts_and_never_blocks_a_source(tmp_path, caplog):
     assert rec.stats.dropped_inbox == 4
     assert rec.runtime().recorder.dropped_inbox == 4
     assert any("inbox full" in r.getMessage() for r in caplog.records)
-
-
-def test_the_async_loop_has_the_same_policy(caplog):
-    import asyncio
-
-    from tracker.worker import run_loop_async
-
-    stop = threading.Event()
-    beats, steps = [], []
-
-    async def step() -> float:
-        steps.append(1)
-        if len(steps) == 2:
-            raise OSError("radio gone")
-        if len(steps) == 3:
-            stop.set()
-        return 0.01
-
-    caplog.set_level(logging.ERROR)
-    failures = asyncio.run(run_loop_async("ble", step, stop, beat=beats.append,
-                                          error_wait_s=0.01, poll_s=0.005))  # fmt: skip
-    assert failures == 1 and len(steps) == 3 and len(beats) == 3
-    assert any("ble: unexpected error" in r.getMessage() for r in caplog.records)

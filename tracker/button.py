@@ -25,8 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tracker.config import ButtonConfig
+from tracker.button_config import ButtonConfig
 from tracker.store import StoreError, open_store
+from tracker.worker import run_loop
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,7 @@ class HardwareButton:
         self._stop = stop
         self._clock = clock
         self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._done = threading.Event()  # the worker's end
         self._thread = threading.Thread(target=self._run, name="button", daemon=True)
         self._thread.start()
         device.when_pressed = self._on_pressed
@@ -156,19 +158,23 @@ class HardwareButton:
         self._queue.put(press)
 
     def _run(self) -> None:
-        while True:
-            try:
-                press = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return
-                continue
-            if press is None:
-                return
-            try:
-                record_press(self.db_path, press)
-            except Exception:  # a bug here must not end the worker: the next press may work
-                log.exception("button: %s press failed", press)
+        # Through the worker loop like every thread, on an event of its own: the daemon's stop
+        # must not end it before the presses queued by then are recorded (close() ends it).
+        # A bug in a press is logged there and the worker goes on: the next press may work.
+        run_loop("button", self._step, self._done, error_wait_s=0.0)
+
+    def _step(self) -> float:
+        try:
+            press = self._queue.get(timeout=0.5)
+        except queue.Empty:
+            if self._stop.is_set():  # stopped without close(): nothing is queued
+                self._done.set()
+            return 0.0
+        if press is None:
+            self._done.set()
+        else:
+            record_press(self.db_path, press)
+        return 0.0
 
     def close(self) -> None:
         """Release the pin (no more callbacks), then let the worker record what is queued."""

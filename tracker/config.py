@@ -28,6 +28,8 @@ from tracker.validate import user_path as _path
 
 if TYPE_CHECKING:
     from tracker.activity import Rules
+    from tracker.button_config import ButtonConfig
+    from tracker.inputs_config import InputConfig
     from tracker.sensors.config import SensorConfig
 
 DEFAULT_PATH = Path("/etc/tracker/tracker.toml")
@@ -52,16 +54,6 @@ class GpsConfig:
     device: str = "/dev/serial0"
     baudrate: int = 9600
     reconnect_max_s: float = 30.0
-
-
-@dataclass(frozen=True)
-class InputConfig:
-    """One `[[inputs]]` entry (tracker/inputs.py, docs/boats.md): an NMEA instrument stream."""
-
-    name: str
-    url: str  # a serial device or pyserial URL, tcp://host:port, udp://:port
-    baudrate: int = 4800  # serial only: NMEA 0183's speed (38400 for NMEA 0183-HS, AIS)
-    reconnect_max_s: float = 30.0  # longest wait between attempts to reopen it
 
 
 @dataclass(frozen=True)
@@ -149,19 +141,6 @@ class TimeConfig:
 
 
 @dataclass(frozen=True)
-class ButtonConfig:
-    """[button] (docs/button.md): a push button on a GPIO pin; -1 until `gpio` is set."""
-
-    gpio: int = -1  # BCM number, e.g. 17
-    hold_s: float = 3.0  # a press this long records a point of interest
-    pull_up: bool = True  # button wired to ground
-
-    def check(self) -> None:
-        if self.gpio < 0:
-            raise ValueError("gpio: missing (the BCM number of the button's pin, e.g. 17)")
-
-
-@dataclass(frozen=True)
 class WebConfig:
     """[web] (tracker/web.py): the status page. Off without the section. Anywhere but the
     loopback a token is required (inline, token_file, or the credential web-token)."""
@@ -194,30 +173,6 @@ def split_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def split_host_port(url: str, scheme: str, *, host_required: bool) -> tuple[str, int]:
-    """`scheme://host:port` -> (host, port); ValueError naming what is wrong."""
-    rest = url[len(scheme) + 3 :]
-    host, sep, port = rest.rstrip("/").rpartition(":")
-    host = host.strip("[]")
-    if not sep or not port.isdigit() or not 0 < int(port) <= 65535 or "/" in host:
-        raise ValueError(f"expected {scheme}://host:port, got {url!r}")
-    if host_required and not host:
-        raise ValueError(f"expected {scheme}://host:port with a host, got {url!r}")
-    return host, int(port)
-
-
-def check_input_url(url: str) -> str:
-    """An `[[inputs]]` url: tcp://host:port, udp://[host]:port, or a serial device or pyserial
-    URL (opened as such); ValueError naming what is wrong."""
-    if url.startswith("tcp://"):
-        split_host_port(url, "tcp", host_required=True)
-    elif url.startswith("udp://"):
-        split_host_port(url, "udp", host_required=False)
-    elif url.startswith("gpsd://"):
-        raise ValueError("gpsd:// is a GPS source ([gps] device), not an input")
-    return url
-
-
 def _loopback(host: str) -> bool:
     import ipaddress
 
@@ -248,10 +203,10 @@ class Config:
     activity: ActivityConfig = field(default_factory=ActivityConfig)
     log: LogConfig = field(default_factory=LogConfig)
     time: TimeConfig = field(default_factory=TimeConfig)
-    button: ButtonConfig | None = None  # None: no [button] section
+    button: ButtonConfig | None = None  # None: no [button] section (tracker/button_config.py)
     web: WebConfig | None = None  # None: no [web] section, no status page
     sensors: tuple[SensorConfig, ...] = ()  # the [[sensors]] array of tables
-    inputs: tuple[InputConfig, ...] = ()  # the [[inputs]] array of tables
+    inputs: tuple[InputConfig, ...] = ()  # the [[inputs]] array (tracker/inputs_config.py)
     share: ShareConfig = field(default_factory=ShareConfig)
     # Backend section -> its Settings (tracker/backends.py), only those present in the file.
     backends: Mapping[str, Any] = field(default_factory=dict)
@@ -304,12 +259,6 @@ def _tags(v: Any) -> tuple[str, ...]:
     return tuple(t.strip() for t in v)
 
 
-def _gpio(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= 27:
-        raise ValueError(f"expected a BCM GPIO number from 0 to 27, got {v!r}")
-    return v
-
-
 def _gps_device(v: Any) -> str:
     device = _str(v)
     if device.startswith("gpsd://"):
@@ -317,51 +266,6 @@ def _gps_device(v: Any) -> str:
 
         parse_url(device)
     return device
-
-
-def _input_url(v: Any) -> str:
-    return check_input_url(_str(v))
-
-
-def _input_name(v: Any) -> str:
-    name = _str(v)
-    if not all(c.isalnum() or c in "-_." for c in name) or len(name) > 32:
-        raise ValueError(f"expected up to 32 letters, digits, '-', '_' or '.', got {v!r}")
-    return name
-
-
-INPUT_KEYS: dict[str, Callable[[Any], Any]] = {
-    "name": _input_name,
-    "url": _input_url,
-    "baudrate": _pos_int,
-    "reconnect_max_s": _pos_float,
-}
-
-
-def parse_inputs(body: Any, where: str = "") -> tuple[InputConfig, ...]:
-    """The `[[inputs]]` array of tables; ConfigError naming the entry and key
-    (`inputs[1].url: ...`, counted from 1 as a rider counts them)."""
-    if not isinstance(body, list) or not all(isinstance(e, dict) for e in body):
-        raise ConfigError(f"{where}inputs must be an array of tables ([[inputs]])")
-    out: list[InputConfig] = []
-    for i, entry in enumerate(body, 1):
-        at = f"{where}inputs[{i}]"
-        values: dict[str, Any] = {}
-        for key, raw in entry.items():
-            if key not in INPUT_KEYS:
-                known = ", ".join(INPUT_KEYS)
-                raise ConfigError(f"{at}.{key_text(key)}: unknown key (known: {known})")
-            try:
-                values[key] = INPUT_KEYS[key](raw)
-            except ValueError as e:
-                raise ConfigError(f"{at}.{key}: {e}") from None
-        for key in ("name", "url"):
-            if key not in values:
-                raise ConfigError(f"{at}.{key}: missing")
-        if any(e.name == values["name"] for e in out):
-            raise ConfigError(f"{at}.name: {values['name']!r} is used twice (names must differ)")
-        out.append(InputConfig(**values))
-    return tuple(out)
 
 
 def _level(v: Any) -> str:
@@ -406,14 +310,6 @@ SCHEMA: dict[str, tuple[type, dict[str, Callable[[Any], Any]]]] = {
         {"listen": _listen, "token": secret, "token_file": _path, "tiles_url": _str},
     ),
     "share": (ShareConfig, {"nmea_tcp": _listen}),
-    "button": (
-        ButtonConfig,
-        {
-            "gpio": _gpio,
-            "hold_s": _bounded(0.5, 30, "a short press must stay possible"),
-            "pull_up": _bool,
-        },
-    ),
 }
 
 
@@ -431,16 +327,22 @@ def parse(data: dict[str, Any], path: Path | None = None) -> Config:
             sections["sensors"] = tuple(parse_sensors(body, where))
             continue
         if name == "inputs":
+            from tracker.inputs_config import parse_inputs
+
             sections["inputs"] = parse_inputs(body, where)
             continue
-        if name not in SCHEMA and name not in REGISTRY:
-            known = ", ".join([*SCHEMA, *REGISTRY, "sensors", "inputs"])
+        if name not in SCHEMA and name != "button" and name not in REGISTRY:
+            known = ", ".join([*SCHEMA, "button", *REGISTRY, "sensors", "inputs"])
             raise ConfigError(f"{where}unknown section [{key_text(name)}] (known: {known})")
         if not isinstance(body, dict):
             raise ConfigError(f"{where}[{name}] must be a table")
+        cls: type[Any]  # a backend's Settings, the button's, or a SCHEMA section's
         if name in REGISTRY:
             cls = settings_class(name)
             keys = cls.keys()
+        elif name == "button":  # its settings live with it, as the sensors' and inputs' do
+            from tracker.button_config import KEYS as keys
+            from tracker.button_config import ButtonConfig as cls
         else:
             cls, keys = SCHEMA[name]
         section = cls(**validate(body, keys, f"{where}[{name}]"))

@@ -14,14 +14,15 @@ GPS and heading sensor): their readings go to `readings`, stamped with their mon
 for the sensor clock to put in GPS time. With `[share]` on, the whole lines read go to `share`
 (tracker/share.py), never blocking this thread.
 
-When it is missing or disappears (USB pulled, socket closed) the reader logs once, retries with a
-capped exponential backoff and resumes when it is back. It never gives up: a tracker that stops
-tracking because a cable wobbled is worse than useless.
+The reader is a source session (tracker/source.py): one chunk a step of the worker loop, stamped
+when the read returns. When the device is missing or disappears (USB pulled, socket closed) it
+logs once, retries with a capped, jittered exponential backoff and resumes when it is back. It
+never gives up: a tracker that stops tracking because a cable wobbled is worse than useless.
+`NmeaStream` is what it does with the bytes, shared with the inputs (tracker/inputs.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import select
@@ -36,9 +37,10 @@ from tracker.fix import Fix
 from tracker.logutil import RateLimitedLog
 from tracker.nmea import Decoder, DecoderStats
 from tracker.plausible import TimeFilter
+from tracker.retry import RetryPolicy
 from tracker.sensors.clock import Reading
 from tracker.share import LineCutter
-from tracker.worker import run_loop
+from tracker.source import LineStatus, Session
 
 if TYPE_CHECKING:
     from tracker.gpsd import GpsdDecoder
@@ -46,18 +48,77 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_TIMEOUT_S = 1.0  # how long one read may block: bounds shutdown latency and idle wake-ups
+FIRST_RETRY_S = 1.0  # the first wait after a failed open (jittered, doubling to reconnect_max_s)
 QUIET_S = 1.0  # no byte for this long completes the pending epoch (end of stream, cable pulled)
 SILENT_WARN_S = 30.0  # connected but no valid sentence for this long: probably the wrong baud rate
 READ_SIZE = 16384  # the most one read of a device path takes (a pty hands over 4 KiB at most)
+
+
+class NmeaStream:
+    """What the GPS reader and an input do with the chunks of a line: decode them, share whole
+    lines, complete the pending epoch when the line goes quiet (QUIET_S), and warn through
+    `silent(seconds)` while no valid sentence comes for `silent_after_s`.
+
+    `emit(fixes, now)` gets what the decoder completed with the arrival of the chunk that
+    completed it."""
+
+    def __init__(
+        self,
+        decoder: Decoder | GpsdDecoder,
+        emit: Callable[[list[Fix], float], object],
+        *,
+        share: Callable[[bytes], None] | None,
+        silent: Callable[[float], object],
+        silent_after_s: float,
+    ) -> None:
+        self.decoder = decoder
+        self.bytes_read = 0
+        self._emit = emit
+        self._share = share
+        self._cutter = LineCutter()
+        self._silent = silent
+        self._silent_after_s = silent_after_s
+        self._last_byte = self._last_sentence = 0.0
+        self._quiet = False  # the pending epoch was completed for this silence already
+        self._seen = 0
+
+    def opened(self, now: float) -> None:
+        self._last_byte = self._last_sentence = now
+        self._quiet = False
+        self._seen = self.decoder.stats.sentences
+
+    def got(self, data: bytes, now: float) -> bool:
+        """One read's chunk (b"": nothing came); True when it held a new valid sentence."""
+        if data:
+            self.bytes_read += len(data)
+            self._last_byte, self._quiet = now, False
+            self._emit(self.decoder.feed(data), now)
+            if self._share is not None and (lines := self._cutter.feed(data)):
+                self._share(lines)
+        elif not self._quiet and now - self._last_byte >= QUIET_S:
+            self._quiet = True
+            self._emit(self.decoder.flush(), now)
+        if self.decoder.stats.sentences != self._seen:
+            self._seen = self.decoder.stats.sentences
+            self._last_sentence = now
+            return True
+        if now - self._last_sentence >= self._silent_after_s:
+            self._silent(now - self._last_sentence)
+        return False
+
+    def ended(self, now: float) -> None:
+        """The line closed: the last epoch before it went away is complete."""
+        self._emit(self.decoder.flush(), now)
+        self._cutter.reset()
 
 
 class GpsReader:
     """Reads one GPS device until `stop` is set. Run `run()` in its own thread.
 
     Attributes read by other threads (status, watchdog) are plain values replaced atomically:
-    `state` ("connecting", "open", "lost"), `heartbeat` (monotonic time of the last loop),
-    `clock_offset` (GPS UTC minus monotonic, from the newest fix; None before the first fix).
-    `tried` is set once the first attempt to open the device is over, whatever its outcome.
+    `state` ("connecting", "open", "lost", "stopped"), `heartbeat` (monotonic time of the last
+    step), `clock_offset` (GPS UTC minus monotonic, from the newest fix; None before the first
+    fix). `tried` is set once the first attempt to open the device is over, whatever its outcome.
     """
 
     def __init__(
@@ -82,23 +143,27 @@ class GpsReader:
             self.decoder = gpsd.GpsdDecoder(device=gpsd.parse_url(device)[2])
             open_port = gpsd.open_port
             share = None  # JSON, not NMEA: gpsd serves its own NMEA to whoever wants it
+            opened = "open at gpsd (JSON reports)"
         else:
             self.decoder = Decoder()
-        self.state = "connecting"
+            opened = f"open at {baudrate} baud"
         self.heartbeat = time.monotonic()
         self.clock_offset: float | None = None
-        self.tried = threading.Event()  # set after the first attempt to open the device
-        self.bytes_read = 0
-        self.connects = 0
-        self.attempts = 0  # tries to open the device, successful or not
+        self.line = LineStatus()
         self._out = out
         self._stop = stop
-        self._reconnect_max_s = reconnect_max_s
         self._open_port = open_port
         self._readings = readings
-        self._share = share
-        self._cutter = LineCutter()
         self._limited = RateLimitedLog(log, 60.0)
+        self._stream = NmeaStream(self.decoder, self._emit, share=share, silent=self._silent,
+                                  silent_after_s=SILENT_WARN_S)  # fmt: skip
+        self._read: Callable[[], bytes] = lambda: b""
+        self.session: Session[serial.SerialBase, bytes] = Session(
+            f"GPS {device}", open=self._open, read=lambda _: self._read(), got=self._stream.got,
+            close=lambda port: port.close(), ended=self._stream.ended, status=self.line,
+            log=log, retry=RetryPolicy(FIRST_RETRY_S, reconnect_max_s), opened=opened,
+        )  # fmt: skip
+        self.tried = self.session.tried
         # A lone epoch far from its neighbours (a 1999 date, an hour ahead and back) never
         # reaches the recorder or the GPS clock offset (tracker/plausible.py, docs/values.md).
         self._time_filter = TimeFilter(self.decoder.stats)
@@ -108,98 +173,49 @@ class GpsReader:
         """The decoder's counters (NMEA sentences, or gpsd reports)."""
         return self.decoder.stats
 
+    @property
+    def state(self) -> str:
+        return self.line.state
+
+    @property
+    def connects(self) -> int:
+        return self.line.connects
+
+    @property
+    def attempts(self) -> int:
+        return self.session.attempts
+
+    @property
+    def bytes_read(self) -> int:
+        return self._stream.bytes_read
+
     def run(self) -> None:
-        """The thread's body: the shared worker loop (tracker/worker.py) around one session,
-        open and read until the line fails, then wait (1 s, doubling up to reconnect_max_s)."""
-        self._delay = 1.0
-        self._outage_started: float | None = None
-        run_loop("GPS reader", self._session, self._stop, beat=self._beat,
-                 error_wait_s=1.0, max_wait_s=self._reconnect_max_s)  # fmt: skip
-        self.state = "stopped"
+        """The thread's body: the source session (tracker/source.py) in the worker loop."""
+        self.session.run("GPS reader", self._stop, beat=self._beat)
 
     def _beat(self, now: float) -> None:
         self.heartbeat = now
 
-    def _session(self) -> float:
-        """Open the device and read it until it fails or stop is set; the wait before the
-        next attempt."""
-        self.attempts += 1
-        try:
-            port = self._open_port(self.device, baudrate=self.baudrate, timeout=READ_TIMEOUT_S)
-        except (serial.SerialException, OSError, ValueError) as e:
-            self.tried.set()
-            if self._outage_started is None:
-                self._outage_started = time.monotonic()
-                log.warning(
-                    "GPS %s not available (%s); retrying every %g s at most until it is back",
-                    self.device, _reason(e), self._reconnect_max_s,
-                )  # fmt: skip
-            self.state = "lost" if self.connects else "connecting"
-            delay, self._delay = self._delay, min(self._delay * 2, self._reconnect_max_s)
-            return delay
-        self.connects += 1
-        self.state = "open"
-        self.tried.set()
-        if self._outage_started is None:
-            if self.gpsd:
-                log.info("GPS %s open at gpsd (JSON reports)", self.device)
-            else:
-                log.info("GPS %s open at %d baud", self.device, self.baudrate)
+    def _open(self) -> serial.SerialBase:
+        port = self._open_port(self.device, baudrate=self.baudrate, timeout=READ_TIMEOUT_S)
+        self._read = _reader(port)
+        self._stream.opened(self.session.clock())
+        return port
+
+    def _silent(self, seconds: float) -> None:
+        if self.gpsd:
+            self._limited.warning(
+                "silent", "GPS %s: no report from gpsd for %.0f s (is its receiver attached?)",
+                self.device, seconds,
+            )  # fmt: skip
         else:
-            log.info(
-                "GPS %s back after %.0f s", self.device, time.monotonic() - self._outage_started
-            )
-        self._outage_started = None
-        self._delay = 1.0
-        try:
-            self._read(port)
-        except (serial.SerialException, OSError) as e:
-            self._outage_started = time.monotonic()
-            self.state = "lost"
-            log.warning("GPS %s lost (%s); reconnecting", self.device, _reason(e))
-        finally:
-            self._emit(self.decoder.flush())  # the last epoch before the line went away
-            self._cutter.reset()
-            with contextlib.suppress(serial.SerialException, OSError):
-                port.close()
-        return 0.0
+            self._limited.warning(
+                "silent",
+                "GPS %s: no valid NMEA sentence for %.0f s at %d baud (wrong baud rate, wrong "
+                "device, or the receiver is off?)", self.device, seconds, self.baudrate,
+            )  # fmt: skip
 
-    def _read(self, port: serial.SerialBase) -> None:
-        last_byte = last_sentence = time.monotonic()
-        sentences_seen = self.decoder.stats.sentences
-        quiet = False  # the pending epoch was completed for this silence already
-        read = _reader(port)
-        while not self._stop.is_set():
-            now = self.heartbeat = time.monotonic()
-            data = read()
-            if data:
-                self.bytes_read += len(data)
-                last_byte, quiet = now, False
-                self._emit(self.decoder.feed(data))
-                if self._share is not None and (lines := self._cutter.feed(data)):
-                    self._share(lines)
-            elif not quiet and now - last_byte >= QUIET_S:
-                quiet = True
-                self._emit(self.decoder.flush())
-            if self.decoder.stats.sentences != sentences_seen:
-                sentences_seen = self.decoder.stats.sentences
-                last_sentence = now
-            elif now - last_sentence >= SILENT_WARN_S:
-                if self.gpsd:
-                    self._limited.warning(
-                        "silent", "GPS %s: no report from gpsd for %.0f s (is its receiver "
-                        "attached?)", self.device, now - last_sentence,
-                    )  # fmt: skip
-                else:
-                    self._limited.warning(
-                        "silent",
-                        "GPS %s: no valid NMEA sentence for %.0f s at %d baud (wrong baud "
-                        "rate, wrong device, or the receiver is off?)",
-                        self.device, now - last_sentence, self.baudrate,
-                    )  # fmt: skip
-
-    def _emit(self, decoded: list[Fix]) -> None:
-        now = time.monotonic()
+    def _emit(self, decoded: list[Fix], now: float) -> None:
         fixes = decoded
         if decoded:
             filt = self._time_filter
@@ -255,14 +271,6 @@ def decoded_readings(decoder: Decoder | GpsdDecoder, sensor: str, now: float) ->
     """The instrument readings `decoder` decoded since the last call (nmea.Decoder's
     `take_readings()`: (kind, value) in SI), as Readings from `sensor` arrived at `now`."""
     return [Reading(now, kind, value, sensor) for kind, value in decoder.take_readings()]
-
-
-def _reason(e: BaseException) -> str:
-    """The cause in a few words: pyserial repeats the device path twice in its messages."""
-    errno = getattr(e, "errno", None)
-    if isinstance(errno, int):
-        return os.strerror(errno)
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 # --- `tracker doctor`: this source's check (tracker/checks.py, tracker/doctor.py) -------------

@@ -18,17 +18,21 @@ Transports, by the entry's `url`:
     anything else     a serial device or a pyserial URL, at `baudrate` (4800 by default,
                       NMEA 0183's speed), opened like the GPS (tracker/gps.py)
 
-Each input reconnects on its own, with the GPS's backoff (1 s doubling to its `reconnect_max_s`);
-one that is missing or drops is one WARNING line at the start of the outage and one INFO line
-when it is back, and never affects the GPS or another input. Every blocking call has a timeout
-(READ_TIMEOUT_S, CONNECT_TIMEOUT_S), and the thread stops through the shared stop event.
+Each input is a source session (tracker/source.py) like the GPS, and does with its bytes what
+the GPS does (gps.NmeaStream): its readings are stamped when the read returns, so a sentence
+that ends an idle wait is stamped at its arrival. It reconnects on its own, with the GPS's
+backoff (jittered, from 1 s doubling to its `reconnect_max_s`); one that is missing or drops is
+one WARNING line at the start of the outage and one INFO line when it is back, and never
+affects the GPS or another input. Every blocking call has a timeout (READ_TIMEOUT_S,
+CONNECT_TIMEOUT_S), and the thread stops through the shared stop event.
 
-With `[share]` on, whole lines read here go to the share server too (tracker/share.py).
+Its settings (`InputConfig`, the `[[inputs]]` parser) are in tracker/inputs_config.py, which
+the configuration reads without importing this module. With `[share]` on, whole lines read
+here go to the share server too (tracker/share.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import threading
@@ -38,14 +42,14 @@ from typing import Protocol
 
 import serial
 
-from tracker.config import InputConfig, split_host_port
-from tracker.gps import QUIET_S, READ_TIMEOUT_S, _reason, decoded_readings
+from tracker.gps import FIRST_RETRY_S, READ_TIMEOUT_S, NmeaStream, decoded_readings
+from tracker.inputs_config import InputConfig, split_host_port
 from tracker.logutil import RateLimitedLog
 from tracker.nmea import Decoder
+from tracker.retry import RetryPolicy
 from tracker.runtime import InputStatus
 from tracker.sensors.clock import Reading
-from tracker.share import LineCutter
-from tracker.worker import run_loop
+from tracker.source import Session
 
 log = logging.getLogger(__name__)
 
@@ -155,90 +159,40 @@ class InputReader:
         self.cfg = cfg
         self.decoder = Decoder()
         self.status = InputStatus(name=cfg.name, url=cfg.url, state="connecting")
-        self.heartbeat = time.monotonic()
         self.thread = threading.Thread(target=self.run, name=f"input-{cfg.name}", daemon=True)
         self._out = out
         self._stop = stop
-        self._share = share
-        self._cutter = LineCutter()
-        self._reconnect_max_s = reconnect_max_s or cfg.reconnect_max_s
-        self._open_port = open_port
-        self._delay = 1.0
-        self._outage_started: float | None = None
         self._limited = RateLimitedLog(log, 60.0)
+        self._stream = NmeaStream(self.decoder, self._decoded, share=share, silent=self._silent,
+                                  silent_after_s=SILENT_WARN_S)  # fmt: skip
+        self.session: Session[Port, bytes] = Session(
+            self.who, open=lambda: self._opened(open_port(cfg.url, cfg.baudrate)),
+            read=lambda port: port.read(), got=self._got, close=lambda port: port.close(),
+            ended=self._stream.ended, status=self.status, log=log,
+            retry=RetryPolicy(FIRST_RETRY_S, reconnect_max_s or cfg.reconnect_max_s),
+        )  # fmt: skip
 
     @property
     def who(self) -> str:
         return f"input {self.cfg.name} ({self.cfg.url})"
 
     def run(self) -> None:
-        run_loop(f"input {self.cfg.name}", self._session, self._stop, beat=self._beat,
-                 error_wait_s=1.0, max_wait_s=self._reconnect_max_s)  # fmt: skip
-        self.status.state = "stopped"
+        """The thread's body: the source session (tracker/source.py) in the worker loop. Not a
+        watchdog component (a dead echo sounder must never restart the GPS): no heartbeat."""
+        self.session.run(f"input {self.cfg.name}", self._stop)
 
-    def _beat(self, now: float) -> None:
-        self.heartbeat = now
+    def _opened(self, port: Port) -> Port:
+        self._stream.opened(self.session.clock())
+        return port
 
-    def _session(self) -> float:
-        st = self.status
-        try:
-            port = self._open_port(self.cfg.url, self.cfg.baudrate)
-        except (serial.SerialException, OSError, ValueError) as e:
-            st.error = _reason(e)
-            st.state = "lost" if st.connects else "connecting"
-            if self._outage_started is None:
-                self._outage_started = time.monotonic()
-                log.warning("%s not available (%s); retrying every %g s at most until it is "
-                            "back", self.who, st.error, self._reconnect_max_s)  # fmt: skip
-            delay, self._delay = self._delay, min(self._delay * 2, self._reconnect_max_s)
-            return delay
-        st.connects += 1
-        st.state, st.error = "open", None
-        if self._outage_started is None:
-            log.info("%s open", self.who)
-        else:
-            log.info("%s back after %.0f s", self.who, time.monotonic() - self._outage_started)
-        self._outage_started = None
-        self._delay = 1.0
-        try:
-            self._read(port)
-        except (serial.SerialException, OSError) as e:
-            self._outage_started = time.monotonic()
-            st.state, st.error = "lost", _reason(e)
-            log.warning("%s lost (%s); reconnecting", self.who, st.error)
-        finally:
-            self._decoded(self.decoder.flush(), time.monotonic())
-            self._cutter.reset()
-            with contextlib.suppress(serial.SerialException, OSError):
-                port.close()
-        return 0.0
+    def _got(self, data: bytes, now: float) -> None:
+        if self._stream.got(data, now):
+            self.status.last_seen = time.time()  # for status only: never stamps data
+        self.status.bytes_read = self._stream.bytes_read
 
-    def _read(self, port: Port) -> None:
-        last_byte = last_sentence = time.monotonic()
-        quiet = False
-        seen = self.decoder.stats.sentences
-        while not self._stop.is_set():
-            self.heartbeat = time.monotonic()
-            data = port.read()
-            # Arrival is when the read returns, not when it began: a sentence that ends an
-            # idle wait (up to READ_TIMEOUT_S) would otherwise be stamped up to a second early.
-            now = time.monotonic()
-            if data:
-                self.status.bytes_read += len(data)
-                last_byte, quiet = now, False
-                self._decoded(self.decoder.feed(data), now)
-                if self._share is not None and (lines := self._cutter.feed(data)):
-                    self._share(lines)
-            elif not quiet and now - last_byte >= QUIET_S:
-                quiet = True
-                self._decoded(self.decoder.flush(), now)
-            if self.decoder.stats.sentences != seen:
-                seen = self.decoder.stats.sentences
-                last_sentence = now
-                self.status.last_seen = time.time()  # for status only: never stamps data
-            elif now - last_sentence >= SILENT_WARN_S:
-                self._limited.warning("silent", "%s: no valid NMEA sentence for %.0f s",
-                                      self.who, now - last_sentence)  # fmt: skip
+    def _silent(self, seconds: float) -> None:
+        self._limited.warning("silent", "%s: no valid NMEA sentence for %.0f s", self.who,
+                              seconds)  # fmt: skip
 
     def _decoded(self, fixes: list, now: float) -> None:
         st = self.status

@@ -23,7 +23,6 @@ import os
 import select
 import socket
 import threading
-import time
 from collections import deque
 from typing import Any
 
@@ -94,7 +93,6 @@ class ShareServer:
     ) -> None:
         self.host = host
         self.port = port
-        self.heartbeat = time.monotonic()
         self.thread: threading.Thread | None = None
         self._stop = stop
         self._max_buffer = max_buffer
@@ -171,7 +169,7 @@ class ShareServer:
 
     def run(self) -> None:
         try:
-            run_loop("NMEA share", self._step, self._stop, beat=self._beat, error_wait_s=1.0)
+            run_loop("NMEA share", self._step, self._stop, error_wait_s=1.0)
         finally:
             with self._lock:
                 self._closed = True
@@ -182,9 +180,6 @@ class ShareServer:
                 c.sock.close()
             if self._listener is not None:
                 self._listener.close()
-
-    def _beat(self, now: float) -> None:
-        self.heartbeat = now
 
     def _step(self) -> float:
         assert self._listener is not None

@@ -158,9 +158,14 @@ def user_path(v: Any) -> Path:
 
 
 def validate(
-    body: dict[str, Any], keys: dict[str, Callable[[Any], Any]], at: str, unknown: str = ""
+    body: dict[str, Any],
+    keys: dict[str, Callable[[Any], Any]],
+    at: str,
+    unknown: str = "",
+    sep: str = " ",
 ) -> dict[str, Any]:
-    """Each key of a table through its validator; ConfigError naming `at` and the key.
+    """Each key of a table through its validator; ConfigError naming `at` and the key
+    (`[gps] baudrate: ...`; with `sep` ".", `inputs[1].url: ...`).
 
     `unknown` words the unknown-key error's context (e.g. ' for type = "ble"').
     """
@@ -168,11 +173,11 @@ def validate(
     for key, raw in body.items():
         if key not in keys:
             known = ", ".join(keys)
-            raise ConfigError(f"{at} {key_text(key)}: unknown key{unknown} (known: {known})")
+            raise ConfigError(f"{at}{sep}{key_text(key)}: unknown key{unknown} (known: {known})")
         try:
             values[key] = keys[key](raw)
         except ValueError as e:
-            raise ConfigError(f"{at} {key}: {e}") from None
+            raise ConfigError(f"{at}{sep}{key}: {e}") from None
     return values
 
 

@@ -331,7 +331,6 @@ class StatusServer:
         self.server_address = sock.getsockname()
         self.cfg = cfg
         self.token = token
-        self.heartbeat = 0.0
         self.cap = connection_cap()
         self.request_deadline_s = REQUEST_DEADLINE_S
         self.write_stall_s = WRITE_STALL_S
@@ -438,9 +437,6 @@ class StatusServer:
         self.socket.close()
 
     def run(self, stop: threading.Event) -> None:
-        def beat(now: float) -> None:
-            self.heartbeat = now
-
         self._sel = selectors.DefaultSelector()
         wake_r, self._wake = os.pipe()
         os.set_blocking(wake_r, False)
@@ -454,7 +450,7 @@ class StatusServer:
         for w in workers:
             w.start()
         try:
-            run_loop("status page", self._step, stop, beat=beat, error_wait_s=1.0)
+            run_loop("status page", self._step, stop, error_wait_s=1.0)
         finally:
             for conn in list(self._conns.values()):
                 self._close(conn)

@@ -2,7 +2,8 @@
 
 A thread's work is a `step()` that does one unit (read a chunk, commit a batch, send a request)
 and returns how long to wait before the next. The loop around it is the same for the GPS
-reader, the recorder, every sender and the sensor links, so they share one policy:
+reader, the inputs, the sensor links (each a source session, tracker/source.py), the recorder
+and every sender, so they share one policy:
 
 - the heartbeat (what the systemd watchdog and `tracker status` read) is stamped before every
   step, from an injectable clock;
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from tracker.logutil import RateLimitedLog
 
@@ -74,37 +75,3 @@ def _failed(errors: RateLimitedLog, name: str, e: Exception, wait_s: float) -> f
         "%s: unexpected error, going on in %g s: %s", name, wait_s, e, exc_info=True,
     )  # fmt: skip
     return wait_s
-
-
-async def run_loop_async(
-    name: str,
-    step: Callable[[], Awaitable[float]],
-    stop: threading.Event,
-    *,
-    beat: Callable[[float], object] | None = None,
-    clock: Callable[[], float] = time.monotonic,
-    error_wait_s: float = ERROR_WAIT_S,
-    max_wait_s: float = MAX_WAIT_S,
-    poll_s: float = 0.2,
-    logger: logging.Logger | None = None,
-) -> int:
-    """`run_loop` for a coroutine step in an asyncio loop (the BLE links share one): the same
-    heartbeat, error policy and stop; waits poll the stop event every `poll_s`. Cancellation
-    (a BaseException) is not caught: it ends the loop, as the caller asked."""
-    import asyncio
-
-    logger = logger or log
-    errors = RateLimitedLog(logger, 60.0, clock)
-    failures = 0
-    while not stop.is_set():
-        if beat is not None:
-            beat(clock())
-        try:
-            delay = await step()
-        except Exception as e:  # the loop boundary: log it, keep the task
-            failures += 1
-            delay = _failed(errors, name, e, error_wait_s)
-        deadline = clock() + min(max(delay, 0.0), max_wait_s)
-        while not stop.is_set() and clock() < deadline:
-            await asyncio.sleep(min(poll_s, max(0.0, deadline - clock())))
-    return failures

@@ -35,8 +35,8 @@ from typing import Any, Final, Generic, Literal, Protocol, Self, TypeVar
 
 from tracker.credentials import SecretError
 from tracker.logutil import RateLimitedLog
+from tracker.retry import RetryPolicy
 from tracker.runtime import BackendStatus, backend_key
-from tracker.senders.retry import RetryPolicy
 from tracker.senders.settings import LIVE_WINDOW_S, SenderSettings
 from tracker.senders.state import Pending, StateError
 from tracker.senders.transport import AuthFailed, Rejected, SendError, Unreachable

@@ -29,7 +29,7 @@ from typing import IO, Any
 from urllib.parse import urlencode, urlsplit
 
 from tracker import __version__
-from tracker.senders.retry import parse_retry_after
+from tracker.retry import parse_retry_after
 from tracker.senders.transport import (
     MAX_REPLY_BYTES,
     AuthFailed,

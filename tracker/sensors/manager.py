@@ -1,14 +1,19 @@
 """The sensor manager: one supervised link per `[[sensors]]` entry, samples to the recorder.
 
-    sensor threads (i2c, ant, simulated: one each; ble: one event loop for all)
+    sensor threads (one a link; the BLE links' calls run on one shared event loop)
         --Reading(monotonic)--> SensorClock --Sample(GPS UTC)--> out (the recorder's inbox)
 
-Every link runs the same loop: open, poll until lost, close, wait, again, until the shared stop
-event is set. A sensor that is off, out of range or unplugged is one WARNING line when the
-outage starts and one INFO line when it is back; reconnection waits double from 1 s up to the
-entry's `reconnect_max_s`. Nothing a sensor does can stop GPS tracking: a link's exceptions end
-in its own loop (an unexpected one is logged with its traceback, once a minute at most), and a
-missing library (bleak, openant) fails only the entries that need it, with one ERROR line.
+Every link runs in its own thread the source session the GPS and the inputs run
+(tracker/source.py): open, one poll a step of the worker loop, close when lost, and open again
+until the shared stop event is set. A sensor that is off, out of range or unplugged is one
+WARNING line when the outage starts and one INFO line when it is back; reconnection waits
+(jittered) double from 1 s up to the entry's `reconnect_max_s`. Nothing a sensor does can stop
+GPS tracking: a link's exceptions end in its own session (an unexpected one is logged with its
+traceback, once a minute at most), and a missing library (bleak, openant) fails only the
+entries that need it, with one ERROR line.
+
+BLE links are asyncio (bleak): they share one event loop in one more thread, and each is
+driven from its own thread through `OnLoop`, which waits for each call on that loop.
 
 Every blocking call has a timeout: polls wait at most POLL_S, so a stop is seen within that;
 opening a BLE link (scan, connect) is cancelled when the stop event is set.
@@ -21,12 +26,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tracker.fix import Sample
 from tracker.logutil import RateLimitedLog
+from tracker.retry import RetryPolicy
 from tracker.sensors.clock import Reading, SensorClock
 from tracker.sensors.config import SensorConfig
 
@@ -41,13 +47,17 @@ from tracker.sensors.link import (  # noqa: F401
     SensorError,
     SensorStatus,
 )
-from tracker.worker import run_loop, run_loop_async
+from tracker.source import Session
+
+if TYPE_CHECKING:
+    import asyncio
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 
 POLL_S = 0.25  # longest a poll blocks: bounds how long a stop takes to be seen
 FIRST_RETRY_S = 1.0
-CLOSE_TIMEOUT_S = 3.0  # longest a link's close may take (a BLE disconnect)
+CLOSE_TIMEOUT_S = 3.0  # longest a link's close may take (a BLE disconnect), beyond a poll's own
 
 
 def default_link(cfg: SensorConfig, ctx: LinkContext) -> Link | AsyncLink:
@@ -69,50 +79,6 @@ def default_link(cfg: SensorConfig, ctx: LinkContext) -> Link | AsyncLink:
     return SimulatedLink(cfg, ctx)
 
 
-class Outage:
-    """Backoff and once-per-outage logging for one link."""
-
-    def __init__(self, cfg: SensorConfig, status: SensorStatus) -> None:
-        self.cfg = cfg
-        self.status = status
-        self.delay = FIRST_RETRY_S
-        self.started: float | None = None
-
-    @property
-    def who(self) -> str:
-        return f"sensor {self.cfg.label} ({self.cfg.type})"
-
-    def failed(self, reason: str, *, lost: bool = False) -> float:
-        """Record a failed open or a lost link; return how long to wait before the next try."""
-        self.status.error = reason
-        self.status.state = "lost" if self.status.connects else "connecting"
-        if lost:
-            log.warning("%s lost (%s); reconnecting", self.who, reason)
-            self.started = time.monotonic()
-            self.delay = FIRST_RETRY_S
-            return 0.0  # reconnect at once; back off only if that fails
-        if self.started is None:
-            self.started = time.monotonic()
-            log.warning(
-                "%s not available (%s); retrying every %g s at most until it is back",
-                self.who, reason, self.cfg.reconnect_max_s,
-            )  # fmt: skip
-        delay = self.delay
-        self.delay = min(self.delay * 2, self.cfg.reconnect_max_s)
-        return delay
-
-    def connected(self) -> None:
-        self.status.connects += 1
-        self.status.state = "connected"
-        self.status.error = None
-        if self.started is None:
-            log.info("%s connected", self.who)
-        else:
-            log.info("%s back after %.0f s", self.who, time.monotonic() - self.started)
-        self.started = None
-        self.delay = FIRST_RETRY_S
-
-
 class SensorManager:
     """Starts and supervises the sensor links. `start()` once; they stop on `stop`."""
 
@@ -132,8 +98,8 @@ class SensorManager:
         self._limited = RateLimitedLog(log, 60.0)
         self.statuses: list[SensorStatus] = []
         self.threads: list[threading.Thread] = []
-        sync: list[tuple[SensorConfig, SensorStatus, Link]] = []
-        ble: list[tuple[SensorConfig, SensorStatus, AsyncLink]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # the BLE links' one asyncio loop
+        ble_threads: list[threading.Thread] = []
         for cfg in sensors:
             status = SensorStatus(cfg.label, cfg.type)
             self.statuses.append(status)
@@ -144,22 +110,17 @@ class SensorManager:
                 log.error("sensor %s (%s) disabled: %s", cfg.label, cfg.type, e)
                 continue
             if cfg.type == "ble":
-                ble.append((cfg, status, link))  # type: ignore[arg-type]
-            else:
-                sync.append((cfg, status, link))  # type: ignore[arg-type]
-        for cfg, status, link in sync:
-            self.threads.append(
-                threading.Thread(
-                    target=self._run_sync,
-                    args=(cfg, status, link),
-                    name=f"sensor-{cfg.label}",
-                    daemon=True,
-                )  # fmt: skip
-            )
-        if ble:
-            self.threads.append(
-                threading.Thread(target=self._run_ble, args=(ble,), name="sensors-ble", daemon=True)
-            )
+                # Its own scan and connect timeouts bound an open; this bounds them all.
+                open_s = cfg.scan_timeout_s + cfg.connect_timeout_s + 2 * CLOSE_TIMEOUT_S
+                link = OnLoop(link, self._ble_loop(), stop, open_s)  # type: ignore[arg-type]
+            thread = threading.Thread(target=self._run, args=(cfg, status, link),
+                                      name=f"sensor-{cfg.label}", daemon=True)  # fmt: skip
+            (ble_threads if cfg.type == "ble" else self.threads).append(thread)
+        if ble_threads:
+            # Last: it serves the links' closes, so it ends after their threads.
+            self.threads += [*ble_threads, threading.Thread(
+                target=self._run_ble_loop, args=(ble_threads,), name="sensors-ble", daemon=True
+            )]  # fmt: skip
 
     def start(self) -> None:
         for thread in self.threads:
@@ -180,46 +141,35 @@ class SensorManager:
         if samples:
             self._out(samples)
 
-    # --- the blocking links: one thread each ------------------------------------------------
+    def _run(self, cfg: SensorConfig, status: SensorStatus, link: Link) -> None:
+        """A link's thread: the source session (tracker/source.py) in the worker loop. Not a
+        watchdog component (a dead strap must not restart the GPS); its heartbeat is shown in
+        status."""
 
-    def _run_sync(self, cfg: SensorConfig, status: SensorStatus, link: Link) -> None:
-        """The shared worker loop (tracker/worker.py) around one session: open the link and
-        poll it until it fails, then wait as long as the outage's backoff says."""
-        outage = Outage(cfg, status)
-
-        def session() -> float:
+        def open_link() -> Link:
             try:
                 link.open()
-            except Exception as e:  # a driver's own failures, or a bug: never the thread's end
-                self._close(cfg, link.close)
-                return outage.failed(self._reason(cfg, e))
-            outage.connected()
-            try:
-                while not self._stop.is_set():
-                    status.heartbeat = time.monotonic()
-                    self.emit(status, link.poll(POLL_S))
-            except Exception as e:
-                outage.failed(self._reason(cfg, e), lost=True)
-            finally:
-                self._close(cfg, link.close)
-            return 0.0
+            except BaseException:
+                _quietly(cfg, link.close)  # what a failed open left half done
+                raise
+            return link
 
         def beat(now: float) -> None:
             status.heartbeat = now
 
-        # Not a watchdog component (a dead strap must not restart the GPS): the backoff may
-        # wait longer than the usual cap.
-        run_loop(f"sensor {cfg.label}", session, self._stop, beat=beat, max_wait_s=3600.0)
-        self.emit(status, [])  # release held samples if the offset is known by now
-        status.state = "stopped"
-
-    def _close(self, cfg: SensorConfig, close: Callable[[], Any]) -> None:
+        session: Session[Link, list[Reading]] = Session(
+            f"sensor {cfg.label} ({cfg.type})", open=open_link,
+            read=lambda link: link.poll(POLL_S), got=lambda r, _: self.emit(status, r),
+            close=lambda link: link.close(), status=status, log=log,
+            retry=RetryPolicy(FIRST_RETRY_S, cfg.reconnect_max_s), opened="connected",
+            up="connected", expected=(Exception,), why=lambda e: self._reason(cfg, e),
+        )  # fmt: skip
         try:
-            close()
-        except Exception as e:
-            log.debug("sensor %s: close failed: %s", cfg.label, e)
+            session.run(f"sensor {cfg.label}", self._stop, beat=beat)
+        finally:
+            self.emit(status, [])  # release held samples if the offset is known by now
 
-    def _reason(self, cfg: SensorConfig, e: Exception) -> str:
+    def _reason(self, cfg: SensorConfig, e: BaseException) -> str:
         if isinstance(e, SensorError | OSError | TimeoutError):
             return str(e) or type(e).__name__
         self._limited.log(
@@ -233,63 +183,82 @@ class SensorManager:
 
     # asyncio is imported only here: ~8 MB of resident memory a unit without BLE never needs.
 
-    def _run_ble(self, links: list[tuple[SensorConfig, SensorStatus, AsyncLink]]) -> None:
+    def _ble_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            import asyncio
+
+            self._loop = asyncio.new_event_loop()
+        return self._loop
+
+    def _run_ble_loop(self, link_threads: list[threading.Thread]) -> None:
+        """The BLE links' loop, until the stop and the end of every link's thread (their
+        closes run on it); what is still pending then is cancelled."""
         import asyncio
 
-        asyncio.run(self._ble_main(links))
+        loop = self._ble_loop()
 
-    async def _ble_main(self, links: list[tuple[SensorConfig, SensorStatus, AsyncLink]]) -> None:
-        import asyncio
+        async def serve() -> None:
+            while not self._stop.is_set() or any(t.is_alive() for t in link_threads):
+                await asyncio.sleep(POLL_S)
 
-        tasks = [asyncio.create_task(self._run_async(*entry)) for entry in links]
-        while not self._stop.is_set() and not all(t.done() for t in tasks):
-            await asyncio.sleep(POLL_S)
-        for task in tasks:
-            task.cancel()  # interrupts a scan or a connect in progress
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _run_async(self, cfg: SensorConfig, status: SensorStatus, link: AsyncLink) -> None:
-        """The shared worker loop's asyncio form around one session, as `_run_sync`."""
-        outage = Outage(cfg, status)
-
-        async def session() -> float:
-            try:
-                await link.open()
-            except Exception as e:
-                await self._aclose(cfg, link)
-                return outage.failed(self._reason(cfg, e))
-            outage.connected()
-            try:
-                while not self._stop.is_set():
-                    status.heartbeat = time.monotonic()
-                    self.emit(status, await link.poll(POLL_S))
-            except Exception as e:
-                outage.failed(self._reason(cfg, e), lost=True)
-            finally:
-                await self._aclose(cfg, link)
-            return 0.0
-
-        def beat(now: float) -> None:
-            status.heartbeat = now
-
+        asyncio.set_event_loop(loop)
         try:
-            await run_loop_async(f"sensor {cfg.label}", session, self._stop, beat=beat,
-                                 max_wait_s=3600.0, poll_s=POLL_S)  # fmt: skip
+            loop.run_until_complete(serve())
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         finally:
-            await self._aclose(cfg, link)  # a scan or connect cancelled by the stop
-            self.emit(status, [])
-            status.state = "stopped"
+            loop.close()
 
-    async def _aclose(self, cfg: SensorConfig, link: AsyncLink) -> None:
+
+class OnLoop:
+    """An AsyncLink as a Link: each call runs on the BLE links' shared loop and is waited for
+    from the link's own thread, so a BLE link runs the same session as every other. A wait
+    ends with the call, its deadline, or (but for close) the stop event, which cancels the
+    call: a scan or a connect in progress is interrupted at shutdown."""
+
+    def __init__(self, link: AsyncLink, loop: asyncio.AbstractEventLoop, stop: threading.Event,
+                 open_s: float) -> None:  # fmt: skip
+        self.link = link
+        self._loop = loop
+        self._stop = stop
+        self._open_s = open_s
+
+    def open(self) -> None:
+        self._call(self.link.open(), self._open_s, stoppable=True)
+
+    def poll(self, timeout: float) -> list[Reading]:
+        return self._call(self.link.poll(timeout), timeout + CLOSE_TIMEOUT_S, stoppable=True)
+
+    def close(self) -> None:
+        self._call(self.link.close(), CLOSE_TIMEOUT_S, stoppable=False)
+
+    def _call(self, coro: Coroutine[Any, Any, R], timeout: float, *, stoppable: bool) -> R:
         import asyncio
+        import concurrent.futures
 
-        try:
-            await asyncio.wait_for(asyncio.shield(link.close()), timeout=CLOSE_TIMEOUT_S)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            log.debug("sensor %s: close failed: %s", cfg.label, e)
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            concurrent.futures.wait([future], timeout=POLL_S)
+            if future.done():
+                break
+            if stoppable and self._stop.is_set():
+                future.cancel()
+                raise SensorError("stopping")
+            if time.monotonic() > deadline:
+                future.cancel()
+                raise SensorError(f"no answer in {timeout:g} s")
+        return future.result()
 
+
+def _quietly(cfg: SensorConfig, close: Callable[[], object]) -> None:
+    try:
+        close()
+    except Exception as e:
+        log.debug("sensor %s: close failed: %s", cfg.label, e)
 
 
 # --- `tracker doctor`: the sensors' check (tracker/checks.py, tracker/doctor.py) --------------
