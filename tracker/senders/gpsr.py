@@ -58,7 +58,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from tracker.checks import FAIL, OK, Check, Probe, unreachable
 from tracker.geo import EARTH_RADIUS_M
 from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy  # shared with [traccar]
 from tracker.senders.base import Held, Marked, Sender
@@ -70,6 +69,7 @@ from tracker.store import StoredFix
 from tracker.validate import boolean, pos_float, user_path
 
 if TYPE_CHECKING:
+    from tracker.checks import Probe
     from tracker.senders.http import HttpTransport
 
 log = logging.getLogger(__name__)
@@ -605,6 +605,7 @@ TOKEN_FIX = (
 def probe(settings: Settings) -> Probe:
     """`tracker doctor`: the server answers `/tt` and says the token is valid now (never
     shows it)."""
+    from tracker.checks import FAIL, OK, Check, Probe, unreachable  # doctor only
     from tracker.credentials import SecretError
     from tracker.senders.http import probe_transport
     from tracker.senders.transport import Unreachable

@@ -40,11 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from defusedxml import DefusedXmlException
-from defusedxml.ElementTree import ParseError, fromstring
-
 from tracker import __version__
-from tracker.checks import FAIL, OK, Check, Probe, unreachable
 from tracker.fix import SAMPLE_KINDS, Sample
 from tracker.plausible import finite
 from tracker.senders.base import SAME, UNKNOWN, Held, Marked, Sender
@@ -56,6 +52,7 @@ from tracker.store import Activity, StoredFix
 from tracker.validate import nonempty_str, one_of, user_path
 
 if TYPE_CHECKING:
+    from tracker.checks import Probe
     from tracker.senders.http import HttpTransport
 
 log = logging.getLogger(__name__)
@@ -165,6 +162,10 @@ def parse_reply(body: bytes, where: str = "reply", *, maybe_applied: bool = True
     head = body[:256].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
         raise Transient(f"{where}: HTML page instead of XML", maybe_applied=maybe_applied)
+    # Loaded with the first reply: `tracker status` parses [mapmytracks] without it.
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import ParseError, fromstring
+
     try:
         root = fromstring(body)
     except (ParseError, DefusedXmlException, ValueError, LookupError) as e:  # Lookup: encoding
@@ -721,6 +722,7 @@ SENDER = MapMyTracksSender  # what tracker/backends.py builds for a [mapmytracks
 
 def probe(settings: Settings) -> Probe:
     """`tracker doctor`: the server answers get_time and accepts the credentials."""
+    from tracker.checks import FAIL, OK, Check, Probe, unreachable  # doctor only
     from tracker.credentials import SecretError
     from tracker.senders.http import probe_transport
     from tracker.senders.transport import AuthFailed, Unreachable
