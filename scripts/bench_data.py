@@ -219,6 +219,7 @@ class Backend:
 @dataclass
 class Servers:
     backends: dict[str, Backend] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)  # more keys per section (--set)
 
     def stop(self) -> None:
         for b in self.backends.values():
@@ -328,7 +329,8 @@ class Unit:
         self.config.write_text(
             f'[gps]\ndevice = "{self.gps.path}"\n\n[storage]\npath = "{self.db}"\n\n'
             '[activity]\nstart = "always"\n\n'
-            + "\n".join(b.section for b in servers.backends.values())
+            + "\n".join(b.section + servers.extra.get(n, "")
+                        for n, b in servers.backends.items())
         )
         self.log = (work / "daemon.log").open("w")
         self.proc = subprocess.Popen([sys.executable, "-m", "tracker", "run", "-c",
@@ -467,13 +469,24 @@ def main() -> int:
     ap.add_argument("--rtt-ms", type=float, default=150.0)
     ap.add_argument("--only", default=",".join(BACKENDS))
     ap.add_argument("--keep", type=Path, help="keep the work directory here")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help='a config key for one backend, e.g. traccar.catch_up="live_first" '
+                         "or mqtt.backoff_max_s=1 (TOML value; repeatable)")  # fmt: skip
     args = ap.parse_args()
     names = [n for n in args.only.split(",") if n]
     if unknown := set(names) - set(BACKENDS):
         ap.error(f"--only: unknown backends {sorted(unknown)}")
     work = args.keep or Path(tempfile.mkdtemp(prefix="bench-data-"))
     work.mkdir(parents=True, exist_ok=True)
+    extra: dict[str, str] = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if section not in names or not name or not value:
+            ap.error(f"--set {item!r}: expected SECTION.KEY=VALUE for one of {names}")
+        extra[section] = extra.get(section, "") + f"{name} = {value}\n"
     servers = start_servers(work, names, args.rtt_ms / 1000)
+    servers.extra = extra
     try:
         lv = live(servers, work / "live", args.live_s)
         cu = catch_up(servers, work / "catch-up", args.backlog_s, args.after_s)
@@ -482,7 +495,8 @@ def main() -> int:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
     print(f"live {args.live_s} s at 1 Hz; catch-up: {args.backlog_s} s of backlog, replies "
-          f"{args.rtt_ms:g} ms late; TLS, headers and handshakes counted")  # fmt: skip
+          f"{args.rtt_ms:g} ms late; TLS, headers and handshakes counted"
+          + (f"; {' '.join(args.set)}" if args.set else ""))  # fmt: skip
     print(f"{'backend':12s} {'live B/fix':>10s} {'conns':>5s} {'MB/2 h':>7s} "
           f"{'catch-up B/fix':>14s} {'conns':>5s} {'present after':>13s} "
           f"{'history after':>13s}")  # fmt: skip
