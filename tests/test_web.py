@@ -129,7 +129,9 @@ BROWSER = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium (scripts/test installs it)")
 def test_the_page_in_a_real_browser_shows_the_store(daemon, gps, tmp_path):
     port = free_port()
-    d = daemon(f'[web]\nlisten = "127.0.0.1:{port}"\n').start()
+    # A json-gpsr server that cannot be reached: the ride waits for it, 80 s behind.
+    nowhere = f'[gpsr]\nurl = "http://127.0.0.1:{free_port()}/"\ntoken = "t"\n'
+    d = daemon(f'[web]\nlisten = "127.0.0.1:{port}"\n\n' + nowhere).start()
     d.wait_gps_open()
     ride = epochs(400, rate_hz=5.0)
     gps.write(b"$GPRMC,bad*00\r\n")  # one refused sentence: the page shows the reason
@@ -172,6 +174,9 @@ def test_the_page_in_a_real_browser_shows_the_store(daemon, gps, tmp_path):
     assert scale and re.search(r'id="scale-text"[^>]*>(\d+ k?m)<', dom)
     assert int(scale.group(1)) in {f * 10**e for f in (1, 2, 5) for e in range(6)}
     assert '<div id="storage" class="bad" hidden=""' in dom
+    # The backend's row says in words how far its server is behind.
+    row = re.search(r'<tr data-backend="gpsr">(.*?)</tr>', dom)
+    assert row and re.search(r'class="delivery">catching up \(1 min behind\)<', row.group(1))
     reasons = d.status()["rejected"]["by_reason"]  # what `tracker status` reads and prints
     assert shown("rejected") == ", ".join(
         f"{k.replace('_', ' ')} {n}" for k, n in sorted(reasons.items()) if n
