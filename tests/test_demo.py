@@ -35,6 +35,14 @@ def test_the_demo_stores_and_delivers_every_fix(tmp_path):
     place = re.search(r"(\d+) in the activity \(sent\), (?:(\d+) paused.*?, )?(\d+) before .*?, "
                       r"(\d+) parked", out)
     assert n == sum(int(g) for g in place.groups() if g)
+    # Each server holds what the activity sent, and the fixes it got live after the last
+    # movement before the idle end parked them (said, when there are any).
+    sent = int(place.group(1))
+    for what in (r"mapmytracks:\s+activity \d+, (\d+) points?", r"json-gpsr:\s+(\d+) fix(?:es)?"):
+        m = re.search(what + r" \(0 duplicates(?:; (\d+) of them sent live after the last "
+                      r"movement, then parked)?\)", out)
+        assert m, what
+        assert int(m.group(1)) == sent + int(m.group(2) or 0), m.group(0)
     assert (tmp_path / "demo" / "ride.gpx").stat().st_size > 100_000
 
 

@@ -563,16 +563,22 @@ def _summary(ride, summary, cfg_path, watch: Watch, drained, code, stop_s) -> in
         minutes = ((a.ended_at or a.started_at) - a.started_at) / 60
         print(f"  activity:     {a.id} \"{a.title}\", {minutes:.0f} min of GPS time, {how}")
         print(f"                {distance_line(ride, fixes, a, measured[a.id])}")
+    def late(times: list[int]) -> str:
+        """The fixes a server got live after the last movement, before the idle end took
+        them out of the activity (docs/activity.md): why it may hold more than was sent."""
+        n = len(set(times) & (tail - want))
+        return f"; {n} of them sent live after the last movement, then parked" if n else ""
+
     for r in remote:  # the server's activities, not the store's
         print(f"  mapmytracks:  activity {r.id}, {plural(len(r.points), 'point')} "
-              f"({plural(len(mmt_times) - len(set(mmt_times)), 'duplicate')}), "
+              f"({plural(len(mmt_times) - len(set(mmt_times)), 'duplicate')}{late(mmt_times)}), "
               f"{'live' if r.live else 'stopped'}, "
               f"{plural(watch.mmt.count('start_activity'), 'start_activity call')}, "
               f"{plural(len(r.hr), 'hr value')}")  # fmt: skip
     print(f"                {plural(len(watch.mmt.requests), 'request')}; faults injected: "
           f"{_faults_seen(watch.mmt.requests)}")  # fmt: skip
     print(f"  json-gpsr:    {plural(len(gpsr_times), 'fix', 'fixes')} "
-          f"({plural(len(gpsr_times) - len(set(gpsr_times)), 'duplicate')}), "
+          f"({plural(len(gpsr_times) - len(set(gpsr_times)), 'duplicate')}{late(gpsr_times)}), "
           f"{plural(len(watch.gpsr.requests), 'request')}; faults injected: "
           f"{_faults_seen(watch.gpsr.requests)}")  # fmt: skip
     print(f"  daemon:       exit code {code}, {stop_s:.1f} s after SIGTERM")
