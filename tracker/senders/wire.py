@@ -36,6 +36,11 @@ def num(x: float, places: int) -> str:
     return "0" if text in ("-0", "") else text
 
 
+# catch_up = "live_first" (Traccar, MQTT): a backlog spanning more than this goes newest first.
+# Below it, in order is as quick, and a live unit's order stays intact (a retry or two).
+LIVE_FIRST_AFTER_S = 10.0
+
+
 def due(t: int, last_time: int | None, min_interval_s: float) -> bool:
     """Whether a point at wire time `t` may be sent after one at `last_time`: at least
     `min_interval_s` later, and at least one whole second."""
