@@ -17,7 +17,7 @@ Encoding (the query parameters of Traccar's OsmAnd decoder, sent as a form POST)
 - `hr`, `cad`, `pwr`: the newest sample of each kind at most SAMPLE_MAX_AGE_S before the fix's
   time, whole numbers; Traccar stores unknown parameters as position attributes.
 
-Delivery (strictly in time order, one request at a time):
+Delivery (in time order by default, one request at a time):
 
 1. The next fix to send is the first stored one newer than the last acknowledged time by at
    least `min_point_interval_s`; those before it are acknowledged with its answer, unsent (a
@@ -33,6 +33,20 @@ Delivery (strictly in time order, one request at a time):
    the fix in flight is always newer than anything sent before, if it arrived it *is* the
    device's latest, and the resend is dropped. That is the whole reconciliation: OsmAnd has no
    way to ask what arrived.
+
+`catch_up = "live_first"`: when the backlog spans more than LIVE_FIRST_AFTER_S, the newest
+pending fix goes first (marker kind "live": it becomes the device's latest, and its marker
+reconciles as above), then the history oldest first (kind "history"), thinned among itself,
+while every newer fix stored meanwhile again goes first. The state keeps the `runs` of seconds
+sent ahead (a fix between two runs is history) and `filled`, the newest history second sent;
+a pending fix in a run, or not due after `filled`, is acknowledged unsent, never sent twice by
+the planning. A history position whose reply is lost is sent again like any other, but Traccar's
+duplicate filter compares with the device's latest position, which is newer: if the first had
+arrived the resend is stored twice. One possible repeat per lost reply (or SIGKILL), never a
+loss; counted in `repeats` (state and status). At MAX_RUNS runs (a link slower than the fixes
+come) a fix that would start one more waits for the history to pass the oldest. A fill once
+begun is finished whatever `catch_up` says later: in order, the history would be covered by
+the present.
 
 HTTP 400 (Traccar's answer to an unknown device; the test server's to a malformed position):
 the last position the server accepted is sent again (a duplicate the filter drops). A 200
