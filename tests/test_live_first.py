@@ -12,7 +12,8 @@ from test_traccar import DEVICE, NAME, T0, add, make_sender, pending, ride, seco
 
 from tracker.config import parse
 from tracker.fix import Fix
-from tracker.senders.traccar import MAX_RUNS, State, next_history
+from tracker.senders.traccar import State
+from tracker.senders.wire import MAX_RUNS, next_history
 from tracker.status import collect, render
 from tracker.store import Store, open_store
 from tracker.testing.faults import Faults

@@ -72,7 +72,18 @@ from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy
 from tracker.senders.base import SAME, Held, Marked, Sender
 from tracker.senders.state import Migration, Pending, StateError, upgrade, with_pending_kind
 from tracker.senders.transport import Rejected, SendError, Transient
-from tracker.senders.wire import LIVE_FIRST_AFTER_S, ThinnedSettings, due, is_finite, num, wire_time
+from tracker.senders.wire import (
+    LIVE_FIRST_AFTER_S,
+    MAX_RUNS,
+    ThinnedSettings,
+    adjacent,
+    due,
+    is_finite,
+    next_history,
+    num,
+    stored_runs,
+    wire_time,
+)
 from tracker.store import StoredFix
 from tracker.validate import nonempty_str, one_of, pos_float
 
@@ -101,43 +112,6 @@ def next_to_send(
         if due(wire_time(f.time), last_time, min_interval_s):
             return list(fixes[:i]), f
     return list(fixes), None
-
-
-MAX_RUNS = 32  # stretches sent ahead of the history at most (a very slow link: see below)
-
-
-def adjacent(t: int, last: int, min_interval_s: float) -> bool:
-    """Whether a position at `t` sent after one at `last` leaves no due second between them."""
-    return t - last <= math.ceil(max(1.0, min_interval_s))
-
-
-def next_history(
-    fixes: Sequence[StoredFix],
-    runs: Sequence[Sequence[int]],
-    filled: int | None,
-    min_interval_s: float = 1.0,
-) -> tuple[list[StoredFix], StoredFix | None, list[list[int]], int | None]:
-    """live_first, while `runs` (the stretches of seconds sent ahead, oldest first) are out:
-    (the fixes covered without sending, the next history fix or None, the runs left, the new
-    history reference) from a batch in id order. The history fix is the first one before a
-    run and at least `min_interval_s` after `filled`, the newest history second sent. A run
-    the batch has passed is on the server: the reference moves to its end. Once every run is
-    passed, or the oldest pending fix is in the last one, the history is complete (no runs
-    left): the caller goes on in order."""
-    left = [list(r) for r in runs]
-    done = False  # nothing older than the last run is pending: the history is filled
-    for i, f in enumerate(fixes):
-        t = wire_time(f.time)
-        while left and t > left[0][1]:
-            filled = left.pop(0)[1]
-        if not left:
-            return list(fixes[:i]), None, [], filled
-        if t < left[0][0]:
-            if due(t, filled, min_interval_s):
-                return list(fixes[:i]), f, left, filled
-        elif len(left) == 1:  # a second of the last run: already on the server
-            done = True
-    return list(fixes), None, [] if done else left, filled
 
 
 def current_samples(samples: Iterable[Sample], t: float) -> dict[str, float]:
@@ -264,16 +238,8 @@ class State:
         last, filled = d.get("last_time"), d.get("filled")
         return cls(Pending.from_json(d.get("pending")), _params(d.get("sent")),
                    None if last is None else int(last), _params(d.get("last_accepted")),
-                   _runs(d.get("runs")), None if filled is None else int(filled),
+                   stored_runs(d.get("runs"), NAME), None if filled is None else int(filled),
                    int(d.get("repeats") or 0))  # fmt: skip
-
-
-def _runs(value: Any) -> list[list[int]]:
-    if not value:
-        return []
-    if not isinstance(value, list) or not all(isinstance(r, list) and len(r) == 2 for r in value):
-        raise StateError(f"{NAME}: stored runs that are not [first, last] pairs: {value!r}")
-    return [[int(a), int(b)] for a, b in value]
 
 
 def _pairs(params: Mapping[str, str] | None) -> list[list[str]] | None:
