@@ -1,5 +1,7 @@
 """What every protocol writes the same way: a fix's time as sent, numbers as text, and the
-thinning to at most one point per `min_point_interval_s` (its config key declared here, once).
+thinning to at most one point per `min_point_interval_s` (its config key declared here, once);
+and, for `catch_up = "live_first"` (Traccar, MQTT), the planning of the history sent after the
+present (`next_history`: which fix next, given the stretches of seconds sent ahead).
 
 Light on purpose (no I/O, standard library only): the backends' Settings import it, and
 `tracker status` parses the config.
