@@ -225,3 +225,19 @@ def test_traccar_runs_are_bounded_on_a_slow_link(server, store, db):
     drive(sender, lambda: pending(store) == 0, steps=2000)
     assert sorted(seconds(server)) == sorted({int(f.time) for f in store.iter_fixes()})
     assert server.duplicates(DEVICE) == []
+
+
+def test_traccar_an_old_present_left_unanswered_goes_after_the_newest(server, store, db):
+    """Coverage lost mid-request: the marked position is an old one once the link is back.
+    The newest goes first; the marked fix follows with the history (a possible repeat,
+    counted: this server never got it, so none is stored)."""
+    aid = ride(store, 40)
+    sender = make_sender(server, db, catch_up="live_first")
+    come_back(sender, server)  # the request for time +39 went unanswered
+    assert State.from_json(store.get_state(NAME)).pending.kind == "live"
+    add(store, aid, 30, t0=T0 + 40)  # the ride went on meanwhile
+    drive(sender, lambda: pending(store) == 0)
+    got = seconds(server)
+    assert got[0] == int(T0) + 69
+    assert sorted(got) == [int(T0) + i for i in range(70)] and server.duplicates(DEVICE) == []
+    assert sender.status.repeats == 1

@@ -312,6 +312,14 @@ class TraccarSender(Sender["State"]):
     def work(self) -> float:
         assert self.store is not None
         st = self.load_state(State)
+        if st.pending is not None and self._overtaken(st, st.pending):
+            # The present moved on while this one waited for its answer (an outage began
+            # mid-request): the newest goes first, and the marked fix joins the history, to be
+            # sent again, a repeat if it had arrived: counted.
+            log.info("%s: the position of time %s waited out an outage; the newest goes first "
+                     "and it follows with the history", NAME, st.pending.last_time)  # fmt: skip
+            st.pending, st.sent = None, None
+            st.repeats += 1
         self.status.repeats = st.repeats
         if self.reconcile(st, st):
             return 0.0
@@ -342,6 +350,18 @@ class TraccarSender(Sender["State"]):
                                   "(time %s) were not sent", NAME, older,
                                   st.last_time)  # fmt: skip
         return self._position(st, "position", fix, covered)
+
+    def _overtaken(self, st: State, pending: Pending) -> bool:
+        """live_first: whether a present position left unanswered (kind "position" or
+        "live") is more than LIVE_FIRST_AFTER_S behind the newest pending fix."""
+        if pending.kind == "history" or pending.last_time is None:
+            return False
+        if self.options.catch_up != "live_first" and not st.runs:
+            return False
+        assert self.store is not None
+        newest = self.store.newest_pending(NAME)
+        behind = None if newest is None else wire_time(newest.time) - pending.last_time
+        return behind is not None and behind > LIVE_FIRST_AFTER_S
 
     def _goes_first(self, st: State, t: int) -> bool:
         """live_first: whether the newest pending fix (at `t`) goes before the backlog: when

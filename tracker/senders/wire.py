@@ -66,7 +66,10 @@ def thin(
     return kept
 
 
-MAX_RUNS = 32  # live_first: stretches sent ahead of the history at most (a very slow link)
+# live_first: stretches sent ahead of the history at most. One more starts when fixes arrive
+# faster than requests go (two in one recorder commit): a few a minute on a mobile link, each
+# 25 bytes of state; past this (a very slow link) the present waits for the history.
+MAX_RUNS = 256
 
 
 def adjacent(t: int, last: int, min_interval_s: float) -> bool:
