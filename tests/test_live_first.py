@@ -1,40 +1,38 @@
-"""`catch_up = "live_first"`: after an outage the present goes first, then the history oldest
-first (docs/traccar.md, docs/mqtt.md). The senders are stepped in the test's thread against the
-real OsmAnd test server over HTTP on 127.0.0.1, with a real SQLite store; new fixes are stored
-between steps, as the recorder stores them while the backlog goes out.
+"""`[traccar] catch_up = "live_first"`: after an outage the present goes first, then the
+history oldest first (docs/traccar.md; MQTT's in test_live_first_mqtt.py). The sender is
+stepped in the test's thread against the real OsmAnd test server over HTTP on 127.0.0.1, with
+a real SQLite store; new fixes are stored between steps, as the recorder stores them while the
+backlog goes out.
 """
 
 from __future__ import annotations
 
-import pytest
 from support import drive
-from test_traccar import DEVICE, NAME, T0, add, make_sender, pending, ride, seconds, stored
+from test_traccar import (
+    DEVICE,
+    NAME,
+    T0,
+    add,
+    make_sender,
+    pending,
+    ride,
+    seconds,
+    server,
+    store,
+    stored,
+)
 
 from tracker.config import parse
-from tracker.fix import Fix
 from tracker.senders.traccar import State
 from tracker.senders.wire import MAX_RUNS, next_history
 from tracker.status import collect, render
-from tracker.store import Store, open_store
-from tracker.testing.faults import Faults
+from tracker.store import Store
 from tracker.testing.osmand import OsmAndServer
 
 BACKLOG = 3600  # an hour at 1 Hz
 
 
-@pytest.fixture
-def server():
-    srv = OsmAndServer(devices=[DEVICE], faults=Faults(seed=7)).start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def store(db):
-    s = open_store(db)
-    s.register_backend(NAME, "all")
-    yield s
-    s.close()
+__all__ = ["server", "store"]  # test_traccar's fixtures: the OsmAnd test server, the store
 
 
 def test_next_history_skips_the_runs_sent_ahead_and_thins_among_itself():
@@ -71,10 +69,6 @@ def test_state_keeps_the_runs_and_reads_a_version_1_document():
     assert old.runs == [] and old.filled is None and old.repeats == 0 and old.last_time == 4
 
 
-def one_fix(store: Store, aid: int | None, t: float) -> None:
-    store.add_fixes(aid, [Fix(t, 52.0, 2.0, alt=10.0, speed=5.0, course=90.0, hdop=1.0)])
-
-
 def come_back(sender, server: OsmAndServer) -> None:
     """The sender meets the outage, then the server answers again."""
     server.faults.offline = True
@@ -99,7 +93,7 @@ def catch_up(sender, server: OsmAndServer, store: Store, aid: int | None, *, nex
                 stored_at[int(next_t)] = len(server.positions(DEVICE))
                 if burst > 1:
                     bursts.append(int(next_t))
-                one_fix(store, aid, next_t)
+                add(store, aid, 1, t0=next_t)
                 next_t += 1
         elif pending(store) == 0 and i > every:
             return stored_at, bursts

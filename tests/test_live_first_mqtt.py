@@ -7,74 +7,32 @@ recorder stores them while the backlog goes out.
 
 from __future__ import annotations
 
-import paho.mqtt.client as mqtt
-import pytest
 from mosquitto import Broker, Subscriber
 from support import drive, wait_for
 from test_mqtt import (
-    FAST,
     NAME,
-    PASSWORD,
     T0,
     TOPIC,
-    USER,
     assert_every_second_once,
+    broker,
     delivered,
     more,
+    retained,
     ride,
     seconds,
     sender,
+    sub,
 )
 
 from tracker.senders.mqtt import CATCH_UP_INFLIGHT, State
-from tracker.store import open_store
 
 BACKLOG = 3600  # an hour at 1 Hz
 
-__all__ = ["FAST"]  # the senders here run with test_mqtt's fast timeouts
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Broker(tmp_path / "broker", users={USER: PASSWORD})
-    b.start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def sub(broker):
-    s = Subscriber(broker, username=USER, password=PASSWORD).start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def store(db):
-    s = open_store(db)
-    yield s
-    s.close()
+__all__ = ["broker", "sub"]  # test_mqtt's fixtures: Mosquitto with the rider's login, a subscriber
 
 
 def tst(sub: Subscriber) -> list[int]:
     return [m["tst"] for m in sub.locations(TOPIC)]
-
-
-def retained(broker: Broker) -> bytes:
-    """What a new subscriber of the location topic gets first: the retained message."""
-    got: list[bytes] = []
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="late")
-    c.username_pw_set(USER, PASSWORD)
-    c.on_connect = lambda cl, *a: cl.subscribe(TOPIC, 1)
-    c.on_message = lambda cl, u, m: got.append(m.payload) if m.retain else None
-    c.connect("127.0.0.1", broker.port)
-    c.loop_start()
-    try:
-        wait_for(lambda: got, what="the retained location")
-    finally:
-        c.disconnect()
-        c.loop_stop()
-    return got[0]
 
 
 def come_back(s, broker: Broker, sub: Subscriber) -> None:

@@ -97,6 +97,9 @@ CREDENTIAL = None  # no secret: the device id is an identifier, shown in `tracke
 KNOTS_PER_MPS = 3600 / 1852
 SAMPLE_MAX_AGE_S = 5.0  # a sensor reading older than this is not the rider's current one
 SEND_SCOPES = ("all", "activities")
+# live_first: a present position left unanswered by an outage further behind the newest than
+# this goes after it, with the history (the issue's mark: the present within 2 s).
+PRESENT_LAG_S = 2
 
 
 # --- encoding ------------------------------------------------------------------------------
@@ -353,15 +356,21 @@ class TraccarSender(Sender["State"]):
 
     def _overtaken(self, st: State, pending: Pending) -> bool:
         """live_first: whether a present position left unanswered (kind "position" or
-        "live") is more than LIVE_FIRST_AFTER_S behind the newest pending fix."""
+        "live") is more than PRESENT_LAG_S behind the newest pending fix while a backlog is
+        there (a history being filled, or one spanning more than LIVE_FIRST_AFTER_S). A lost
+        reply while live is resent as it was: the duplicate filter drops it."""
         if pending.kind == "history" or pending.last_time is None:
             return False
         if self.options.catch_up != "live_first" and not st.runs:
             return False
         assert self.store is not None
         newest = self.store.newest_pending(NAME)
-        behind = None if newest is None else wire_time(newest.time) - pending.last_time
-        return behind is not None and behind > LIVE_FIRST_AFTER_S
+        if newest is None or wire_time(newest.time) - pending.last_time <= PRESENT_LAG_S:
+            return False
+        oldest = self.store.next_batch(NAME, 1)
+        return bool(st.runs) or (
+            bool(oldest) and wire_time(newest.time) - wire_time(oldest[0].time) > LIVE_FIRST_AFTER_S
+        )
 
     def _goes_first(self, st: State, t: int) -> bool:
         """live_first: whether the newest pending fix (at `t`) goes before the backlog: when
