@@ -31,6 +31,13 @@ Delivery (at least once, with a bounded duplicate window):
   has resent the window already and it is published once more by a new client. That is the
   duplicate window: at most `max_inflight` messages around a crash or a restart (twice that
   after a lost session); never a fix lost at QoS 1 or 2.
+- `catch_up = "live_first"`: when the backlog spans more than LIVE_FIRST_AFTER_S the newest
+  location goes first (retained as `retain` says), then the history oldest first, never
+  retained (kind "history"), with up to CATCH_UP_INFLIGHT messages in flight; every newer fix
+  again goes first. In memory, `_runs`/`_filled` are as published; the state's `runs` and
+  `filled` as acknowledged (a crash mid-fill resumes the history, never taking it as covered
+  by the present), and its `last_time` is then the newest location acknowledged in order
+  ahead of the history.
 - The broker cannot be asked what it has, so there is nothing to reconcile (the `pending`
   marker of the HTTP backends has no use here): the store's acknowledgement is the only state
   besides the thinning reference and the events published.

@@ -43,10 +43,12 @@ a pending fix in a run, or not due after `filled`, is acknowledged unsent, never
 the planning. A history position whose reply is lost is sent again like any other, but Traccar's
 duplicate filter compares with the device's latest position, which is newer: if the first had
 arrived the resend is stored twice. One possible repeat per lost reply (or SIGKILL), never a
-loss; counted in `repeats` (state and status). At MAX_RUNS runs (a link slower than the fixes
-come) a fix that would start one more waits for the history to pass the oldest. A fill once
-begun is finished whatever `catch_up` says later: in order, the history would be covered by
-the present.
+loss; counted in `repeats` (state and status). A present position left unanswered when an
+outage began is resent first only if within PRESENT_LAG_S of the newest; else, with a backlog
+there, the newest goes first and the marked fix joins the history (a counted possible
+repeat). At MAX_RUNS runs (a link much slower than the fixes come) a fix that would start one
+more waits for the history to pass the oldest. A fill once begun is finished whatever
+`catch_up` says later: in order, the history would be covered by the present.
 
 HTTP 400 (Traccar's answer to an unknown device; the test server's to a malformed position):
 the last position the server accepted is sent again (a duplicate the filter drops). A 200
