@@ -622,10 +622,11 @@ class MqttSender(Sender["State"]):
         if room <= 0:
             return 0
         sent = 0
-        newest = self.store.newest_pending(NAME)
-        if newest is not None and newest.id not in self._held and self._goes_first(newest):
-            self._publish_ahead(newest)
-            sent, room = 1, room - 1
+        if self.options.catch_up == "live_first" or self._runs:
+            newest = self.store.newest_pending(NAME)
+            if newest is not None and newest.id not in self._held and self._goes_first(newest):
+                self._publish_ahead(newest)
+                sent, room = 1, room - 1
         if room <= 0:
             return sent
         if self._runs:

@@ -331,9 +331,10 @@ class TraccarSender(Sender["State"]):
         if st.pending is not None:  # SAME: the very request again
             return self._send(st, st.pending, st.sent or {})
         o = self.options
-        newest = self.store.newest_pending(NAME)
-        if newest is not None and self._goes_first(st, wire_time(newest.time)):
-            return self._position(st, "live", newest)
+        if o.catch_up == "live_first" or st.runs:
+            newest = self.store.newest_pending(NAME)
+            if newest is not None and self._goes_first(st, wire_time(newest.time)):
+                return self._position(st, "live", newest)
         batch = self.store.next_batch(NAME, o.batch_max_points)
         self.status.phase = "sending" if batch else "idle"
         if not batch:
