@@ -82,6 +82,7 @@ class BackendStatus(Row):
     remote_activity_id: int | None = None
     points_sent: int = 0  # Map My Tracks
     fixes_sent: int = 0  # json-gpsr
+    repeats: int = 0  # Traccar live_first: history positions sent again after a lost reply
     clock_offset_system_s: float | None = None  # server minus system clock (get_time)
     clock_offset_gps_s: float | None = None  # server minus GPS time (the newest fix)
 

@@ -364,6 +364,7 @@ def render(status: dict[str, Any]) -> str:
             apart = [f"{q} quarantined"] if q else []
             if b.get("held_back"):
                 apart.append(f"{b['held_back']} older than its history, kept, not sent")
+            apart += [f"{b['repeats']} sent again after a lost reply"] if b.get("repeats") else []
             lines.append(f"backlog:   {name}: {plural(n, 'fix', 'fixes')}"
                          + (f", {b['delivery']}" if n and b.get("delivery") else "")
                          + (f" ({'; '.join(apart)})" if apart else ""))  # fmt: skip

@@ -31,6 +31,13 @@ Delivery (at least once, with a bounded duplicate window):
   has resent the window already and it is published once more by a new client. That is the
   duplicate window: at most `max_inflight` messages around a crash or a restart (twice that
   after a lost session); never a fix lost at QoS 1 or 2.
+- `catch_up = "live_first"`: when the backlog spans more than LIVE_FIRST_AFTER_S the newest
+  location goes first (retained as `retain` says), then the history oldest first, never
+  retained (kind "history"), with up to CATCH_UP_INFLIGHT messages in flight; every newer fix
+  again goes first. In memory, `_runs`/`_filled` are as published; the state's `runs` and
+  `filled` as acknowledged (a crash mid-fill resumes the history, never taking it as covered
+  by the present), and its `last_time` is then the newest location acknowledged in order
+  ahead of the history.
 - The broker cannot be asked what it has, so there is nothing to reconcile (the `pending`
   marker of the HTTP backends has no use here): the store's acknowledgement is the only state
   besides the thinning reference and the events published.
@@ -64,7 +71,17 @@ from tracker.senders.transport import (
     LostReply,
     Unreachable,
 )
-from tracker.senders.wire import ThinnedSettings, due, is_finite, wire_time
+from tracker.senders.wire import (
+    LIVE_FIRST_AFTER_S,
+    MAX_RUNS,
+    ThinnedSettings,
+    adjacent,
+    due,
+    is_finite,
+    next_history,
+    stored_runs,
+    wire_time,
+)
 from tracker.store import Activity, StoredFix
 from tracker.validate import (
     boolean,
@@ -87,6 +104,11 @@ DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 EVENTS_EVERY_S = 1.0  # activities are looked at no more often than this
 STATUS_EVERY_S = 10.0  # the sent counter is copied into the status at most this often
 TID_MAX = 2  # OwnTracks' tracker id: two characters
+# live_first: messages in flight while a history is filled in, at least. An MQTT 3.1.1 broker
+# sets no limit on a client's publishes in flight (Receive Maximum is MQTT 5's); paho's own
+# (max_inflight_messages_set, fixed for a connection) is set to this with live_first, and the
+# sender's window keeps to `max_inflight` once live.
+CATCH_UP_INFLIGHT = 100
 
 
 # --- settings ------------------------------------------------------------------------------
@@ -315,38 +337,48 @@ def dumps(obj: dict[str, Any]) -> bytes:
 @dataclass
 class State:
     """[mqtt] delivery state (tracker/senders/state.py): the newest location time such that
-    every location up to it was acknowledged (the thinning reference after a restart), and
-    the activities whose start and end events were acknowledged, up to which id."""
+    every location up to it was acknowledged, the history aside (the thinning reference after
+    a restart), and the activities whose start and end events were acknowledged, up to which
+    id.
 
-    # Version 0 (no "v"): the same keys.
-    VERSION: ClassVar[int] = 1
-    MIGRATIONS: ClassVar[dict[int, Migration]] = {0: dict}
+    `catch_up = "live_first"`: `runs`, the [first, last] seconds of each stretch acknowledged
+    ahead of the history (empty: none, every location older than `last_time` acknowledged);
+    `filled`, the newest history second such that every history location up to it was
+    acknowledged. `last_time` then says nothing of the seconds before the runs."""
+
+    # Version 0 (no "v"): the same keys. Version 1: no live_first keys.
+    VERSION: ClassVar[int] = 2
+    MIGRATIONS: ClassVar[dict[int, Migration]] = {0: dict, 1: dict}
 
     last_time: int | None = None
     started: int = 0
     ended: int = 0
+    runs: list[list[int]] = field(default_factory=list)
+    filled: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"v": self.VERSION, "last_time": self.last_time, "started": self.started,
-                "ended": self.ended}  # fmt: skip
+                "ended": self.ended, "runs": self.runs, "filled": self.filled}  # fmt: skip
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> State:
         d = upgrade(d, NAME, cls.VERSION, cls.MIGRATIONS)
-        last = d.get("last_time")
+        last, filled = d.get("last_time"), d.get("filled")
         return cls(None if last is None else int(last), int(d.get("started", 0)),
-                   int(d.get("ended", 0)))  # fmt: skip
+                   int(d.get("ended", 0)), stored_runs(d.get("runs"), NAME),
+                   None if filled is None else int(filled))  # fmt: skip
 
 
 @dataclass
 class Message:
     """One message in flight: what its acknowledgement settles."""
 
-    kind: str  # "location", "start", "end"
+    kind: str  # "location", "history" (live_first: older than the newest), "start", "end"
     t: int  # tst (location) or activity id (events)
     ids: list[int] = field(default_factory=list)  # fix ids (location)
     sent_at: float = 0.0  # monotonic
     mid: int | None = None  # set once it is in the window
+    ahead: bool = False  # live_first: a location sent ahead of the history
 
 
 # --- the sender ----------------------------------------------------------------------------
@@ -385,6 +417,9 @@ class MqttSender(Sender["State"]):
         self._acks: list[int] = []  # mids paho reported published (on_publish)
         self._st: State | None = None
         self._last_time: int | None = None  # the newest location time published
+        # live_first, as published (State's runs and filled are as acknowledged)
+        self._runs: list[list[int]] = []
+        self._filled: int | None = None
         self._started = 0  # the newest activity whose start event was published
         self._ended = 0
         self._events_at = -math.inf
@@ -419,7 +454,12 @@ class MqttSender(Sender["State"]):
                 sock.close()  # paho closes its wake-up socket pair when the client goes
 
     def _make_client(self) -> paho.Client:
-        client = make_client(self.options, self.client_id, self._password)
+        o = self.options
+        client = make_client(o, self.client_id, self._password)
+        if o.catch_up == "live_first":
+            # paho's own limit cannot change on a connection: it allows the catch-up's, and
+            # the window (_inflight) keeps to max_inflight when live.
+            client.max_inflight_messages_set(max(o.max_inflight, CATCH_UP_INFLIGHT))
         client.will_set(self.topic, dumps(last_will(math.floor(self.wall()))),
                         qos=self.options.qos, retain=False)  # fmt: skip
         client.on_connect = self._on_connect
@@ -463,6 +503,7 @@ class MqttSender(Sender["State"]):
         self._untrusted = False
         assert self._st is not None
         self._last_time = self._st.last_time
+        self._runs, self._filled = [list(r) for r in self._st.runs], self._st.filled
         self._started, self._ended = self._st.started, self._st.ended
 
     def _connect(self) -> bool:
@@ -546,8 +587,13 @@ class MqttSender(Sender["State"]):
             self._status_at = self.clock()
         return 0.0
 
+    def _inflight(self) -> int:
+        """Messages in flight at most: more while a history is filled in (CATCH_UP_INFLIGHT)."""
+        o = self.options
+        return max(o.max_inflight, CATCH_UP_INFLIGHT) if self._runs else o.max_inflight
+
     def _room(self) -> int:
-        return self.options.max_inflight - len(self._window)
+        return self._inflight() - len(self._window)
 
     def _send(self, topic: str, payload: bytes, msg: Message, retain: bool = False) -> None:
         """Publish one message and put it in the window (before paho may report it: at QoS 0
@@ -569,10 +615,107 @@ class MqttSender(Sender["State"]):
             raise LostReply(f"{NAME}: publish failed ({mqtt.error_string(info.rc)})")
 
     def _publish_locations(self) -> int:
+        """Locations, up to the room in the window: in order; with live_first, the newest
+        first when the backlog spans more than LIVE_FIRST_AFTER_S, then the history."""
         assert self.store is not None
         room = self._room()
         if room <= 0:
             return 0
+        sent = 0
+        if self.options.catch_up == "live_first" or self._runs:
+            newest = self.store.newest_pending(NAME)
+            if newest is not None and newest.id not in self._held and self._goes_first(newest):
+                self._publish_ahead(newest)
+                sent, room = 1, room - 1
+        if room <= 0:
+            return sent
+        if self._runs:
+            return sent + self._publish_history(room)
+        return sent + self._publish_in_order(room)
+
+    def _goes_first(self, newest: StoredFix) -> bool:
+        """live_first: whether the newest pending fix goes before the backlog: when it is due,
+        and a history is being filled (unless the runs are at MAX_RUNS and it would start
+        one more), or the backlog spans more than LIVE_FIRST_AFTER_S. A fill once begun is
+        finished whatever `catch_up` says now."""
+        assert self.store is not None
+        o = self.options
+        t = wire_time(newest.time)
+        if not due(t, self._last_time, o.min_point_interval_s):
+            return False
+        if self._runs:
+            step = o.min_point_interval_s
+            return len(self._runs) < MAX_RUNS or adjacent(t, self._runs[-1][1], step)
+        if o.catch_up != "live_first":
+            return False
+        oldest = self.store.next_batch(NAME, 1)
+        return bool(oldest) and t - wire_time(oldest[0].time) > LIVE_FIRST_AFTER_S
+
+    def _publish_ahead(self, fix: StoredFix) -> None:
+        """The present, ahead of the history: retained as `retain` says (it is the newest)."""
+        assert self.store is not None
+        t = wire_time(fix.time)
+        samples = samples_by_second(self.store.samples_between(t, t + 1)).get(t)
+        msg = Message("location", t, [fix.id], ahead=True)
+        try:
+            self._send(self.topic, dumps(location(fix, self.tid, samples, self.options.uere_m)),
+                       msg, retain=self.options.retain)  # fmt: skip
+        finally:
+            if msg.mid is not None:  # in the window: the runs and the reference move
+                if self._runs and adjacent(t, self._runs[-1][1], self.options.min_point_interval_s):
+                    self._runs[-1][1] = t
+                else:
+                    if not self._runs:
+                        self._filled = self._last_time
+                        log.info("%s: the present (tst %d) went first; the history follows, "
+                                 "oldest first, not retained", NAME, t)  # fmt: skip
+                    self._runs.append([t, t])
+                self._last_time = t
+
+    def _publish_history(self, room: int) -> int:
+        """The history, oldest first, thinned among itself and never retained: the broker
+        keeps one retained message a topic, the first a new subscriber gets, and it is to be
+        the present. Covered fixes go with the history message before them, or are
+        acknowledged now (a second on the topic, or in flight with its own fix)."""
+        assert self.store is not None
+        o = self.options
+        limit = len(self._held) + o.batch_max_points
+        rest = [f for f in self.store.next_batch(NAME, limit) if f.id not in self._held]
+        plan: list[tuple[StoredFix, list[int], list[list[int]], int | None]] = []
+        covered_now: list[int] = []
+        runs, filled = self._runs, self._filled
+        while rest and len(plan) < room:
+            covered, fix, runs, filled = next_history(rest, runs, filled, o.min_point_interval_s)
+            (plan[-1][1] if plan else covered_now).extend(f.id for f in covered)
+            if fix is None:
+                break
+            filled = wire_time(fix.time)
+            plan.append((fix, [fix.id], runs, filled))
+            rest = rest[len(covered) + 1 :]
+        if covered_now:
+            self._settle_ids(covered_now)
+        if not plan:
+            if not rest and not covered_now:  # nothing older pending that is not in flight
+                runs = []
+            self._runs, self._filled = runs, filled
+            if not runs:
+                log.info("%s: the history is filled in, publishing in order again", NAME)
+            return 0
+        t0, t1 = wire_time(plan[0][0].time), wire_time(plan[-1][0].time)
+        by_second = samples_by_second(self.store.samples_between(t0, t1 + 1))
+        for f, ids, after_runs, after_filled in plan:
+            t = wire_time(f.time)
+            msg = Message("history", t, ids)
+            try:
+                self._send(self.topic, dumps(location(f, self.tid, by_second.get(t), o.uere_m)),
+                           msg, retain=False)  # fmt: skip
+            finally:
+                if msg.mid is not None:  # in the window: the history reference moves
+                    self._runs, self._filled = after_runs, after_filled
+        return len(plan)
+
+    def _publish_in_order(self, room: int) -> int:
+        assert self.store is not None
         limit = len(self._held) + self.options.batch_max_points
         batch = [f for f in self.store.next_batch(NAME, limit) if f.id not in self._held]
         if not batch:
@@ -689,15 +832,31 @@ class MqttSender(Sender["State"]):
         st = self._st
         assert st is not None
         pending = {m.kind: m.t for m in reversed(self._window.values())}  # oldest per kind
-        times = [m.t for m in done if m.kind == "location"]
-        oldest = pending.get("location")
-        contiguous = [t for t in times if oldest is None or t < oldest]
-        if contiguous:
-            st.last_time = max(contiguous + ([st.last_time] if st.last_time is not None else []))
+        step = self.options.min_point_interval_s
+        for m in sorted((m for m in done if m.ahead), key=lambda m: m.t):
+            if st.runs and adjacent(m.t, st.runs[-1][1], step):
+                st.runs[-1][1] = max(st.runs[-1][1], m.t)
+            else:
+                if not st.runs:
+                    st.filled = st.last_time
+                st.runs.append([m.t, m.t])
+        st.last_time = _contiguous(done, "location", pending, st.last_time)
+        st.filled = _contiguous(done, "history", pending, st.filled)
+        if not self._runs and "history" not in pending:  # the history is all acknowledged
+            st.runs, st.filled = [], None
         # Events: every start (end) up to the oldest in flight, else up to the newest sent.
         st.started = pending["start"] - 1 if "start" in pending else self._started
         st.ended = pending["end"] - 1 if "end" in pending else self._ended
         self.settle(st, ids)
+
+
+def _contiguous(done: Iterable[Message], kind: str, pending: dict[str, int],
+                last: int | None) -> int | None:  # fmt: skip
+    """The newest time of `kind` such that every message of that kind up to it was
+    acknowledged: `last`, moved by the `done` ones older than the oldest still in flight."""
+    oldest = pending.get(kind)
+    times = [m.t for m in done if m.kind == kind and (oldest is None or m.t < oldest)]
+    return max(times + ([last] if last is not None else [])) if times else last
 
 
 SENDER = MqttSender  # what tracker/backends.py builds for an [mqtt] section

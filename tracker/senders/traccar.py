@@ -17,7 +17,7 @@ Encoding (the query parameters of Traccar's OsmAnd decoder, sent as a form POST)
 - `hr`, `cad`, `pwr`: the newest sample of each kind at most SAMPLE_MAX_AGE_S before the fix's
   time, whole numbers; Traccar stores unknown parameters as position attributes.
 
-Delivery (strictly in time order, one request at a time):
+Delivery (in time order by default, one request at a time):
 
 1. The next fix to send is the first stored one newer than the last acknowledged time by at
    least `min_point_interval_s`; those before it are acknowledged with its answer, unsent (a
@@ -34,6 +34,22 @@ Delivery (strictly in time order, one request at a time):
    device's latest, and the resend is dropped. That is the whole reconciliation: OsmAnd has no
    way to ask what arrived.
 
+`catch_up = "live_first"`: when the backlog spans more than LIVE_FIRST_AFTER_S, the newest
+pending fix goes first (marker kind "live": it becomes the device's latest, and its marker
+reconciles as above), then the history oldest first (kind "history"), thinned among itself,
+while every newer fix stored meanwhile again goes first. The state keeps the `runs` of seconds
+sent ahead (a fix between two runs is history) and `filled`, the newest history second sent;
+a pending fix in a run, or not due after `filled`, is acknowledged unsent, never sent twice by
+the planning. A history position whose reply is lost is sent again like any other, but Traccar's
+duplicate filter compares with the device's latest position, which is newer: if the first had
+arrived the resend is stored twice. One possible repeat per lost reply (or SIGKILL), never a
+loss; counted in `repeats` (state and status). A present position left unanswered when an
+outage began is resent first only if within PRESENT_LAG_S of the newest; else, with a backlog
+there, the newest goes first and the marked fix joins the history (a counted possible
+repeat). At MAX_RUNS runs (a link much slower than the fixes come) a fix that would start one
+more waits for the history to pass the oldest. A fill once begun is finished whatever
+`catch_up` says later: in order, the history would be covered by the present.
+
 HTTP 400 (Traccar's answer to an unknown device; the test server's to a malformed position):
 the last position the server accepted is sent again (a duplicate the filter drops). A 200
 proves the device is known, so the fix itself was refused: it is quarantined (counted in
@@ -49,7 +65,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from tracker.checks import FAIL, OK, SKIP, Check, Probe, unreachable
@@ -58,7 +74,18 @@ from tracker.senders.accuracy import DEFAULT_UERE_M, accuracy
 from tracker.senders.base import SAME, Held, Marked, Sender
 from tracker.senders.state import Migration, Pending, StateError, upgrade, with_pending_kind
 from tracker.senders.transport import Rejected, SendError, Transient
-from tracker.senders.wire import ThinnedSettings, due, is_finite, num, wire_time
+from tracker.senders.wire import (
+    LIVE_FIRST_AFTER_S,
+    MAX_RUNS,
+    ThinnedSettings,
+    adjacent,
+    due,
+    is_finite,
+    next_history,
+    num,
+    stored_runs,
+    wire_time,
+)
 from tracker.store import StoredFix
 from tracker.validate import nonempty_str, one_of, pos_float
 
@@ -72,6 +99,9 @@ CREDENTIAL = None  # no secret: the device id is an identifier, shown in `tracke
 KNOTS_PER_MPS = 3600 / 1852
 SAMPLE_MAX_AGE_S = 5.0  # a sensor reading older than this is not the rider's current one
 SEND_SCOPES = ("all", "activities")
+# live_first: a present position left unanswered by an outage further behind the newest than
+# this goes after it, with the history (the issue's mark: the present within 2 s).
+PRESENT_LAG_S = 2
 
 
 # --- encoding ------------------------------------------------------------------------------
@@ -174,17 +204,29 @@ class State:
 
     `pending` and `sent`: the position in flight and its exact parameters (a resend must be the
     same request, or the duplicate filter would not drop it). `last_time`: the newest time the
-    server acknowledged. `last_accepted`: that position's parameters, sent again to tell an
-    unknown device from a refused fix."""
+    server acknowledged (the device's latest position). `last_accepted`: that position's
+    parameters, sent again to tell an unknown device from a refused fix.
 
-    # Version 0 (no "v"): the same keys, a marker without a kind.
-    VERSION: ClassVar[int] = 1
-    MIGRATIONS: ClassVar[dict[int, Migration]] = {0: lambda d: with_pending_kind(d, "position")}
+    `catch_up = "live_first"` (module docstring): `runs`, the [first, last] seconds of each
+    stretch sent ahead of the history, oldest first (empty: nothing out of order, the history
+    is filled); `filled`, the newest history second sent (the history's thinning reference);
+    `repeats`, history positions sent again after their reply was lost (each may be stored
+    twice: the duplicate filter compares with the latest position only)."""
+
+    # Version 0 (no "v"): the same keys, a marker without a kind. Version 1: no live_first keys.
+    VERSION: ClassVar[int] = 2
+    MIGRATIONS: ClassVar[dict[int, Migration]] = {
+        0: lambda d: with_pending_kind(d, "position"),
+        1: dict,
+    }
 
     pending: Pending | None = None
     sent: dict[str, str] | None = None
     last_time: int | None = None
     last_accepted: dict[str, str] | None = None
+    runs: list[list[int]] = field(default_factory=list)
+    filled: int | None = None
+    repeats: int = 0
 
     def to_json(self) -> dict[str, Any]:
         # Parameters as [key, value] pairs: the store sorts object keys, and a resend is to be
@@ -192,15 +234,17 @@ class State:
         return {"v": self.VERSION, "last_time": self.last_time,
                 "last_accepted": _pairs(self.last_accepted),
                 "pending": self.pending.to_json() if self.pending else None,
-                "sent": _pairs(self.sent) if self.pending else None}  # fmt: skip
+                "sent": _pairs(self.sent) if self.pending else None,
+                "runs": self.runs, "filled": self.filled, "repeats": self.repeats}  # fmt: skip
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> State:
         d = upgrade(d, NAME, cls.VERSION, cls.MIGRATIONS)
-        last = d.get("last_time")
+        last, filled = d.get("last_time"), d.get("filled")
         return cls(Pending.from_json(d.get("pending")), _params(d.get("sent")),
-                   None if last is None else int(last),
-                   _params(d.get("last_accepted")))  # fmt: skip
+                   None if last is None else int(last), _params(d.get("last_accepted")),
+                   stored_runs(d.get("runs"), NAME), None if filled is None else int(filled),
+                   int(d.get("repeats") or 0))  # fmt: skip
 
 
 def _pairs(params: Mapping[str, str] | None) -> list[list[str]] | None:
@@ -273,41 +317,110 @@ class TraccarSender(Sender["State"]):
     def work(self) -> float:
         assert self.store is not None
         st = self.load_state(State)
+        if st.pending is not None and self._overtaken(st, st.pending):
+            # The present moved on while this one waited for its answer (an outage began
+            # mid-request): the newest goes first, and the marked fix joins the history, to be
+            # sent again, a repeat if it had arrived: counted.
+            log.info("%s: the position of time %s waited out an outage; the newest goes first "
+                     "and it follows with the history", NAME, st.pending.last_time)  # fmt: skip
+            st.pending, st.sent = None, None
+            st.repeats += 1
+        self.status.repeats = st.repeats
         if self.reconcile(st, st):
             return 0.0
         if st.pending is not None:  # SAME: the very request again
             return self._send(st, st.pending, st.sent or {})
         o = self.options
+        if o.catch_up == "live_first" or st.runs:
+            newest = self.store.newest_pending(NAME)
+            if newest is not None and self._goes_first(st, wire_time(newest.time)):
+                return self._position(st, "live", newest)
         batch = self.store.next_batch(NAME, o.batch_max_points)
         self.status.phase = "sending" if batch else "idle"
         if not batch:
+            if st.runs:  # nothing pending, none of it older: the history is filled
+                st.runs, st.filled = [], None
+                self.save_state(st)
             return o.interval_s
+        if st.runs:  # live_first, the present sent: the history, oldest first
+            covered, fix, st.runs, st.filled = next_history(batch, st.runs, st.filled,
+                                                            o.min_point_interval_s)  # fmt: skip
+            if not st.runs:
+                log.info("%s: the history is filled in, sending in order again", NAME)
+                st.filled = None
+            return self._position(st, "history", fix, covered)
         covered, fix = next_to_send(batch, st.last_time, o.min_point_interval_s)
         older = sum(wire_time(f.time) < (st.last_time or 0) for f in covered)
         if older:  # GPS time went back: Traccar keeps the newest position as the device's
             self._limited.warning("older", "%s: %d fixes older than the newest position sent "
                                   "(time %s) were not sent", NAME, older,
                                   st.last_time)  # fmt: skip
-        # The covered fixes are acknowledged with the next answer (one commit, not two: an SD
-        # card's writes are worth saving), or now when there is nothing to send.
+        return self._position(st, "position", fix, covered)
+
+    def _overtaken(self, st: State, pending: Pending) -> bool:
+        """live_first: whether a present position left unanswered (kind "position" or
+        "live") is more than PRESENT_LAG_S behind the newest pending fix while a backlog is
+        there (a history being filled, or one spanning more than LIVE_FIRST_AFTER_S). A lost
+        reply while live is resent as it was: the duplicate filter drops it."""
+        if pending.kind == "history" or pending.last_time is None:
+            return False
+        if self.options.catch_up != "live_first" and not st.runs:
+            return False
+        assert self.store is not None
+        newest = self.store.newest_pending(NAME)
+        if newest is None or wire_time(newest.time) - pending.last_time <= PRESENT_LAG_S:
+            return False
+        oldest = self.store.next_batch(NAME, 1)
+        return bool(st.runs) or (
+            bool(oldest) and wire_time(newest.time) - wire_time(oldest[0].time) > LIVE_FIRST_AFTER_S
+        )
+
+    def _goes_first(self, st: State, t: int) -> bool:
+        """live_first: whether the newest pending fix (at `t`) goes before the backlog: when
+        it is due, and a history is being filled (the present stays first, unless the runs
+        are at MAX_RUNS and it would start one more) or the backlog spans more than
+        LIVE_FIRST_AFTER_S. A history being filled is filled whatever the mode now says."""
+        o = self.options
+        if not due(t, st.last_time, o.min_point_interval_s):
+            return False
+        if st.runs:
+            return len(st.runs) < MAX_RUNS or adjacent(t, st.runs[-1][1], o.min_point_interval_s)
+        if o.catch_up != "live_first":
+            return False
+        assert self.store is not None
+        oldest = self.store.next_batch(NAME, 1)
+        return bool(oldest) and t - wire_time(oldest[0].time) > LIVE_FIRST_AFTER_S
+
+    def _position(
+        self, st: State, kind: str, fix: StoredFix | None, covered: Sequence[StoredFix] = ()
+    ) -> float:
+        """Send `fix` as a `kind` position ("position": in order; "live": ahead of the
+        history; "history"), the `covered` fixes acknowledged with its answer (one commit, not
+        two: an SD card's writes are worth saving), or now when there is nothing to send."""
         ids = [f.id for f in covered]
         if fix is None:
             self.settle(st, ids)
             return 0.0
+        o = self.options
         t = wire_time(fix.time)
         st.sent = position_params(fix, o.device_id, self._samples(fix), o.uere_m)
-        return self._send(st, Pending("position", t, t, fix.id), st.sent, ids)
+        return self._send(st, Pending(kind, t, t, fix.id), st.sent, ids)
 
     def _send(
         self, st: State, pending: Pending, params: dict[str, str], covered: Sequence[int] = ()
     ) -> float:
         """One position through the core's cycle; HTTP 200 settles the fixes, the cleared
-        marker and the new newest time in one transaction."""
+        marker and the new newest time (or history reference) in one transaction."""
         assert pending.last_id is not None and pending.last_time is not None
         fix_id, t = pending.last_id, pending.last_time
 
         def accepted(_: None) -> list[int]:
             st.sent = None
+            if pending.kind == "history":  # older than the latest: the map stays on it
+                st.filled = t if st.filled is None else max(st.filled, t)
+                return [*covered, fix_id]
+            if pending.kind == "live":
+                self._ran_ahead(st, t)
             st.last_time = t if st.last_time is None else max(st.last_time, t)
             st.last_accepted = params
             return [*covered, fix_id]
@@ -325,6 +438,20 @@ class TraccarSender(Sender["State"]):
         self.succeeded()
         return 0.0
 
+    def _ran_ahead(self, st: State, t: int) -> None:
+        """A position at `t` sent ahead of the history was accepted: it extends the newest
+        run, or starts one (the fixes between the two are history); the first run starts the
+        fill, its history reference the newest time the server had before."""
+        step = self.options.min_point_interval_s
+        if st.runs and adjacent(t, st.runs[-1][1], step):
+            st.runs[-1][1] = max(st.runs[-1][1], t)
+            return
+        if not st.runs:
+            st.filled = st.last_time
+            log.info("%s: the present (time %d) went first; the history follows, oldest "
+                     "first ([%s] catch_up = \"live_first\")", NAME, t, NAME)  # fmt: skip
+        st.runs.append([t, t])
+
     def server_has(self, st: State, holder: Marked, pending: Pending) -> Held:
         """A marker from a request whose answer never came: OsmAnd cannot be asked what
         arrived, but the same request again is dropped by the server's duplicate filter if
@@ -332,6 +459,14 @@ class TraccarSender(Sender["State"]):
         afresh (nothing acknowledged)."""
         if st.sent is None or pending.last_id is None or pending.last_time is None:
             return []
+        if pending.kind == "history":
+            # Older than the device's latest: the duplicate filter does not see it, so it is
+            # stored twice if the first one arrived. Counted (tracker status).
+            st.repeats += 1
+            self.status.repeats = st.repeats
+            log.info("%s: the history position of time %d may have arrived without its reply; "
+                     "sending it again (a repeat if so)", NAME, pending.last_time)  # fmt: skip
+            return SAME
         log.info("%s: the position of time %d may have arrived without its reply; sending it "
                  "again (the server's duplicate filter drops it if so)", NAME,
                  pending.last_time)  # fmt: skip
