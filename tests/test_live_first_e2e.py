@@ -119,10 +119,11 @@ def test_mqtt_live_first_across_a_sigkill_in_the_history(daemon, gps, tmp_path):
         assert d.terminate() == 0
 
         want = [math.floor(f.time) for f in first_of_each_second(stored_fixes(d.db))]
-        wait_for(lambda: set(m["tst"] for m in sub.locations(TOPIC)) >= set(want), timeout=30,
+        # Thousands of QoS 2 deliveries to the subscriber: slow on a loaded machine.
+        wait_for(lambda: set(m["tst"] for m in sub.locations(TOPIC)) >= set(want), timeout=120,
                  what="every stored second")  # fmt: skip
         got = [m["tst"] for m in sub.locations(TOPIC)]
-        assert sorted(set(got)) == want
+        assert sorted(set(got)) == want, sorted(set(want) - set(got))
         # At least once: repeats at most the window in flight at the kill (up to 100 then).
         assert len(got) - len(set(got)) <= mqtt.CATCH_UP_INFLIGHT
         assert got.index(newest) < got.index(newest - 1), "the present before the history"
