@@ -96,17 +96,20 @@ def test_traccar_live_first_across_a_sigkill_in_the_history(daemon, gps):
 
 def test_mqtt_live_first_across_a_sigkill_in_the_history(daemon, gps, tmp_path):
     with ExitStack() as stack:
-        broker = Broker(tmp_path / "broker", users={USER: PASSWORD})
+        broker = Broker(tmp_path / "broker", users={USER: PASSWORD}).start()
+        stack.callback(broker.stop)
+        # The subscriber's persistent session is there before the daemon can publish: what
+        # comes before it is connected again is queued for it.
+        sub = Subscriber(broker, username=USER, password=PASSWORD).start()
+        stack.callback(sub.stop)
+        broker.stop()
         d = prepared(daemon(ALWAYS + mqtt_section(broker, catch_up="live_first", retain=True,
                                                   events=False)))  # fmt: skip
         d.start()
         d.wait_gps_open()
         ride = epochs(MQTT_BACKLOG + 200, rate_hz=1.0)
-        newest = store_backlog(d, gps, ride, MQTT_BACKLOG)  # the broker not yet there
+        newest = store_backlog(d, gps, ride, MQTT_BACKLOG)  # the broker away
         broker.start()
-        stack.callback(broker.stop)
-        sub = Subscriber(broker, username=USER, password=PASSWORD).start()
-        stack.callback(sub.stop)
         wait_for(lambda: sub.locations(TOPIC), timeout=60, what="the first location")
         with broker.frozen():  # no acknowledgement, then the daemon is gone mid-history
             d.kill()
