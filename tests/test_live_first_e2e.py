@@ -8,6 +8,7 @@ on the server, repeats only as docs/traccar.md and docs/mqtt.md allow.
 from __future__ import annotations
 
 import math
+import time
 from contextlib import ExitStack
 
 import pytest
@@ -110,11 +111,18 @@ def test_mqtt_live_first_across_a_sigkill_in_the_history(daemon, gps, tmp_path):
         ride = epochs(MQTT_BACKLOG + 200, rate_hz=1.0)
         newest = store_backlog(d, gps, ride, MQTT_BACKLOG)  # the broker away
         broker.start()
-        wait_for(lambda: sub.locations(TOPIC), timeout=60, what="the first location")
+        # Stopped dead as soon as the store says the present was acknowledged (it goes first):
+        # the history is then in flight. Watching the subscriber instead raced: it comes back
+        # a second after the broker, and a quick machine had sent the whole history by then.
+        deadline = time.monotonic() + 60
+        while not read_state(d)[1].get("runs"):
+            assert time.monotonic() < deadline, "the present was never acknowledged"
+            time.sleep(0.002)
         with broker.frozen():  # no acknowledgement, then the daemon is gone mid-history
             d.kill()
         left, state = read_state(d)
         assert left > 0, "killed before the history was through"
+        wait_for(lambda: sub.locations(TOPIC), timeout=60, what="the first location")
         got = [m["tst"] for m in sub.locations(TOPIC)]
         assert got[0] == newest, "the present first"
 

@@ -700,6 +700,7 @@ class MqttSender(Sender["State"]):
             self._runs, self._filled = runs, filled
             if not runs:
                 log.info("%s: the history is filled in, publishing in order again", NAME)
+                self._fill_over()
             return 0
         t0, t1 = wire_time(plan[0][0].time), wire_time(plan[-1][0].time)
         by_second = samples_by_second(self.store.samples_between(t0, t1 + 1))
@@ -713,6 +714,16 @@ class MqttSender(Sender["State"]):
                 if msg.mid is not None:  # in the window: the history reference moves
                     self._runs, self._filled = after_runs, after_filled
         return len(plan)
+
+    def _fill_over(self) -> None:
+        """The fill ended with its last acknowledgement already settled: the stored state
+        says so now (it said so only with a later acknowledgement, and a restart meanwhile
+        would begin with a fill that had nothing left to fill)."""
+        st = self._st
+        in_flight = any(m.kind == "history" for m in self._window.values())
+        if st is not None and (st.runs or st.filled is not None) and not in_flight:
+            st.runs, st.filled = [], None
+            self.save_state(st)
 
     def _publish_in_order(self, room: int) -> int:
         assert self.store is not None
