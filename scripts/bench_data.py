@@ -50,8 +50,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from bench_mqtt import start_broker, stop_process  # noqa: E402
+from benchkit import ride_epochs  # noqa: E402
 
-from tracker import simulate  # noqa: E402
 from tracker.pty import PtyWriter  # noqa: E402
 from tracker.testing.gpsr import GpsrServer  # noqa: E402
 from tracker.testing.mapmytracks import MapMyTracksServer  # noqa: E402
@@ -310,11 +310,9 @@ def subscribe(port: int) -> set[int]:
 
 
 def epochs(seconds: int, start: datetime) -> list[tuple[float, bytes]]:
-    gen = simulate.simulate(
-        simulate.demo_route(), rate_hz=1.0, speed_mps=7.0, loops=0, start_time=start,
-        sentences=("RMC", "GGA", "GSA", "VTG"),
-    )  # fmt: skip
-    return [(e.time.timestamp(), e.data) for _, e in zip(range(seconds), gen, strict=False)]
+    """`seconds` epochs at 1 Hz from `start` (benchkit's ride), each with its GPS time."""
+    data = ride_epochs(seconds, 1.0, ("RMC", "GGA", "GSA", "VTG"), start=start)
+    return [(start.timestamp() + i, d) for i, d in enumerate(data)]
 
 
 class Unit:

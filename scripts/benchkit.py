@@ -54,11 +54,13 @@ def ride(epochs: int, rate_hz: float, sentences: Sequence[str] = STREAM, *,
     return Ride(b"".join(e.data for e in eps), len(eps), sum(e.valid for e in eps))
 
 
-def ride_epochs(epochs: int, rate_hz: float, sentences: Sequence[str] = STREAM) -> list[bytes]:
-    """The ride one epoch at a time (for writing at the receiver's own pace)."""
+def ride_epochs(epochs: int, rate_hz: float, sentences: Sequence[str] = STREAM, *,
+                start: datetime = datetime(2026, 6, 1, 8, tzinfo=UTC)) -> list[bytes]:  # fmt: skip
+    """The ride one epoch at a time (for writing at the receiver's own pace); epoch i is at
+    `start` + i / rate_hz."""
     gen = simulate.simulate(
         simulate.demo_route(), rate_hz=rate_hz, speed_mps=7.0, loops=0,
-        start_time=datetime(2026, 6, 1, 8, tzinfo=UTC), sentences=tuple(sentences),
+        start_time=start, sentences=tuple(sentences),
     )  # fmt: skip
     return [e.data for _, e in zip(range(epochs), gen, strict=False)]
 
