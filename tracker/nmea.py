@@ -364,7 +364,7 @@ class Decoder:
         self._last_counts: dict[bytes, int] = {}  # type -> times it came last in a cycle
         self._checksummed = False  # the receiver sends checksums: require them
         self._ref: tuple[int, int] | None = None  # (day, tod) of the latest known date
-        self._held: list[_Epoch] = []
+        self._held: list[tuple[_Epoch, int]] = []  # valid epochs, their time of day
         self._zda: tuple[tuple[str, str, str], int] | None = None  # last ZDA date, its day
         self._readings: list[tuple[str, float]] = []
         # The last checksummed GSA decoded, and its PDOP, HDOP, VDOP.
@@ -454,7 +454,7 @@ class Decoder:
         self._checksummed = False  # quiet line: perhaps another receiver next
         ep = self._ep
         if ep is not None and ep.tod is not None:
-            self._complete(None)
+            self._complete(ep, ep.tod, None)
         else:
             self._ep = None  # untimed data alone belongs to no epoch
         if self._held:
@@ -570,7 +570,7 @@ class Decoder:
         except UnicodeDecodeError:
             self._reject("non_utf8", "non-UTF-8 sentence: %r", line[:40])
             return
-        if kind == _ZDA and self._zda is not None and self._zda_shortcut(text):
+        if kind == _ZDA and self._zda is not None and self._zda_shortcut(text, *self._zda):
             return
         try:
             d = fields(text)
@@ -616,17 +616,17 @@ class Decoder:
                 del readings[:over]
                 s.readings_dropped += over
 
-    def _zda_shortcut(self, text: str) -> bool:
-        """A ZDA with the same date as the last one only moves the date reference's time:
-        that is read from a peek at its time field. False: decode it."""
+    def _zda_shortcut(self, text: str, date: tuple[str, str, str], day: int) -> bool:
+        """A ZDA with the same date as the last one (`date`, which is `day`) only moves the
+        date reference's time: that is read from a peek at its time field. False: decode it."""
         f = text.split(",", 6)
-        if len(f) < 6 or (f[2], f[3], f[4]) != self._zda[0]:  # type: ignore[index]
+        if len(f) < 6 or (f[2], f[3], f[4]) != date:
             return False
         try:
             tod = _tod(f[1])
         except ValueError:
             return False  # the full decoding will say what is wrong
-        self._set_date(self._zda[1], tod)  # type: ignore[index]
+        self._set_date(day, tod)
         self.stats.sentences += 1
         return True
 
@@ -732,11 +732,11 @@ class Decoder:
                 if len(d) > 8 and d[8] == "N":
                     self._after(key, self._ep)
                     return
-                course, knots, kmh = d[0], d[4], d[6]
+                crs_s, knots, kmh = d[0], d[4], d[6]
             else:  # NMEA 1.x: course true, course magnetic, knots, kmh
-                course, knots, kmh = d[0], d[2], d[3]
+                crs_s, knots, kmh = d[0], d[2], d[3]
             speed = float(knots) * _KNOT if knots else (float(kmh) / 3.6 if kmh else None)
-            crs = float(course) if course else None
+            crs = float(crs_s) if crs_s else None
             ep = self._open()
             ep.speed_vtg = speed
             ep.course_vtg = crs
@@ -779,7 +779,7 @@ class Decoder:
                     if n >= 2 and k not in self._enders:
                         self._enders.add(k)
                         logger.debug("NMEA cycle end learned: %s", k.decode(errors="replace"))
-                self._complete(None)
+                self._complete(ep, ep.tod, None)
                 ep = self._ep = _Epoch(tod)
             ep.kinds |= _BIT[kind]
             return ep
@@ -819,27 +819,29 @@ class Decoder:
         ender that comes before the position sentences is then harmless)."""
         self._last_key = key
         if ep is not None and ep.lat is not None and key in self._enders and ep.tod is not None:
-            self._complete(key)
+            self._complete(ep, ep.tod, key)
 
     def _set_date(self, day: int, tod: int) -> None:
         self._ref = (day, tod)
         if self._held:
             held, self._held = self._held, []
-            for ep in held:
-                self._emit(ep, self._infer_day(ep.tod))
+            for ep, ep_tod in held:
+                self._emit(ep, ep_tod, self._infer_day(ep_tod))
 
     def _infer_day(self, tod: int) -> int:
-        rday, rtod = self._ref  # type: ignore[misc]
+        """The day of an epoch at `tod` from the date reference (there is one: callers know)."""
+        assert self._ref is not None
+        rday, rtod = self._ref
         if tod < rtod - _HALF_DAY_US:
             return rday + 1  # past midnight since the reference
         if tod > rtod + _HALF_DAY_US:
             return rday - 1  # before the midnight the reference is after
         return rday
 
-    def _complete(self, ender: bytes | None) -> None:
-        ep = self._ep
+    def _complete(self, ep: _Epoch, tod: int, ender: bytes | None) -> None:
+        """The open epoch `ep` (at `tod`, the time of day it has by now) is complete."""
         self._ep = None
-        self._done_tod = ep.tod
+        self._done_tod = tod
         self._done_by = ender
         self._done_kinds = ep.kinds
         sats = ep.sats_used()
@@ -859,15 +861,15 @@ class Decoder:
                 if len(self._held) >= MAX_HELD:
                     del self._held[0]
                     self._reject("no_date", "dropped a valid fix: no date (RMC/ZDA) yet")
-                self._held.append(ep)
+                self._held.append((ep, tod))
                 return
-            day = self._infer_day(ep.tod)
+            day = self._infer_day(tod)
             # Carry the date along so that a GGA-only stream rolls over every midnight.
-            self._ref = (day, ep.tod)
-        self._emit(ep, day)
+            self._ref = (day, tod)
+        self._emit(ep, tod, day)
 
-    def _emit(self, ep: _Epoch, day: int) -> None:
-        t = day * _DAY_S + ep.tod / 1e6
+    def _emit(self, ep: _Epoch, tod: int, day: int) -> None:
+        t = day * _DAY_S + tod / 1e6
         sats = ep.sats_used()
         speed = ep.speed if ep.speed is not None else ep.speed_vtg
         course = ep.course if ep.course is not None else ep.course_vtg
