@@ -249,6 +249,15 @@ def test_replace_keeps_web_optional():
     assert web.start(cfg, threading.Event()) is None
 
 
+def test_without_a_web_section_there_is_no_page_and_no_token():
+    """A server built without [web] says so in one line, and such a config has no token (both
+    were an AttributeError on None: mypy found them when the page was first type-checked)."""
+    cfg = replace(Config(), web=None)
+    with pytest.raises(ValueError, match=r"needs a \[web\] section"):
+        web.StatusServer(cfg)
+    assert web.web_token(cfg) == ""
+
+
 def test_after_the_ride_the_page_shows_the_newest_activitys_readings(boat_db):
     """`tracker status` shows the current activity's readings only; the page, looked at
     after the ride, the newest activity's."""

@@ -25,11 +25,13 @@ import queue
 import signal
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 from tracker import systemd as sd
 from tracker.backends import make_senders
 from tracker.config import Config
+from tracker.fix import Fix, Sample
 from tracker.gps import GpsReader
 from tracker.recorder import Recorder
 from tracker.runtime import GpsStatus, ShareStatus
@@ -37,6 +39,14 @@ from tracker.sensors.manager import SensorManager
 from tracker.store import open_store
 from tracker.ubx_i2c import open_gps_port
 from tracker.worker import run_loop
+
+if TYPE_CHECKING:  # imported where they start, only when configured
+    from tracker.button import HardwareButton
+    from tracker.inputs import InputReader
+    from tracker.senders.base import Sender
+    from tracker.sensors.clock import Reading
+    from tracker.share import ShareServer
+    from tracker.web import StatusServer
 
 log = logging.getLogger(__name__)
 
@@ -84,16 +94,16 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
 
     # Bounded by the recorder in fixes and samples (INBOX_MAX), not in batches: a recorder
     # stuck for long must cost dropped (and counted) fixes, not all memory.
-    inbox: queue.Queue = queue.Queue()
-    latest: list[Any] = [None]  # the newest fix, for systemd's STATUS=
+    inbox: queue.Queue[tuple[float, list[Fix | Sample]]] = queue.Queue()
+    latest: list[Fix | None] = [None]  # the newest fix, for systemd's STATUS=
     sources: list[threading.Thread] = []  # the recorder waits for them at shutdown
 
-    def received(fixes: list[Any]) -> None:
+    def received(fixes: list[Fix]) -> None:
         latest[0] = fixes[-1]
         recorder.offer(fixes)
 
     # [share]: bound before the sources start, so that they publish from their first line.
-    share = None
+    share: ShareServer | None = None
     share_off = ShareStatus()  # what status shows without a running share server
     if cfg.share.nmea_tcp is not None:
         from tracker.config import split_listen
@@ -106,7 +116,7 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
             log.error("cannot share NMEA on %s: %s", cfg.share.nmea_tcp, reason)
             share_off = ShareStatus(listen=cfg.share.nmea_tcp, error=reason)
 
-    def instrument_readings(readings: list[Any]) -> None:
+    def instrument_readings(readings: list[Reading]) -> None:
         """Instrument readings of the NMEA sources, in GPS time through the sensor clock."""
         samples = sensors.clock.convert(readings)
         if samples:
@@ -131,7 +141,7 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
     )  # fmt: skip
     # [[inputs]]: instrument streams; samples only (their positions are ignored). Not watchdog
     # components either: a dead echo sounder must never get the GPS restarted.
-    inputs: list[Any] = []
+    inputs: list[InputReader] = []
     if cfg.inputs:
         from tracker.inputs import InputReader
 
@@ -141,12 +151,16 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
 
     def runtime() -> dict[str, Any]:
         """The sources' part of the daemon's runtime row (tracker/runtime.py DaemonStatus)."""
+        counts = gps.stats  # the decoder's counters, field by field (GpsStatus's types)
         return {
             "gps": GpsStatus(
                 device=gps.device, baudrate=gps.baudrate, state=gps.state,
                 bytes_read=gps.bytes_read, connects=gps.connects,
-                **{**gps.stats.as_dict(), "instruments": gps.stats.instruments,
-                   "readings_dropped": gps.stats.readings_dropped},  # type: ignore[arg-type]
+                sentences=counts.sentences, ignored=counts.ignored, fixes=counts.fixes,
+                rejected=counts.rejected, rejected_by=dict(counts.rejected_by),
+                invalid_epochs=counts.invalid_epochs, no_checksum=counts.no_checksum,
+                late=counts.late, instruments=counts.instruments,
+                readings_dropped=counts.readings_dropped,
             ),
             "sensors": sensors.status(),
             "inputs": [i.status.to_json() for i in inputs],
@@ -167,8 +181,8 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
     sensors.start()
     for reader in inputs:
         reader.thread.start()
-    sender_threads = []
-    senders = []
+    sender_threads: list[threading.Thread] = []
+    senders: list[Sender[Any]] = []
     for sender in make_senders(cfg, stop):
         # One failing to start is one log line, not a dead daemon.
         thread = threading.Thread(target=sender.run, name=f"sender-{sender.name}", daemon=True)
@@ -198,10 +212,12 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
             # The GPS thread waits up to reconnect_max_s between attempts to open the device.
             sd.Component("gps", lambda: gps.heartbeat, cfg.gps.reconnect_max_s + 5.0),
             sd.Component("recorder", lambda: recorder.heartbeat),
-            *(sd.Component(f"sender-{s.name}", lambda s=s: s.heartbeat) for s in senders),
+            *(sd.Component(f"sender-{s.name}", _heartbeat(s)) for s in senders),
         ],
     )
-    button = web = None
+    # None: not started yet; False: tried once, not available (one log line, not one a tick).
+    button: HardwareButton | Literal[False] | None = None
+    web: StatusServer | Literal[False] | None = None
 
     def step() -> float:
         """The main thread's part: systemd's notifications, and the parts that start once the
@@ -238,3 +254,8 @@ def run(cfg: Config, stop: threading.Event | None = None) -> int:
                 log.warning("thread %s still running at shutdown", thread.name)
     log.info("tracker stopped: %d fixes stored this run", recorder.stats.fixes_stored)
     return 0
+
+
+def _heartbeat(sender: Sender[Any]) -> Callable[[], float]:
+    """The watchdog's reading of one sender's heartbeat, bound to that sender."""
+    return lambda: sender.heartbeat

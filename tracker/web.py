@@ -52,14 +52,15 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from importlib import resources
-from typing import Any
+from typing import IO, Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-from tracker.config import Config, split_listen
+from tracker.config import Config, WebConfig, split_listen
 from tracker.logutil import RateLimitedLog
-from tracker.store import StoreError, open_store
+from tracker.store import Activity, Store, StoreError, open_store
 from tracker.validate import credential_exists
 from tracker.worker import run_loop
 
@@ -91,6 +92,10 @@ READ_CHUNK = 4096
 MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id is a bad request, not an overflow
 _EXPORT_NAME = re.compile(r"([0-9]{1,19})\.([a-z]+)")
 _TEXT = "text/plain; charset=utf-8"
+
+_T = TypeVar("_T")
+# A client's address as accept() gives it: (host, port), or (host, port, flow, scope) for IPv6.
+Address = tuple[str, int] | tuple[str, int, int, int]
 
 
 def connection_cap(nofile_soft: int | None = None) -> int:
@@ -127,7 +132,7 @@ def icon() -> bytes:
     return resources.files("tracker").joinpath("data/icon.svg").read_bytes()
 
 
-def track(store: Any, activity_id: int, limit: int = TRACK_POINTS) -> list[list[float]]:
+def track(store: Store, activity_id: int, limit: int = TRACK_POINTS) -> list[list[float]]:
     """The activity's fixes as [lat, lon], thinned to at most `limit` at evenly spaced fixes
     (the first and the newest always included, so the track ends where the rider is): a
     bounded read however long the ride (Store.track)."""
@@ -139,30 +144,33 @@ class _Handler(BaseHTTPRequestHandler):
     read, and the reply is left in `wfile` for it to send. The handler never touches a socket,
     so a client can never hold the worker that runs it."""
 
-    server: StatusServer
+    rfile: io.BytesIO
+    wfile: io.BytesIO
     protocol_version = "HTTP/1.1"
     default_request_version = "HTTP/1.1"  # a garbled request line gets a status line too
     error_message_format = "%(message)s\n"  # one line, not the base's HTML page
     error_content_type = _TEXT
 
-    def setup(self) -> None:
-        self.rfile = io.BytesIO(self.request)
+    def __init__(self, head: bytes, client_address: Address, page: StatusServer) -> None:
+        # Not the base's, which takes a socket and a socketserver: this one answers the head
+        # the socket thread read, for the page's server, and leaves the reply in `wfile`.
+        self.page = page
+        self.client_address = client_address[:2]  # the base's type: host and port
+        self.rfile = io.BytesIO(head)
         self.wfile = io.BytesIO()
+        self.handle()
 
     def handle(self) -> None:
         self.close_connection = True
         try:
             self.handle_one_request()
         except Exception as e:  # a bug, or the store failing in a new way: one reply, one line
-            self.server.note("errors", logging.ERROR, "status page: %s failed: %s: %s",
-                             getattr(self, "path", "?"), type(e).__name__, e,
-                             exc_info=True)  # fmt: skip
+            self.page.note("errors", logging.ERROR, "status page: %s failed: %s: %s",
+                           getattr(self, "path", "?"), type(e).__name__, e,
+                           exc_info=True)  # fmt: skip
             self.wfile = io.BytesIO()  # whatever was half written is not sent
             self.close_connection = True
             self.send_error(500, "internal error: see the daemon's log")
-
-    def finish(self) -> None:
-        pass  # nothing to flush or close: the socket thread sends the reply
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         log.debug("web: %s %s", self.address_string(), format % args)
@@ -204,11 +212,11 @@ class _Handler(BaseHTTPRequestHandler):
             elif url.path in ("/favicon.ico", "/favicon.svg"):  # asked by every browser
                 self._send(200, "image/svg+xml", icon())
             elif url.path == "/api/status":
-                report = self.server.status_report()
-                report.setdefault("web", {})["server"] = self.server.counters()
+                report = self.page.status_report()
+                report.setdefault("web", {})["server"] = self.page.counters()
                 self._json(report)
             elif url.path == "/api/activities":
-                self._json(self.server.with_store(self.server.activities))
+                self._json(self.page.with_store(self.page.activities))
             elif url.path == "/api/track":
                 self._track(query)
             elif url.path.startswith("/export/"):
@@ -227,23 +235,23 @@ class _Handler(BaseHTTPRequestHandler):
     def _track(self, query: dict[str, list[str]]) -> None:
         given = query.get("activity")
         if given is None:
-            self._json(self.server.with_store(lambda s: self.server.track(s, None)))
+            self._json(self.page.with_store(lambda s: self.page.track(s, None)))
             return
         if len(given) > 1:
             raise BadRequest("activity: given more than once")
         wanted = str(activity_id(given[0]))
 
-        def read(store: Any) -> Any:
-            return None if store.activity(int(wanted)) is None else self.server.track(store, wanted)
+        def read(store: Store) -> dict[str, Any] | None:
+            return None if store.activity(int(wanted)) is None else self.page.track(store, wanted)
 
-        found = self.server.with_store(read)
+        found = self.page.with_store(read)
         if found is None:
             self._fail(404, f"no such activity: {wanted}")
         else:
             self._json(found)
 
     def _allowed(self, path: str, query: dict[str, list[str]]) -> bool:
-        token = self.server.token
+        token = self.page.token
         if not token:
             return True
         given = query.get("token", [None])[0]
@@ -267,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
                    b"a token is needed: open the page once as /?token=...\n")  # fmt: skip
         return False
 
-    def _json(self, value: Any) -> None:
+    def _json(self, value: object) -> None:
         from tracker.plausible import json_text  # here: the one thing web.py needs of it
 
         self._send(200, "application/json", json_text(value).encode())
@@ -290,11 +298,13 @@ class _Handler(BaseHTTPRequestHandler):
             raise BadRequest(f"bad export name {_shown(name)}: expected ID.gpx, ID.csv or "
                              "ID.geojson")  # fmt: skip
         stem, fmt = str(activity_id(m.group(1))), m.group(2)
-        write = {"gpx": export.write_gpx, "csv": export.write_csv,
-                 "geojson": export.write_geojson}[fmt]  # fmt: skip
+        writers: dict[str, Callable[[Store, IO[str], list[int]], int]] = {
+            "gpx": export.write_gpx, "csv": export.write_csv, "geojson": export.write_geojson,
+        }  # fmt: skip
+        write = writers[fmt]
         buf = io.StringIO()
         try:
-            self.server.with_store(lambda s: write(s, buf, [int(stem)]))
+            self.page.with_store(lambda s: write(s, buf, [int(stem)]))
         except KeyError:
             self._send(404, "text/plain; charset=utf-8", b"no such activity\n")
             return
@@ -312,7 +322,10 @@ class StatusServer:
     serves from `run(stop)` until `stop` is set, with the bounds of the module's docstring."""
 
     def __init__(self, cfg: Config, token: str = "") -> None:
-        host, port = split_listen(cfg.web.listen)
+        if cfg.web is None:
+            raise ValueError("the status page needs a [web] section")
+        self.web: WebConfig = cfg.web
+        host, port = split_listen(self.web.listen)
         sock = socket.socket(_family(host), socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -352,7 +365,7 @@ class StatusServer:
         shown = f"[{host}]" if ":" in str(host) else host
         return f"http://{shown}:{port}/"
 
-    def with_store(self, read: Any) -> Any:
+    def with_store(self, read: Callable[[Store], _T]) -> _T:
         store = open_store(self.cfg.storage.path, readonly=True)
         try:
             return read(store)
@@ -369,43 +382,43 @@ class StatusServer:
             return self.with_store(self.status)
         except StoreError as e:
             report = status.unopened(self.cfg, e)
-            report["web"] = {"tiles_url": self.cfg.web.tiles_url or None}
+            report["web"] = {"tiles_url": self.web.tiles_url or None}
             return report
 
-    def status(self, store: Any) -> dict[str, Any]:
+    def status(self, store: Store) -> dict[str, Any]:
         from tracker import status
 
         report = status.collect(store, self.cfg)
-        report["web"] = {"tiles_url": self.cfg.web.tiles_url or None}
+        report["web"] = {"tiles_url": self.web.tiles_url or None}
         if report["activity"] is None:  # collect gives the current activity's only
             report["instruments"] = self.instruments(store)
         return report
 
-    def instruments(self, store: Any) -> dict[str, Any]:
+    def instruments(self, store: Store) -> dict[str, Any]:
         """The latest instrument readings (depth, wind...) of the newest activity, for a page
         looked at after the ride: `{"activity": id, "readings": [...]}`
         (rides.instruments_json)."""
         from tracker import rides
 
-        a = (store.activities() or [None])[-1]
+        a = _newest(store)
         if a is None:
             return {"activity": None, "readings": []}
         readings = rides.instruments_json(rides.latest_instruments(store, a))
         return {"activity": a.id, "readings": readings}
 
-    def activities(self, store: Any) -> list[dict[str, Any]]:
+    def activities(self, store: Store) -> list[dict[str, Any]]:
         from tracker import rides
         from tracker.config import zone
 
         tz = zone(self.cfg.activity.timezone)
         return [rides.as_json(r, tz) for r in rides.rides(store, self.cfg.activity.rules())]
 
-    def track(self, store: Any, wanted: str | None) -> dict[str, Any]:
+    def track(self, store: Store, wanted: str | None) -> dict[str, Any]:
         if wanted is not None and wanted.isdigit():
             # An id beyond SQLite's integers is no activity (not an OverflowError).
             a = store.activity(int(wanted)) if int(wanted) < 2**63 else None
         else:
-            a = store.current_activity() or (store.activities() or [None])[-1]
+            a = store.current_activity() or _newest(store)
         if a is None:
             return {"activity": None, "points": []}
         # What the page says above the drawing: the ride under way, or the last one and when
@@ -719,7 +732,7 @@ class _Conn:
     __slots__ = ("sock", "addr", "state", "since", "inbuf", "out", "sent", "close_after",
                  "served", "events")  # fmt: skip
 
-    def __init__(self, sock: socket.socket, addr: Any, now: float) -> None:
+    def __init__(self, sock: socket.socket, addr: Address, now: float) -> None:
         self.sock = sock
         self.addr = addr
         self.state = "read"
@@ -730,6 +743,11 @@ class _Conn:
         self.close_after = False
         self.served = 0
         self.events = 0
+
+
+def _newest(store: Store) -> Activity | None:
+    activities = store.activities()
+    return activities[-1] if activities else None
 
 
 def _waiting(listener: socket.socket) -> bool:
@@ -746,13 +764,11 @@ def _head_end(buf: bytes) -> int:
     return min(ends) if ends else -1
 
 
-def _peer(addr: Any) -> str:
+def _peer(addr: object) -> str:
     return f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) and len(addr) >= 2 else str(addr)
 
 
-def _family(host: str) -> Any:
-    import socket
-
+def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
@@ -780,6 +796,8 @@ def web_token(cfg: Config) -> str:
     from tracker.credentials import SecretError, read_secret
 
     w = cfg.web
+    if w is None:  # no page, no token
+        return ""
     _, credential = w.SECRET
     if not (w.token or w.token_file or credential_exists(credential)):
         return ""

@@ -26,7 +26,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from tracker.logutil import RateLimitedLog
 from tracker.sensors.clock import Reading
@@ -45,17 +46,23 @@ from tracker.sensors.gatt import (
 )
 from tracker.sensors.link import LinkContext, MissingLibrary, SensorError
 
+if TYPE_CHECKING:  # bleak is optional: imported when a link or a scan needs it (_bleak)
+    from bleak import BleakClient, BleakScanner
+    from bleak.backends.characteristic import BleakGATTCharacteristic
+    from bleak.backends.device import BLEDevice
+    from bleak.backends.scanner import AdvertisementData
+
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "bleak is not installed (pip install 'pi-live-tracker[ble]')"
 
 
-def _bleak() -> Any:
+def _bleak() -> tuple[type[BleakScanner], type[BleakClient]]:
     try:
-        import bleak
+        from bleak import BleakClient, BleakScanner
     except ImportError:
         raise MissingLibrary(INSTALL_HINT) from None
-    return bleak
+    return BleakScanner, BleakClient
 
 
 class BleLink:
@@ -66,18 +73,18 @@ class BleLink:
         cfg: SensorConfig,
         ctx: LinkContext,
         *,
-        scanner: Any = None,
-        client_class: Any = None,
+        scanner: type[BleakScanner] | None = None,
+        client_class: type[BleakClient] | None = None,
     ) -> None:
         if scanner is None or client_class is None:
-            bleak = _bleak()
-            scanner = scanner or bleak.BleakScanner
-            client_class = client_class or bleak.BleakClient
+            bleak_scanner, bleak_client = _bleak()
+            scanner = scanner or bleak_scanner
+            client_class = client_class or bleak_client
         self.cfg = cfg
         self.ctx = ctx
         self._scanner = scanner
         self._client_class = client_class
-        self._client: Any = None
+        self._client: BleakClient | None = None
         self._limited = RateLimitedLog(log, 60.0)
         self._pending: list[Reading] = []
         self._wake = asyncio.Event()
@@ -95,7 +102,7 @@ class BleLink:
     def _extra(self) -> dict[str, Any]:
         return {"bluez": {"adapter": self.cfg.adapter}} if self.cfg.adapter else {}
 
-    def _matches(self, device: Any, adv: Any) -> bool:
+    def _matches(self, device: BLEDevice, adv: AdvertisementData) -> bool:
         if self.cfg.address:
             return str(device.address).upper() == self.cfg.address
         return self.cfg.name in (getattr(adv, "local_name", None), device.name)
@@ -124,22 +131,22 @@ class BleLink:
             timeout=cfg.scan_timeout_s + 5,
         )
         if device is None:
-            wanted = cfg.address or repr(cfg.name)
-            raise SensorError(f"{wanted} not seen in a {cfg.scan_timeout_s:g} s scan")
-        self._client = self._client_class(
+            sought = cfg.address or repr(cfg.name)
+            raise SensorError(f"{sought} not seen in a {cfg.scan_timeout_s:g} s scan")
+        client = self._client = self._client_class(
             device,
             disconnected_callback=self._on_disconnect,
             timeout=cfg.connect_timeout_s,
             **self._extra,
         )
-        await asyncio.wait_for(self._client.connect(), timeout=cfg.connect_timeout_s + 5)
+        await asyncio.wait_for(client.connect(), timeout=cfg.connect_timeout_s + 5)
         offered = {
             uuid
             for uuid in (HEART_RATE_MEASUREMENT, CSC_MEASUREMENT, CYCLING_POWER_MEASUREMENT)
-            if self._client.services.get_characteristic(uuid) is not None
+            if client.services.get_characteristic(uuid) is not None
         }
         kinds = cfg.kinds
-        wanted = []
+        wanted: list[str] = []
         if HEART_RATE_MEASUREMENT in offered and "hr" in kinds:
             wanted.append(HEART_RATE_MEASUREMENT)
         if CSC_MEASUREMENT in offered and "cad" in kinds:
@@ -149,7 +156,7 @@ class BleLink:
             wanted.append(CYCLING_POWER_MEASUREMENT)
         if not wanted:
             raise SensorError(
-                f"offers no heart rate, speed/cadence or cycling power measurement for "
+                "offers no heart rate, speed/cadence or cycling power measurement for "
                 f"{', '.join(kinds)}"
             )
         self._crank_source = (
@@ -160,17 +167,17 @@ class BleLink:
         self._has_power = CYCLING_POWER_MEASUREMENT in wanted and "pwr" in kinds
         for uuid in wanted:
             await asyncio.wait_for(
-                self._client.start_notify(uuid, self._notified(uuid)),
+                client.start_notify(uuid, self._notified(uuid)),
                 timeout=cfg.connect_timeout_s,
             )
             self.subscribed.append(uuid)
 
-    def _on_disconnect(self, client: Any) -> None:
+    def _on_disconnect(self, client: BleakClient) -> None:
         self._lost = True
         self._wake.set()
 
-    def _notified(self, uuid: str):
-        def callback(characteristic: Any, data: bytearray) -> None:
+    def _notified(self, uuid: str) -> Callable[[BleakGATTCharacteristic, bytearray], None]:
+        def callback(characteristic: BleakGATTCharacteristic, data: bytearray) -> None:
             self.feed(uuid, bytes(data), time.monotonic())
 
         return callback
@@ -249,12 +256,24 @@ class BleLink:
 # --- tracker sensors scan -------------------------------------------------------------------
 
 
-async def scan(timeout: float, adapter: str | None = None, scanner: Any = None) -> list[dict]:
+class SeenDevice(TypedDict):
+    """One device of a scan, as `tracker sensors scan --json` prints it."""
+
+    address: str
+    name: str | None
+    rssi: int | None
+    services: list[str]
+    usable: bool  # offers a service a [[sensors]] entry can read
+
+
+async def scan(
+    timeout: float, adapter: str | None = None, scanner: type[BleakScanner] | None = None
+) -> list[SeenDevice]:
     """Nearby BLE devices, strongest first, with the services they advertise."""
-    scanner = scanner or _bleak().BleakScanner
-    extra = {"bluez": {"adapter": adapter}} if adapter else {}
+    scanner = scanner or _bleak()[0]
+    extra: BleakScanner.ExtraArgs = {"bluez": {"adapter": adapter}} if adapter else {}
     found = await scanner.discover(timeout=timeout, return_adv=True, **extra)
-    out = []
+    out: list[SeenDevice] = []
     for device, adv in found.values():
         uuids = [u.lower() for u in (adv.service_uuids or [])]
         out.append(
@@ -270,7 +289,7 @@ async def scan(timeout: float, adapter: str | None = None, scanner: Any = None) 
     return out
 
 
-def render_scan(devices: list[dict]) -> str:
+def render_scan(devices: list[SeenDevice]) -> str:
     if not devices:
         return "no Bluetooth LE devices seen"
     lines = []
