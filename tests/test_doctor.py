@@ -33,6 +33,7 @@ from tracker.inputs import check as check_inputs
 from tracker.pty import PtyWriter
 from tracker.sensors.manager import check as check_sensor_hardware
 from tracker.share import check as check_share
+from tracker.store import SCHEMA_VERSION
 from tracker.testing import gpsr as gpsr_server
 from tracker.testing import mapmytracks as mmt_server
 
@@ -136,6 +137,10 @@ def write_config(tmp_path: Path, device: str, baud: int, extra: str = "") -> Pat
         f'[storage]\npath = "{tmp_path / "db" / "tracker.db"}"\nmax_mb = 50\n\n' + extra
     )
     return config
+
+
+# The storage's lines when `[storage] path`'s directory is not there yet (write_config's).
+NO_DATABASE_YET = [("storage permissions", doctor.OK), ("database", doctor.OK), ("disk", doctor.OK)]
 
 
 def doctor_cli(config: Path, *args: str) -> subprocess.CompletedProcess:
@@ -250,8 +255,8 @@ def test_doctor_passes_for_an_i2c_receiver_the_daemon_reads(tmp_path, monkeypatc
     out = doctor.render(checks)
     assert [(c.name, c.result) for c in checks] == [
         ("config", doctor.OK), ("gps device", doctor.OK), ("gps permissions", doctor.OK),
-        ("nmea", doctor.OK), ("i2c", doctor.OK), ("service", doctor.SKIP), ("disk", doctor.OK),
-        ("clock", doctor.OK),
+        ("nmea", doctor.OK), ("i2c", doctor.OK), ("service", doctor.SKIP),
+        *NO_DATABASE_YET, ("clock", doctor.OK),
     ], out  # fmt: skip
     assert checks[1].detail.startswith("/dev/i2c-1 exists"), out
     fixes = re.search(r"at 9600 baud, (\d+) fixes", checks[3].detail)
@@ -464,16 +469,24 @@ def test_json_lists_the_same_checks_as_the_text(tmp_path):
     assert as_json.returncode == text.returncode == 1
     checks = json.loads(as_json.stdout)
     # ("service": skipped, no unit installed on a test machine)
-    assert [c["name"] for c in checks] == ["config", "gps device", "service", "disk", "clock"]
+    assert [c["name"] for c in checks] == [
+        "config", "gps device", "service", "storage permissions", "database", "disk", "clock",
+    ]  # fmt: skip
     assert all(set(c) == {"name", "result", "detail", "fix"} for c in checks)
     device = checks[1]
     assert device["result"] == "FAIL" and "enable_uart=1" in device["fix"]
-    assert checks[4] == {
+    assert checks[6] == {
         "name": "clock", "result": "skip", "fix": None,
         "detail": "no GPS time or server time to compare with",
     }  # fmt: skip
     shown = [doctor.render_check(doctor.Check(**c)) for c in checks]
-    assert text.stdout.splitlines() == "\n".join(shown).splitlines() + ["1 check(s) failed"]
+
+    def free_mb(out: str) -> str:  # other programs write to this disk between the two runs
+        return re.sub(r"disk: \d+ MB free", "disk: N MB free", out)
+
+    assert free_mb(text.stdout).splitlines() == free_mb("\n".join(shown)).splitlines() + [
+        "1 check(s) failed"
+    ]
 
 
 def test_run_checks_hands_over_each_check_before_the_next_starts(tmp_path, monkeypatch):
@@ -492,7 +505,9 @@ def test_run_checks_hands_over_each_check_before_the_next_starts(tmp_path, monke
     config_check = doctor.Check("config", doctor.OK, "fine")
     checks = doctor.run_checks(ctx, config_check, lambda c: seen.append(c.name))
     assert seen_by_nmea == ["config", "gps device", "gps permissions"]
-    assert seen == [c.name for c in checks] == [*seen_by_nmea, "nmea", "service", "disk", "clock"]
+    assert seen == [c.name for c in checks] == [
+        *seen_by_nmea, "nmea", "service", "storage permissions", "database", "disk", "clock",
+    ]  # fmt: skip
     assert doctor.run_checks(ctx, config_check) == checks  # the callback is optional
 
 
@@ -512,7 +527,7 @@ def test_a_bug_in_one_parts_check_is_one_failed_line_and_the_others_still_run(
     assert [(c.name, c.result) for c in checks] == [
         ("config", doctor.OK), ("gps device", doctor.OK), ("gps permissions", doctor.OK),
         ("gps.check", doctor.FAIL), ("mapmytracks", doctor.FAIL), ("service", doctor.SKIP),
-        ("disk", doctor.OK), ("clock", doctor.SKIP),
+        *NO_DATABASE_YET, ("clock", doctor.SKIP),
     ]  # fmt: skip
     assert checks[3].detail == checks[4].detail == "ZeroDivisionError('a bug')"
 
@@ -831,6 +846,283 @@ def test_inputs_and_share_are_in_the_checklist(tmp_path):
     config.write_text(config.read_text().replace("/dev/null", "/dev/serial0-not-here"))
     checks = json.loads(doctor_cli(config, "--json").stdout)
     assert [c["name"] for c in checks] == [
-        "config", "gps device", "input sounder", "share", "service", "disk", "clock",
+        "config", "gps device", "input sounder", "share", "service", "storage permissions",
+        "database", "disk", "clock",
     ]  # fmt: skip
     assert [c["result"] for c in checks[2:4]] == ["FAIL", "ok"]
+
+
+# --- the storage: real SQLite files made by the real store ------------------------------------
+
+
+def storage_ctx(tmp_path: Path, user: str | None = None) -> doctor.Context:
+    """A config whose `[storage] path` is tmp_path/db/tracker.db (write_config's)."""
+    return doctor.Context(doctor.load(write_config(tmp_path, "/dev/null", 9600)), user or me())
+
+
+def storage_checks(ctx: doctor.Context, **kw: float) -> dict[str, doctor.Check]:
+    from tracker.store import check as storage
+
+    checks = list(storage.check(ctx, **kw))
+    named = {c.name: c for c in checks}
+    assert len(named) == len(checks), checks
+    return named
+
+
+def a_ride(db: Path, n: int, backends: tuple[str, ...] = ("mapmytracks", "traccar")) -> None:
+    """`n` fixes of an activity stored by the real store, the first 10 acknowledged by the
+    first backend."""
+    from support import T0
+
+    from tracker.fix import Fix
+    from tracker.store import open_store
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open_store(db) as store:
+        for b in backends:
+            store.register_backend(b)
+        activity = store.start_activity("ride", "cycling", "public", (), T0.timestamp())
+        store.add_fixes(activity.id, [
+            Fix(time=e.unix, lat=e.lat, lon=e.lon, alt=e.alt, speed=e.speed, course=e.course,
+                quality=1, sats=e.sats, hdop=e.hdop)
+            for e in epochs(n, rate_hz=1.0)
+        ])  # fmt: skip
+        store.acknowledge(backends[0], [f.id for f in store.next_batch(backends[0], 10)])
+
+
+def files_in(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_no_database_yet_is_fine_and_says_so(tmp_path):
+    checks = storage_checks(storage_ctx(tmp_path))
+    assert [(c.name, c.result) for c in checks.values()] == NO_DATABASE_YET
+    db = tmp_path / "db" / "tracker.db"
+    assert checks["database"].detail == f"none at {db} yet: the daemon creates it at its start"
+    assert checks["storage permissions"].detail.startswith(
+        f"{db.parent} does not exist yet: the daemon makes it")
+    assert not db.parent.exists(), "the doctor made nothing"
+
+
+def test_a_database_made_by_the_store_is_read_and_left_as_it_was(tmp_path):
+    db = tmp_path / "db" / "tracker.db"
+    a_ride(db, 30)
+    before = files_in(db.parent)
+    assert list(before) == ["tracker.db"], "the store closed and checkpointed it"
+    checks = storage_checks(storage_ctx(tmp_path))
+    assert [(c.name, c.result) for c in checks.values()] == [
+        ("storage permissions", doctor.OK), ("database", doctor.OK),
+        ("database integrity", doctor.OK), ("queue", doctor.OK), ("disk", doctor.OK),
+    ]  # fmt: skip
+    assert checks["storage permissions"].detail == f"{me()} may write {db.parent} and tracker.db"
+    assert checks["database"].detail.endswith(f"schema version {SCHEMA_VERSION}")
+    assert checks["database integrity"].detail == "quick_check ok"
+    assert checks["queue"].detail == "30 fixes stored; still to send: mapmytracks 20, traccar 30"
+    assert files_in(db.parent) == before, "no byte written, no -wal or -shm left behind"
+
+
+def test_a_database_the_running_daemon_writes_is_read_beside_it(daemon, gps):
+    """A real `tracker run` stores a ride from a pty while the check reads the database (its
+    -wal there: read through it, not as immutable); the daemon keeps storing, and nothing of
+    the daemon's is waited for or changed."""
+    from support import stored_so_far
+
+    ride = epochs(400, rate_hz=10.0)
+    d = daemon().start()
+    d.wait_gps_open()
+    for e in ride[:100]:
+        gps.write(e.data)
+    wait_for(lambda: len(stored_so_far(d.db)) >= 50, what="fixes stored")
+    assert Path(f"{d.db}-wal").exists()
+    writer = threading.Thread(target=lambda: [gps.write(e.data) for e in ride[100:]])
+    writer.start()
+    checks = storage_checks(doctor.Context(doctor.load(d.config), me()))
+    writer.join(timeout=30)
+    wait_for(lambda: len(stored_so_far(d.db)) == 400, what="the daemon stored on")
+    assert d.proc.poll() is None
+    assert [c.result for c in checks.values()] == [doctor.OK] * 5, checks
+    stored = re.match(r"(\d+) fixes stored", checks["queue"].detail)
+    assert stored and 50 <= int(stored.group(1)) <= 400, checks["queue"]
+    assert "locked" not in d.log_text() and "busy" not in d.log_text().lower()
+
+
+def test_a_database_of_a_newer_release_fails_clearly(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "db" / "tracker.db"
+    a_ride(db, 5)
+    conn = sqlite3.connect(db)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    before = files_in(db.parent)
+    checks = storage_checks(storage_ctx(tmp_path))
+    assert list(checks) == ["storage permissions", "database", "disk"]
+    newer = checks["database"]
+    assert newer.result == doctor.FAIL
+    assert newer.detail == (
+        f"{db} was written by a newer tracker (schema version {SCHEMA_VERSION + 1}; this "
+        f"release knows up to {SCHEMA_VERSION}) and this release will not store into it"
+    )
+    assert newer.fix and newer.fix.startswith("keep the file")
+    assert files_in(db.parent) == before
+
+
+def test_a_database_of_an_older_release_is_migrated_by_the_daemon(tmp_path):
+    """A real version-1 database (the first migration only): fine, the daemon migrates it."""
+    import sqlite3
+
+    from tracker.store import MIGRATIONS, _statements
+
+    db = tmp_path / "db" / "tracker.db"
+    db.parent.mkdir()
+    conn = sqlite3.connect(db, isolation_level=None)
+    for statement in _statements(MIGRATIONS[0]):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    checks = storage_checks(storage_ctx(tmp_path))
+    assert list(checks) == ["storage permissions", "database", "database integrity", "disk"]
+    assert checks["database"].result == doctor.OK
+    assert checks["database"].detail.endswith(
+        f"schema version 1: the daemon migrates it to {SCHEMA_VERSION} at its next start")
+    assert checks["database integrity"].result == doctor.OK
+
+
+def test_a_corrupted_database_fails_with_the_advice_to_keep_it(tmp_path):
+    from tracker.store.db import PAGE_SIZE
+
+    db = tmp_path / "db" / "tracker.db"
+    a_ride(db, 600)
+    pages = db.stat().st_size // PAGE_SIZE
+    assert pages > 40
+    with db.open("r+b") as f:  # a page in the middle of the fixes: its b-tree header and cells
+        f.seek((pages // 2) * PAGE_SIZE)
+        f.write(b"\xa5" * 200)
+    damaged = files_in(db.parent)
+    checks = storage_checks(storage_ctx(tmp_path))
+    bad = checks["database integrity"]
+    assert bad.result == doctor.FAIL, checks
+    assert bad.detail.startswith(f"{db} is damaged (quick_check: "), bad
+    assert bad.fix and bad.fix.startswith("keep the file: stop the daemon, copy tracker.db")
+    assert ".recover" in bad.fix and ".corrupt-<time>" in bad.fix
+    assert files_in(db.parent) == damaged, "the doctor moved nothing aside"
+
+    db.write_bytes(b"not a database at all, " * 40)  # not even a header
+    bad = storage_checks(storage_ctx(tmp_path))["database integrity"]
+    assert bad.result == doctor.FAIL and "file is not a database" in bad.detail, bad
+
+
+def test_quick_check_is_bounded_and_says_when_it_stopped(tmp_path):
+    """No wall clock: a limit of 0 s is past at SQLite's first look (QUICK_CHECK_STEP steps in,
+    well inside the check of thousands of rows)."""
+    db = tmp_path / "db" / "tracker.db"
+    a_ride(db, 3000)
+    checks = storage_checks(storage_ctx(tmp_path), quick_check_s=0.0)
+    stopped = checks["database integrity"]
+    assert stopped.result == doctor.SKIP
+    assert stopped.detail == ("quick_check stopped after 0 s with nothing found so far; the "
+                              "daemon checks the whole file at each start")  # fmt: skip
+    assert checks["queue"].result == doctor.OK, "the rest is still read"
+
+
+def test_a_directory_the_service_user_may_not_write(tmp_path):
+    """As root here, every file is writable: the rights are checked for `nobody`, from the
+    mode bits and owners of real directories and files (as the gps permission test does)."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    if os.getuid() == nobody.pw_uid:
+        pytest.skip("running as nobody")
+    db = tmp_path / "db" / "tracker.db"
+    tmp_path.chmod(0o755)
+    perm = storage_checks(storage_ctx(tmp_path, "nobody"))["storage permissions"]
+    assert perm.result == doctor.FAIL
+    assert perm.detail.startswith(f"{db.parent} does not exist and nobody may not make it in ")
+    assert perm.fix == f"sudo install -d -o nobody -g {group_of(nobody)} -m 750 {db.parent}"
+
+    a_ride(db, 5)
+    db.parent.chmod(0o755)
+    perm = storage_checks(storage_ctx(tmp_path, "nobody"))["storage permissions"]
+    assert perm.result == doctor.FAIL and "tracker.db-wal and tracker.db-shm" in perm.detail
+    assert perm.fix == f"sudo chown nobody:{group_of(nobody)} {db.parent} {db}", "both at once"
+
+    os.chown(db.parent, nobody.pw_uid, nobody.pw_gid)  # the directory theirs, the file root's
+    db.chmod(0o644)
+    perm = storage_checks(storage_ctx(tmp_path, "nobody"))["storage permissions"]
+    assert perm.result == doctor.FAIL and perm.detail.startswith(f"nobody may not write {db} ")
+    assert perm.fix == f"sudo chown nobody:{group_of(nobody)} {db}"
+
+    os.chown(db, nobody.pw_uid, nobody.pw_gid)
+    perm = storage_checks(storage_ctx(tmp_path, "nobody"))["storage permissions"]
+    assert perm.result == doctor.OK, perm
+
+    perm = storage_checks(storage_ctx(tmp_path, "no-such-user-here"))["storage permissions"]
+    assert perm.result == doctor.FAIL and "no such user" in perm.detail
+
+
+def group_of(user) -> str:
+    import grp
+
+    return grp.getgrgid(user.pw_gid).gr_name
+
+
+def test_fixes_in_a_spill_file_are_counted_and_a_broken_one_named(tmp_path, monkeypatch):
+    from support import T0
+
+    from tracker import spill
+    from tracker.fix import Fix
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    monkeypatch.setenv("RUNTIME_DIRECTORY", str(run_dir))
+    db = tmp_path / "db" / "tracker.db"
+    a_ride(db, 5)
+    held = [Fix(time=T0.timestamp() + i, lat=45.0, lon=6.0) for i in range(7)]
+    spill.write(db, held, [time.time()] * 7, [], [])
+    queue = storage_checks(storage_ctx(tmp_path))["queue"]
+    assert queue.detail.endswith("; 7 fixes in 1 spill file(s), stored at the next start")
+
+    (run_dir / "tracker.db.spill").write_text("{not json\n")
+    checks = storage_checks(storage_ctx(tmp_path))
+    assert checks["spill"].result == doctor.FAIL
+    assert "not a readable spill file" in checks["spill"].detail
+    assert checks["spill"].fix and "keep a copy" in checks["spill"].fix
+
+
+def test_the_installed_service_must_be_allowed_to_write_there(tmp_path):
+    """The shipped unit's sandbox (installed in a made-up root): its file systems read-only
+    but its StateDirectory= and ReadWritePaths= (ProtectSystem=strict), its /tmp its own; and
+    its StateDirectory=, which systemd makes at the service's start, may be missing."""
+    root = tmp_path / "root"
+    unit = root / "etc/systemd/system/tracker.service"
+    unit.parent.mkdir(parents=True)
+    shipped = (ROOT / "systemd/tracker.service").read_text()
+    unit.write_text(shipped)
+    ctx = doctor.Context(doctor.load(write_config(tmp_path, "/dev/null", 9600)), me(), root=root)
+    directory = tmp_path / "db"
+    perm = storage_checks(ctx)["storage permissions"]
+    assert perm.result == doctor.FAIL and "PrivateTmp=" in perm.detail, perm
+    assert perm.detail.endswith(f"the queue in {directory} would be lost")
+
+    unit.write_text(shipped.replace("PrivateTmp=yes\n", ""))  # were the test's disk not /tmp
+    perm = storage_checks(ctx)["storage permissions"]
+    assert perm.result == doctor.FAIL
+    assert perm.detail == ("the installed service may write only /var/lib/tracker, "
+                           f"/run/tracker, not {directory} (ProtectSystem=strict in its unit)")
+    assert perm.fix and perm.fix.endswith(f"systemctl edit tracker, then "
+                                          f"ReadWritePaths={directory}")  # fmt: skip
+
+    drop_in = unit.with_name("tracker.service.d") / "override.conf"
+    drop_in.parent.mkdir()
+    drop_in.write_text(f"[Service]\nReadWritePaths=-{tmp_path}\n")
+    assert storage_checks(ctx)["storage permissions"].result == doctor.OK
+
+    if Path("/var/lib/tracker").exists():
+        return  # a tracker installed on this machine: nothing to show
+    config = tmp_path / "tracker.toml"
+    config.write_text('[storage]\npath = "/var/lib/tracker/tracker.db"\n')
+    ctx = doctor.Context(doctor.load(config), "nobody", root=root)
+    perm = storage_checks(ctx)["storage permissions"]
+    assert perm.result == doctor.OK
+    assert perm.detail == ("/var/lib/tracker does not exist yet: systemd makes it for nobody "
+                           "at the service's start (StateDirectory=)")  # fmt: skip

@@ -67,18 +67,19 @@ class Probe:
 # --- helpers the parts' checks share ---------------------------------------------------------
 
 
-def may_open(st: os.stat_result, user: pwd.struct_passwd) -> bool:
-    """Whether `user` may open a file with this stat for reading and writing (mode bits)."""
+def may_open(st: os.stat_result, user: pwd.struct_passwd, *, directory: bool = False) -> bool:
+    """Whether `user` may open a file with this stat for reading and writing (mode bits); with
+    `directory`, whether it may create files in the directory (write and search)."""
     if user.pw_uid == 0:
         return True
-    need = stat.S_IRUSR | stat.S_IWUSR
+    need = stat.S_IWUSR | stat.S_IXUSR if directory else stat.S_IRUSR | stat.S_IWUSR
     if st.st_uid == user.pw_uid:
         return st.st_mode & need == need
     gids = {user.pw_gid} | {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem}
     if st.st_gid in gids:
-        need = stat.S_IRGRP | stat.S_IWGRP
+        need >>= 3  # the same bits for the group
         return st.st_mode & need == need
-    need = stat.S_IROTH | stat.S_IWOTH
+    need >>= 6
     return st.st_mode & need == need
 
 

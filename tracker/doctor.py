@@ -10,8 +10,9 @@ arrives, how fast, and at which baud rate, trying the common rates when nothing 
 configured one; with `gpsd://`, tracker/gpsd.py: gpsd answers, has a receiver and reports
 fixes); each `[[inputs]]` stream (tracker/inputs.py); the `[share]` port (tracker/share.py);
 each configured backend's probe (`probe(settings)` in its module, tracker/backends.py); the
-sensor hardware (tracker/sensors/manager.py); then the installed unit, the free disk space for
-the queue (tracker/store/check.py), and the system clock (against GPS time or a backend's time).
+sensor hardware (tracker/sensors/manager.py); then the installed unit, the storage
+(tracker/store/check.py: the rights on its directory, the database read only, its version,
+integrity and queue, the free space), and the system clock (against GPS time or a backend's).
 Each part's `check(ctx)` yields its Checks (tracker/checks.py); this module only loads the
 config, runs them in order and prints.
 

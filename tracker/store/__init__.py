@@ -14,7 +14,8 @@ concern, each in its own module with its own docstring:
   interface a sender gets.
 - `control`: control requests from the CLI, runtime rows for `tracker status`, counters.
 - `prune`: the size limit and pruning.
-- `facade`: `Store` and `open_store()`.
+- `facade`: `Store` and `open_store()`; `inspect_store()`, the read-only look of `tracker
+  doctor` (`check.py`, kept out of these imports) at any schema version.
 
 Contracts
 ---------

@@ -39,6 +39,7 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 PAGE_SIZE = 512
 CACHE_KIB = 512  # page cache per connection
 _WAL_LIMIT_BYTES = 4 * 1024 * 1024  # keep the WAL file at most this big after a checkpoint
+QUICK_CHECK_STEP = 1000  # virtual machine steps between looks at quick_check's deadline
 
 
 class StoreError(Exception):
@@ -318,7 +319,7 @@ def deliverable(scope: str) -> str:
     return _DELIVERABLE if scope == "activities" else "1"
 
 # SQLite primary result codes (the low byte of an extended code).
-_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED = 3, 5, 6
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_INTERRUPT = 3, 5, 6, 9
 _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT = 8, 10, 11
 _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 13, 14, 26
 _UNAVAILABLE = {_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN}
@@ -348,14 +349,19 @@ def connect(
     return conn
 
 
-def _connect_readonly(path: Path) -> sqlite3.Connection:
+def _connect_readonly(path: Path, *, leave_no_files: bool = False) -> sqlite3.Connection:
+    """A read-only connection. `leave_no_files`: with no -wal beside the database (no
+    connection has it open) read it as immutable at once, instead of letting SQLite create a
+    -wal and -shm that a read-only connection cannot delete when it closes."""
     if not path.exists():
         raise StoreError(f"{path}: no database there (is the daemon's storage.path another one?)")
     uri = path.resolve().as_uri() + "?mode=ro"
+    wal = Path(str(path) + "-wal")
+    immutable = leave_no_files and not wal.exists()
     conn = None
     try:
-        conn = _connect(uri)
-        conn.execute("PRAGMA user_version").fetchone()
+        conn = _connect(uri + "&immutable=1" if immutable else uri)
+        conn.execute("PRAGMA user_version").fetchone()  # reads the header
         return conn
     except sqlite3.Error as e:
         if conn is not None:
@@ -364,16 +370,23 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
         # write the directory (or a full or read-only file system: IOERR) cannot create the
         # -shm a WAL database needs. No -wal means all the data is in the file: read it as
         # immutable (no locks, no -shm).
-        if Path(str(path) + "-wal").exists() or _code(e) not in (
+        if immutable or wal.exists() or _code(e) not in (
             _SQLITE_READONLY,
             _SQLITE_CANTOPEN,
             _SQLITE_IOERR,
         ):
-            raise StoreError(f"{path}: cannot open read-only: {e} ({_name(e)})") from e
+            raise _readonly_error(e, path) from e
     try:
         return _connect(uri + "&immutable=1")
     except sqlite3.Error as e:
-        raise StoreError(f"{path}: cannot open read-only: {e} ({_name(e)})") from e
+        raise _readonly_error(e, path) from e
+
+
+def _readonly_error(e: sqlite3.Error, path: Path) -> StoreError:
+    # With SQLite's code, so that a reader can tell a corrupt file (storage_state) apart.
+    err = StoreError(f"{path}: cannot open read-only: {e} ({_name(e)})")
+    err.code = _code(e)
+    return err
 
 
 def _connect(database: str | Path) -> sqlite3.Connection:
@@ -857,3 +870,23 @@ class StoreBase:
     def integrity_check(self) -> str:
         """`PRAGMA integrity_check`: "ok", or the problems found, one a line. Slow on big files."""
         return "\n".join(r[0] for r in self._all("PRAGMA integrity_check"))
+
+    def quick_check(self, limit_s: float) -> list[str] | None:
+        """`PRAGMA quick_check`'s problems ([] for none), or None when it did not end within
+        `limit_s` seconds: it reads every page, roughly a minute a GB on a Pi. Read
+        only: on a WAL database it holds a read snapshot, never a lock a writer waits for."""
+        deadline = time.monotonic() + limit_s
+        # SQLite calls the handler every QUICK_CHECK_STEP virtual machine steps, also within
+        # the check's walk of the b-trees; a true answer interrupts the statement.
+        self._conn.set_progress_handler(lambda: time.monotonic() > deadline, QUICK_CHECK_STEP)
+        try:
+            rows = [r[0] for r in self._conn.execute("PRAGMA quick_check")]
+        except sqlite3.Error as e:
+            if _code(e) == _SQLITE_INTERRUPT:
+                return None
+            if _code(e) in _BROKEN:  # a page the check itself cannot read
+                return [f"{e} ({_name(e)})"]
+            raise _translate(e, self.path, "check") from e
+        finally:
+            self._conn.set_progress_handler(None, 0)
+        return [] if rows == ["ok"] else rows

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tracker.store.control import ControlMixin
-from tracker.store.db import _open_here_lock, connect
+from tracker.store.db import _connect_readonly, _open_here_lock, connect
 from tracker.store.fixes import FixesMixin
 from tracker.store.ledger import LedgerMixin
 from tracker.store.prune import PRUNE_MODES, PruneMixin
@@ -72,3 +72,15 @@ def open_store(
         store = Store(conn, p, readonly=readonly, max_mb=max_mb, prune=prune, clock=clock)
     store.ride_rules = ride_rules
     return store
+
+
+def inspect_store(path: str | os.PathLike[str]) -> Store:
+    """Open the database at `path` read-only as `open_store(readonly=True)` does, but at any
+    schema version: for `tracker doctor`, which reports the version itself (`pragma
+    ("user_version")` against SCHEMA_VERSION) and asks for the rest only at SCHEMA_VERSION.
+    Never creates, checks or migrates, and leaves no file behind: with no -wal (the daemon
+    stopped) the file is read as immutable. A missing or unreadable file is a StoreError with
+    SQLite's code (tracker.store.db.storage_state tells a corrupt one)."""
+    p = Path(path)
+    with _open_here_lock:
+        return Store(_connect_readonly(p, leave_no_files=True), p, readonly=True)
