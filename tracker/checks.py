@@ -20,6 +20,9 @@ OK, FAIL, SKIP = "ok", "FAIL", "skip"
 
 LISTEN_S = 5.0  # how long the GPS check reads at the configured rate
 PROBE_S = 2.0  # how long it reads at each other rate
+# The installed unit, under Context.root (scripts/install-pi.sh puts it there): the service
+# check compares it with the shipped one, the storage check reads where it may write.
+UNIT = Path("etc/systemd/system/tracker.service")
 INPUT_LISTEN_S = 2.0  # how long a TCP input is read (instruments send every second or so)
 
 

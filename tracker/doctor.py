@@ -36,11 +36,10 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 
-from tracker.checks import FAIL, LISTEN_S, OK, PROBE_S, SKIP, Check, Context
+from tracker.checks import FAIL, LISTEN_S, OK, PROBE_S, SKIP, UNIT, Check, Context
 from tracker.config import DEFAULT_PATH, Config, ConfigError, load
 
 CLOCK_TOLERANCE_S = 60.0
-UNIT = Path("etc/systemd/system/tracker.service")
 
 
 # --- the config -----------------------------------------------------------------------------------

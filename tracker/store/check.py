@@ -32,12 +32,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tracker import spill
-from tracker.checks import FAIL, OK, SKIP, Check, Context, group_name, may_open, user_name
+from tracker.checks import (
+    FAIL,
+    OK,
+    SKIP,
+    UNIT,
+    Check,
+    Context,
+    group_name,
+    may_open,
+    user_name,
+)
 from tracker.store.db import SCHEMA_VERSION, StoreError, storage_state
 from tracker.store.facade import Store, inspect_store
 
 MIN_FREE_MB = 64.0
-UNIT = Path("etc/systemd/system/tracker.service")  # under Context.root: scripts/install-pi.sh's
 # quick_check reads every page: roughly a minute a GB on a Pi (README, `tracker doctor`). The
 # daemon checks the whole file at each start anyway (and moves a corrupt one aside), so the
 # doctor's look is bounded, and says when it stopped before the end.
