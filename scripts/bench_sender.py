@@ -13,7 +13,9 @@ Bytes are counted at the server, by wrapping its connection's reader and writer:
 are what the sender sent (request line, headers including basic auth, body), reply bytes what
 came back. TCP/IP and TLS overhead are not included (the test server is plain http).
 
-The baseline, one request per point (batch_max_points = 1), is measured in the same run on
+The batched run has the rider's settings: requests of `batch_max_points` (--batch) that grow
+to `catch_up_max_points` (1000) while a backlog drains. The baseline, one request per point
+(batch_max_points = catch_up_max_points = 1), is measured in the same run on
 fewer points (--baseline-points, 5,000 by default: at a request per point 100,000 would take
 minutes) and compared per point. Both runs share the machine: the server runs in this process,
 so its CPU competes with the sender's. Nothing here asserts anything; the ratios are the point.
@@ -158,7 +160,7 @@ def fill(db: Path, n: int) -> int:
 
 
 def run(
-    name: str, root: Path, points: int, batch: int, counter: ByteCounter
+    name: str, root: Path, points: int, batch: int, counter: ByteCounter, catch_up: int
 ) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix="bench-sender-", dir=root))
     server = None
@@ -169,10 +171,10 @@ def run(
         counter.reset()
         server = counting_server(counter)
         options = Settings(url=server.url, username=USER, batch_max_points=batch, interval_s=0.0,
-                          offline_upload="off")  # fmt: skip
+                          catch_up_max_points=catch_up, offline_upload="off")  # fmt: skip
         sender = MapMyTracksSender(options, threading.Event(),
                                    lambda: open_store(db, check=False),
-                                   password=lambda: PASSWORD)  # fmt: skip
+                                   secret=lambda: PASSWORD)  # fmt: skip
         steps = 0
         started = time.perf_counter()
         while True:
@@ -222,8 +224,9 @@ def main() -> int:
     counter = ByteCounter()
     root = Path(tempfile.mkdtemp(prefix="bench-sender-", dir=args.dir))
     try:
-        batched = run(f"batched ({args.batch})", root, args.points, args.batch, counter)
-        base = run("one per point (1)", root, args.baseline_points, 1, counter)
+        batched = run(f"batched ({args.batch} to {Settings.catch_up_max_points})", root,
+                      args.points, args.batch, counter, Settings.catch_up_max_points)  # fmt: skip
+        base = run("one per point (1)", root, args.baseline_points, 1, counter, 1)
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
