@@ -37,7 +37,7 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 # (the fixes table and its two indexes): 3 x 4 KiB pages before, under one 4 KiB page now.
 # scripts/bench.py's `wear` row measures it against the leanest durable design.
 PAGE_SIZE = 512
-CACHE_KIB = 512  # page cache per connection
+CACHE_KIB = 128  # page cache per connection: see _configure
 _WAL_LIMIT_BYTES = 4 * 1024 * 1024  # keep the WAL file at most this big after a checkpoint
 QUICK_CHECK_STEP = 1000  # virtual machine steps between looks at quick_check's deadline
 
@@ -715,8 +715,10 @@ class StoreBase:
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
             # Every thread has its own connection and each would cache up to 2 MB of pages
-            # (SQLite's default): 512 KiB each is plenty for appends at the end and streamed
-            # reads, and the OS page cache holds the rest.
+            # (SQLite's default). 128 KiB (256 pages) holds the path of every b-tree an append
+            # touches and the inner pages of a streamed read; the OS page cache holds the rest.
+            # 512 KiB cost a megabyte of RSS once the senders read fast (catching up) and no
+            # CPU was saved by it (callgrind, ingest; scripts/bench, memory).
             conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             # The default here (SECURE_DELETE builds) zeroes every freed page: extra writes to
             # an SD card on every prune. FAST zeroes only what is written anyway.
