@@ -115,34 +115,23 @@ def gpsd_ready(gpsd: Gpsd, pty: PtyWriter, start: datetime) -> None:
     reports a fix: a freshly started gpsd hunts for the speed and the protocol first, and
     drops what it reads meanwhile."""
     prelude = epochs(100, rate_hz=5.0, sentences=SENTENCES, start=start)
-    watch = gpsd.watch()
-    got = b""
-    for e in prelude:
-        pty.write(e.data)
-        watch.settimeout(0.05)  # paces the prelude too
-        with contextlib.suppress(TimeoutError):
-            got += watch.recv(65536)
-        if b'"class":"TPV"' in got and b'"time"' in got:
-            break
-    else:
-        pytest.fail(f"gpsd reported no fix for the prelude (log: {gpsd.log})")
-    watch.close()
+    locked_after(gpsd, prelude, lambda e: pty.write(e.data))
 
 
 def locked_after(gpsd: Gpsd, ride: list, write: Callable[[Any], None]) -> int:
-    """Write the ride's epochs until gpsd reports a fix; how many it took. The watch's
-    timeout paces the writing, gpsd's report (not the time) ends it."""
+    """Write the ride's epochs until gpsd reports a fix (to a watch of the test's); how many
+    it took. The watch's timeout paces the writing; gpsd's report, not a time, ends it."""
     watch = gpsd.watch()
     got = b""
     try:
         for i, e in enumerate(ride):
             write(e)
-            watch.settimeout(0.02)
+            watch.settimeout(0.05)
             with contextlib.suppress(TimeoutError):
                 got += watch.recv(65536)
             if b'"class":"TPV"' in got and b'"time"' in got:
                 return i + 1
-        pytest.fail(f"no fix through the new gpsd ({gpsd.log})")
+        pytest.fail(f"gpsd reported no fix in {len(ride)} epochs (log: {gpsd.log})")
     finally:
         watch.close()
 
