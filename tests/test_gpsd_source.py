@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import T0, Daemon, epochs, stored_fixes, stored_so_far, wait_for
@@ -113,18 +115,25 @@ def gpsd_ready(gpsd: Gpsd, pty: PtyWriter, start: datetime) -> None:
     reports a fix: a freshly started gpsd hunts for the speed and the protocol first, and
     drops what it reads meanwhile."""
     prelude = epochs(100, rate_hz=5.0, sentences=SENTENCES, start=start)
+    locked_after(gpsd, prelude, lambda e: pty.write(e.data))
+
+
+def locked_after(gpsd: Gpsd, ride: list, write: Callable[[Any], None]) -> int:
+    """Write the ride's epochs until gpsd reports a fix (to a watch of the test's); how many
+    it took. The watch's timeout paces the writing; gpsd's report, not a time, ends it."""
     watch = gpsd.watch()
     got = b""
-    for e in prelude:
-        pty.write(e.data)
-        watch.settimeout(0.05)  # paces the prelude too
-        with contextlib.suppress(TimeoutError):
-            got += watch.recv(65536)
-        if b'"class":"TPV"' in got and b'"time"' in got:
-            break
-    else:
-        pytest.fail(f"gpsd reported no fix for the prelude (log: {gpsd.log})")
-    watch.close()
+    try:
+        for i, e in enumerate(ride):
+            write(e)
+            watch.settimeout(0.05)
+            with contextlib.suppress(TimeoutError):
+                got += watch.recv(65536)
+            if b'"class":"TPV"' in got and b'"time"' in got:
+                return i + 1
+        pytest.fail(f"gpsd reported no fix in {len(ride)} epochs (log: {gpsd.log})")
+    finally:
+        watch.close()
 
 
 @pytest.mark.skipif(GPSD is None, reason="gpsd is not installed (Debian: apt install gpsd)")
@@ -165,15 +174,11 @@ def test_tracker_reading_gpsd_stores_the_fixes_it_stores_reading_the_pty(tmp_pat
             assert pty2.wait_for_reader(timeout=20)
             wait_for(lambda: via.gps_opens() > opens, 30, what="the daemon to reconnect")
             # The new gpsd hunts again and loses what it reads meanwhile: the ride goes on
-            # until a fix comes through it again, from there every epoch must.
-            before = len(stored_so_far(via.db))
-            i = half
-            while len(stored_so_far(via.db)) == before:
-                assert i < len(ride) - 20, f"no fix through the new gpsd ({gpsd.log})"
-                write(ride[i])
-                i += 1
-            resumed = i
-            for e in ride[i:]:
+            # until it reports a fix again, from there every epoch must come through. Asked
+            # of gpsd itself (a watch of the test's, opened after the daemon's), not of the
+            # store, whose lag under load would let the ride run out first.
+            resumed = half + locked_after(gpsd, ride[half:-20], write)
+            for e in ride[resumed:]:
                 write(e)
             wait_for(lambda: len(stored_so_far(direct.db)) == len(ride), 30,
                      what="every fix stored from the pty")  # fmt: skip
