@@ -296,9 +296,15 @@ class GpsdHeard:
     refused: str | None = None  # gpsd's ERROR report (a WATCH of a device it does not have)
 
 
+# gpsd greets a client with VERSION at once; a busy unit may take a few seconds. The check
+# waits this long for it, even when it listens for reports for less.
+GREETING_S = 5.0
+
+
 def listen(url: str, seconds: float) -> GpsdHeard:
-    """Watch gpsd at `url` for `seconds` as the daemon does, and keep what gpsd says of itself
-    (its DEVICES and ERROR reports, which the decoder has no use for)."""
+    """Watch gpsd at `url` for `seconds` as the daemon does (and until its VERSION greeting
+    for GREETING_S at least), and keep what gpsd says of itself (its DEVICES and ERROR
+    reports, which the decoder has no use for)."""
     from tracker.checks import reason
 
     out = GpsdHeard(seconds)
@@ -317,8 +323,11 @@ def listen(url: str, seconds: float) -> GpsdHeard:
         return out
     lines = b""
     try:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        start = time.monotonic()
+        deadline, greeted_by = start + seconds, start + max(seconds, GREETING_S)
+        while (now := time.monotonic()) < deadline or (
+            decoder.version is None and now < greeted_by
+        ):
             data = port.read()
             *done, lines = (lines + data).split(b"\n")
             for line in done:
@@ -364,7 +373,8 @@ def check(ctx: Context, *, listen_fn: Callable[..., GpsdHeard] = listen) -> Iter
     if heard.version is None:
         yield Check(
             "gpsd", FAIL, f"{where} answers but is not gpsd (no VERSION report in "
-            f"{heard.seconds:g} s)", "correct the port in [gps] device (gpsd's is 2947)",
+            f"{max(heard.seconds, GREETING_S):g} s)",
+            "correct the port in [gps] device (gpsd's is 2947)",
         )  # fmt: skip
         return
     name = f"gpsd {heard.version} at {where}"
