@@ -9,7 +9,8 @@ SQLite's WAL guarantees the file is never corrupted.
 
 When the store cannot be written (full disk, read-only file system, a database that cannot be
 opened, I/O errors) the recorder keeps the batch in memory, logs a clear error once a minute, and
-retries (at once a few times, then with backoff up to RETRY_MAX_S); the GPS keeps being read.
+retries (at the next commit interval a few times, then with backoff up to RETRY_MAX_S; a plain
+I/O error also at once, RETRY_IN_STEP times within the commit); the GPS keeps being read.
 The store opens its connection again after an error SQLite does not recover from by itself
 (tracker/store/db.py), and what was held goes back in small transactions, in order (the
 commit loop below). While failing, the recorder's status also goes to a status file
@@ -76,6 +77,7 @@ INBOX_MAX = 20_000
 # write that failed at random), then at waits doubling up to RETRY_MAX_S (a read-only or
 # full file system: no need to try it five times a second).
 RETRY_AT_ONCE = 3
+RETRY_IN_STEP = 3  # transactions failed with a plain I/O error tried again at once in a step
 RETRY_MAX_S = 5.0
 # After a failure the held fixes go in transactions of this many (samples: 4x): one
 # transaction of hours of fixes is hundreds of page writes, and on a card failing a few
@@ -303,16 +305,26 @@ class Recorder:
             self._after_commit(now)  # nothing to write: no transaction, no fsync
             return
         held = len(self._fixes)
+        budget = FINAL_BUDGET_S if final else CATCH_UP_BUDGET_S
+        tries = 0  # failed transactions in this step
         while True:
             nf, ns = len(self._fixes), len(self._samples)
             if self._catching_up:
                 nf, ns = min(nf, CATCH_UP_FIXES), min(ns, 4 * CATCH_UP_FIXES)
             last = nf == len(self._fixes) and ns == len(self._samples)
             if not self._commit_once(nf, ns, last, final, write_runtime and last):
-                return
+                tries += 1
+                # A plain I/O error (a card failing a write now and then) is tried again at
+                # once, a few times within the step's budget: waiting a commit interval after
+                # each let a card failing 3 % of its writes store 8 fixes a second. A full,
+                # read-only or corrupt store waits for its backoff.
+                if (tries > RETRY_IN_STEP or self.stats.storage_state != "error"
+                        or time.monotonic() - now > budget):  # fmt: skip
+                    return
+                continue
             if last:
                 break
-            if time.monotonic() - now > (FINAL_BUDGET_S if final else CATCH_UP_BUDGET_S):
+            if time.monotonic() - now > budget:
                 return  # the rest at the next step (or into the spill file)
         self._catching_up = False
         if write_runtime:
