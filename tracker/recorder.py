@@ -500,9 +500,7 @@ class Recorder:
         arrived: list[float] = []
         samples: list[Sample] = []
         for sp in spills:
-            row = store.get_runtime(spill.MARKER_PREFIX + sp.id)
-            mark = row[0] if row is not None else {}
-            f_done, s_done = int(mark.get("fixes", 0)), int(mark.get("samples", 0))
+            f_done, s_done = spill.stored(sp, store)
             if f_done >= len(sp.fixes) and s_done >= len(sp.samples):
                 log.info("spill %s was stored already: deleting it", sp.paths[0])
                 stale += sp.paths

@@ -29,6 +29,7 @@ import time
 import uuid
 from dataclasses import astuple, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 from tracker.fix import Fix, Sample
 from tracker.runtime import runtime_dirs
@@ -46,6 +47,20 @@ class Spill:
     fixes: list[Fix] = field(default_factory=list)
     arrived: list[float] = field(default_factory=list)  # one per fix
     samples: list[Sample] = field(default_factory=list)
+
+
+class Markers(Protocol):
+    """Where the markers are: the store's runtime rows (tracker/store/control.py)."""
+
+    def get_runtime(self, key: str) -> tuple[dict[str, Any], float] | None: ...
+
+
+def stored(spill: Spill, store: Markers) -> tuple[int, int]:
+    """How many of the spill's fixes and samples the store holds already: the counts of its
+    marker, written in the transaction that stored them; (0, 0) when it has none."""
+    row = store.get_runtime(MARKER_PREFIX + spill.id)
+    mark = row[0] if row is not None else {}
+    return int(mark.get("fixes", 0)), int(mark.get("samples", 0))
 
 
 def spill_paths(db: Path) -> list[Path]:

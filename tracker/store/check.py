@@ -268,8 +268,7 @@ def _queue(store: Store, path: Path) -> list[Check]:
     spills, _stale, problems = spill.find(path)
     files = fixes = 0
     for sp in spills:  # less what a daemon killed after storing it (its marker) holds
-        row = store.get_runtime(spill.MARKER_PREFIX + sp.id)
-        left = len(sp.fixes) - int(row[0].get("fixes", 0) if row else 0)
+        left = len(sp.fixes) - spill.stored(sp, store)[0]
         if left > 0:
             files, fixes = files + 1, fixes + left
     if files:
