@@ -176,7 +176,8 @@ class DecoderStats:
     no_checksum: int = 0  # accepted sentences that had no checksum
     late: int = 0  # timed sentences after their epoch was complete (a GLL after its GGA...)
     # Instrument sentences decoded (also in `sentences`), and readings nobody took in time.
-    # Not in as_dict() yet: tracker/runtime.py's GpsStatus, built from it, has no such fields.
+    # Not in as_dict() (the decoder's own report); tracker/daemon.py puts every counter, these
+    # two too, in tracker/runtime.py's GpsStatus.
     instruments: int = 0
     readings_dropped: int = 0
 
